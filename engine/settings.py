@@ -1,0 +1,85 @@
+"""One typed settings object, read once from the environment (BATON_*) and `.env`."""
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Flags an operator may pass to vLLM through /load. Anything that could point vLLM at
+# another path, host or key (--host, --api-key, --download-dir, --chat-template...) is
+# deliberately absent: the engine sets those itself.
+DEFAULT_ALLOWED_FLAGS = [
+    "--dtype",
+    "--max-model-len",
+    "--enforce-eager",
+    "--gpu-memory-utilization",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--tensor-parallel-size",
+    "--quantization",
+    "--kv-cache-dtype",
+    "--seed",
+    "--swap-space",
+    "--block-size",
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATON_", env_file=".env", extra="ignore")
+
+    data_dir: Path = ROOT / "data"
+    database_url: str | None = None  # default: SQLite file in data_dir
+
+    vllm_python: Path = ROOT / ".venv-vllm" / "bin" / "python"
+    # Extra interpreters a version may name (two vLLM releases side by side).
+    allowed_interpreters: list[Path] = Field(default_factory=list)
+    server_module: str = "vllm.entrypoints.openai.api_server"
+    # Environment given to every backend (e.g. VLLM_CPU_KVCACHE_SPACE on CPU machines).
+    backend_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_CPU_KVCACHE_SPACE": "1"})
+
+    port_min: int = 18100
+    port_max: int = 18999
+    model_roots: list[Path] = Field(default_factory=list)  # default: data_dir/models
+    allowed_flags: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_FLAGS))
+
+    startup_timeout_s: float = 300.0
+    health_interval_s: float = 0.5
+    drain_timeout_s: float = 60.0
+    stop_grace_s: float = 15.0
+    restart_backoff_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
+    request_wait_s: float = 30.0  # how long a request waits for a ready version
+    log_ring_lines: int = 500
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Settings":
+        self.data_dir = self.data_dir.resolve()
+        if not self.model_roots:
+            self.model_roots = [self.data_dir / "models"]
+        self.model_roots = [p.resolve() for p in self.model_roots]
+        if self.port_min > self.port_max:
+            raise ValueError("BATON_PORT_MIN must not exceed BATON_PORT_MAX")
+        return self
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'baton.db'}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def interpreters(self) -> list[Path]:
+        return [self.vllm_python, *self.allowed_interpreters]
+
+    @property
+    def guard_python(self) -> str:
+        return sys.executable

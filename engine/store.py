@@ -1,0 +1,221 @@
+"""SQLAlchemy async models and the repository: versions, deployment, audit, process records."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, event, inspect, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .errors import StoreUnavailable
+from .types import AuditEvent, Deployment, Sampling, VersionSpec
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class VersionRow(Base):
+    __tablename__ = "model_versions"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_path: Mapped[str] = mapped_column(Text)
+    served_name: Mapped[str] = mapped_column(String(128))
+    flags: Mapped[list] = mapped_column(JSON, default=list)
+    interpreter: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_template: Mapped[str] = mapped_column(Text)
+    sampling: Mapped[dict] = mapped_column(JSON, default=dict)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployment"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    active: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    canary: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    canary_percent: Mapped[int] = mapped_column(Integer, default=0)
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProcessRow(Base):
+    """A backend process group this engine started, so a later engine can end it if orphaned."""
+
+    __tablename__ = "backend_processes"
+    pgid: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    marker: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _add_missing_columns(sync_conn) -> None:
+    """Additive schema upgrade: columns added to a model appear in an older database."""
+    insp = inspect(sync_conn)
+    for table in Base.metadata.sorted_tables:
+        existing = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in existing:
+                ddl = col.type.compile(dialect=sync_conn.dialect)
+                sync_conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {ddl}'))
+
+
+def _spec(row: VersionRow) -> VersionSpec:
+    s = dict(row.sampling or {})
+    if "stop" in s:
+        s["stop"] = tuple(s["stop"])
+    return VersionSpec(
+        name=row.name,
+        model_path=Path(row.model_path),
+        served_name=row.served_name,
+        flags=tuple(row.flags or ()),
+        interpreter=Path(row.interpreter) if row.interpreter else None,
+        prompt_template=row.prompt_template,
+        sampling=Sampling(**s),
+        notes=row.notes,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+def _deployment(row: DeploymentRow | None) -> Deployment:
+    if row is None:
+        return Deployment()
+    return Deployment(
+        active=row.active,
+        previous=row.previous,
+        canary=row.canary,
+        canary_percent=row.canary_percent,
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
+    )
+
+
+class Store:
+    """The repository. Every write is one transaction; failures surface as StoreUnavailable."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_add_missing_columns)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _failed(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"The database refused the change ({type(exc).__name__}: {str(exc).splitlines()[0]}); nothing was changed.",
+            "Check that the database file is writable and not locked, then retry.",
+        )
+
+    # versions ---------------------------------------------------------------
+    async def get_version(self, name: str) -> VersionSpec | None:
+        async with self._session() as s:
+            row = await s.get(VersionRow, name)
+            return _spec(row) if row else None
+
+    async def list_versions(self) -> list[VersionSpec]:
+        async with self._session() as s:
+            rows = (await s.scalars(select(VersionRow).order_by(VersionRow.created_at))).all()
+            return [_spec(r) for r in rows]
+
+    async def save_version(self, spec: VersionSpec) -> None:
+        row = VersionRow(
+            name=spec.name,
+            model_path=str(spec.model_path),
+            served_name=spec.served_name,
+            flags=list(spec.flags),
+            interpreter=str(spec.interpreter) if spec.interpreter else None,
+            prompt_template=spec.prompt_template,
+            sampling={**asdict(spec.sampling), "stop": list(spec.sampling.stop)},
+            notes=spec.notes,
+            created_by=spec.created_by,
+            created_at=spec.created_at or utcnow(),
+        )
+        try:
+            async with self._session.begin() as s:
+                await s.merge(row)
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+
+    # deployment -------------------------------------------------------------
+    async def get_deployment(self) -> Deployment:
+        async with self._session() as s:
+            return _deployment(await s.get(DeploymentRow, 1))
+
+    async def save_deployment(self, dep: Deployment, actor: str) -> Deployment:
+        try:
+            async with self._session.begin() as s:
+                row = await s.get(DeploymentRow, 1) or DeploymentRow(id=1)
+                row.active, row.previous = dep.active, dep.previous
+                row.canary, row.canary_percent = dep.canary, dep.canary_percent
+                row.updated_by, row.updated_at = actor, utcnow()
+                s.add(row)
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+        return _deployment(row)
+
+    # audit ------------------------------------------------------------------
+    async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:
+        args = arguments if isinstance(arguments, str) else json.dumps(arguments, default=str)
+        try:
+            async with self._session.begin() as s:
+                s.add(AuditRow(actor=actor, action=action, arguments=args, outcome=outcome, detail=detail))
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+
+    async def list_audit(self, limit: int = 20) -> list[AuditEvent]:
+        async with self._session() as s:
+            rows = (await s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))).all()
+            return [AuditEvent(r.at, r.actor, r.action, r.arguments, r.outcome, r.detail) for r in rows]
+
+    # process records --------------------------------------------------------
+    async def record_process(self, pgid: int, version: str, marker: str) -> None:
+        async with self._session.begin() as s:
+            await s.merge(ProcessRow(pgid=pgid, version=version, marker=marker))
+
+    async def forget_process(self, pgid: int) -> None:
+        async with self._session.begin() as s:
+            row = await s.get(ProcessRow, pgid)
+            if row:
+                await s.delete(row)
+
+    async def list_processes(self) -> list[tuple[int, str, str]]:
+        async with self._session() as s:
+            rows = (await s.scalars(select(ProcessRow))).all()
+            return [(r.pgid, r.version, r.marker) for r in rows]

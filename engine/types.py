@@ -1,0 +1,53 @@
+"""Plain data passed across the engine's seams."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ("\n",)
+
+
+DEFAULT_TEMPLATE = "Translate the following text from {source_lang} to {target_lang}.\n{text}\n"
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """Everything needed to start a version again: a version's row is its recipe."""
+
+    name: str
+    model_path: Path
+    served_name: str
+    flags: tuple[str, ...] = ()
+    interpreter: Path | None = None
+    prompt_template: str = DEFAULT_TEMPLATE
+    sampling: Sampling = field(default_factory=Sampling)
+    notes: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    active: str | None = None
+    previous: str | None = None
+    canary: str | None = None
+    canary_percent: int = 0
+    updated_by: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    at: datetime
+    actor: str
+    action: str
+    arguments: str
+    outcome: str
+    detail: str
