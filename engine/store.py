@@ -88,6 +88,10 @@ def _add_missing_columns(sync_conn) -> None:
                 sync_conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {ddl}'))
 
 
+def _json(arguments: object) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, default=str, ensure_ascii=False)
+
+
 def _spec(row: VersionRow) -> VersionSpec:
     s = dict(row.sampling or {})
     if "stop" in s:
@@ -178,9 +182,12 @@ class Store:
         async with self._session() as s:
             return _deployment(await s.get(DeploymentRow, 1))
 
-    async def save_deployment(self, dep: Deployment, actor: str) -> Deployment:
+    async def save_deployment(self, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> Deployment:
+        """The deployment and its audit row, in one durable commit."""
+        action, arguments, detail = audit
         try:
             async with self._session.begin() as s:
+                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
                 row = await s.get(DeploymentRow, 1) or DeploymentRow(id=1)
                 row.active, row.previous = dep.active, dep.previous
                 row.canary, row.canary_percent = dep.canary, dep.canary_percent
@@ -192,10 +199,9 @@ class Store:
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:
-        args = arguments if isinstance(arguments, str) else json.dumps(arguments, default=str)
         try:
             async with self._session.begin() as s:
-                s.add(AuditRow(actor=actor, action=action, arguments=args, outcome=outcome, detail=detail))
+                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome=outcome, detail=detail))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 

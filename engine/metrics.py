@@ -1,0 +1,21 @@
+"""Prometheus metrics, defined once per process (the default registry refuses duplicates)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("baton_requests", "Translation requests by version and outcome", ["version", "outcome"])
+SWITCHES = Counter("baton_switches", "Deployment changes by action", ["action"])
+BACKEND_CRASHES = Counter("baton_backend_crashes", "Backend processes that exited unexpectedly", ["version"])
+BACKEND_STATE = Gauge("baton_backend_state", "1 for the state each backend is in", ["version", "state"])
+IN_FLIGHT = Gauge("baton_in_flight_requests", "Requests currently streaming", ["version"])
+TTFT = Histogram(
+    "baton_time_to_first_token_seconds", "Time to first token through the engine", ["version"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+_STATES = ("starting", "warming", "ready", "draining", "stopping", "stopped", "failed")
+
+
+def set_backend_state(version: str, state: str) -> None:
+    for s in _STATES:
+        BACKEND_STATE.labels(version, s).set(1 if s == state else 0)

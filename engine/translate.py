@@ -1,0 +1,123 @@
+"""Prompt per version + streaming call through AsyncOpenAI, with attribution and timings."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import openai
+
+from . import metrics
+from .errors import BatonError, InvalidArgument
+from .router import Route
+from .types import VersionSpec
+
+MAX_TEXT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class TranslationRequest:
+    text: str
+    target_lang: str
+    source_lang: str = "auto"
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True)
+class TranslationResult:
+    version: str
+    role: str
+    text: str
+    ttft_ms: float
+    total_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    failover_note: str = ""
+
+
+class BackendFailed(BatonError):
+    """The backend stopped answering mid-stream; the partial text is kept by the caller."""
+
+
+def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
+    source = "the detected language" if req.source_lang in ("", "auto") else req.source_lang
+    return spec.prompt_template.format(source_lang=source, target_lang=req.target_lang, text=req.text)
+
+
+def validate(req: TranslationRequest) -> None:
+    if not req.text.strip():
+        raise InvalidArgument("There is no text to translate.", "Type the text you want translated.")
+    if len(req.text) > MAX_TEXT_CHARS:
+        raise InvalidArgument(
+            f"The text is {len(req.text)} characters long; the limit is {MAX_TEXT_CHARS}.",
+            "Split it into shorter parts.",
+        )
+
+
+async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str], Awaitable[None]]) -> TranslationResult:
+    """Stream one completion from the routed backend; the caller holds the lease."""
+    backend = route.backend
+    spec = backend.spec
+    name = spec.name
+    s = spec.sampling
+    start = time.perf_counter()
+    ttft = 0.0
+    pieces: list[str] = []
+    finish, usage = "", None
+    assert backend.client is not None
+    metrics.IN_FLIGHT.labels(name).inc()
+    try:
+        response = await backend.client.completions.create(
+            model=spec.served_name,
+            prompt=build_prompt(spec, req),
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            stop=list(s.stop) or None,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with response:  # closing it on cancel aborts the generation in vLLM
+            async for chunk in response:
+                if chunk.usage:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.text:
+                        if not pieces:
+                            ttft = time.perf_counter() - start
+                        pieces.append(choice.text)
+                        await on_token(choice.text)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+    except openai.APIError as exc:
+        backend.errors += 1
+        metrics.REQUESTS.labels(name, "failed").inc()
+        raise BackendFailed(
+            f"Version {name} stopped answering ({type(exc).__name__}).",
+            "The partial answer is kept; please send your text again.",
+        ) from exc
+    except asyncio.CancelledError:
+        metrics.REQUESTS.labels(name, "cancelled").inc()
+        raise
+    finally:
+        metrics.IN_FLIGHT.labels(name).dec()
+    if not finish:
+        backend.errors += 1
+        metrics.REQUESTS.labels(name, "truncated").inc()
+        raise BackendFailed(f"Version {name} ended the answer early.", "Please send your text again.")
+    backend.served += 1
+    metrics.REQUESTS.labels(name, "ok").inc()
+    metrics.TTFT.labels(name).observe(ttft)
+    return TranslationResult(
+        version=name,
+        role=route.role,
+        text="".join(pieces),
+        ttft_ms=ttft * 1000,
+        total_ms=(time.perf_counter() - start) * 1000,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else len(pieces),
+        finish_reason=finish,
+        failover_note=route.failover_note,
+    )

@@ -1,0 +1,97 @@
+"""Checks on everything an operator can type: names, model paths, vLLM flags, templates."""
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from .errors import InvalidArgument
+from .settings import Settings
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+FLAG_VALUE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
+TEMPLATE_FIELDS = {"source_lang", "target_lang", "text"}
+MAX_TEMPLATE_CHARS = 4000
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name or ""):
+        raise InvalidArgument(
+            f"'{name[:60]}' is not a valid version name.",
+            "Use 1-48 letters, digits, dots, dashes or underscores, starting with a letter or digit (e.g. v2 or hy-mt-1.5).",
+        )
+    return name
+
+
+def check_model_path(raw: str, settings: Settings) -> Path:
+    roots = ", ".join(str(r) for r in settings.model_roots)
+    if not raw or "\0" in raw or len(raw) > 1024:
+        raise InvalidArgument("The model path is empty or malformed.", f"Give a model directory under {roots}.")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = settings.model_roots[0] / path
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in settings.model_roots):
+        raise InvalidArgument(
+            f"The model path {raw[:200]} is outside the allowed model roots.",
+            f"Put the model under {roots} (or add its folder to BATON_MODEL_ROOTS).",
+        )
+    if not (resolved / "config.json").is_file():
+        raise InvalidArgument(
+            f"{resolved} is not a model directory (no config.json there).",
+            "Point to the folder that holds config.json, the tokenizer and the weights.",
+        )
+    return resolved
+
+
+def check_flags(flags: list[str] | tuple[str, ...], settings: Settings) -> tuple[str, ...]:
+    """Accept `--flag`, `--flag value` and `--flag=value`, only for allowed flags."""
+    allowed = ", ".join(settings.allowed_flags)
+    out: list[str] = []
+    i = 0
+    while i < len(flags):
+        token = flags[i]
+        name, eq, value = token.partition("=")
+        if name not in settings.allowed_flags:
+            raise InvalidArgument(
+                f"The vLLM flag '{token[:60]}' is not allowed.",
+                f"Allowed flags: {allowed} (BATON_ALLOWED_FLAGS).",
+            )
+        if not eq and i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+            i += 1
+            value, eq = flags[i], "="
+        if eq and not FLAG_VALUE_RE.fullmatch(value):
+            raise InvalidArgument(
+                f"The value '{value[:60]}' for {name} is not allowed.",
+                "Values are 1-64 letters, digits, dots, colons, plus or dashes.",
+            )
+        out.extend([name, value] if eq else [name])
+        i += 1
+    return tuple(out)
+
+
+def check_interpreter(raw: str | Path | None, settings: Settings) -> Path | None:
+    if raw is None or raw == "":
+        return None
+    path = Path(raw)
+    if path not in settings.interpreters:
+        raise InvalidArgument(
+            f"The interpreter {str(raw)[:200]} is not one the operator allowed.",
+            f"Use one of: {', '.join(map(str, settings.interpreters))} (BATON_ALLOWED_INTERPRETERS).",
+        )
+    return path
+
+
+def check_template(template: str) -> str:
+    hint = "Use the fields {source_lang}, {target_lang} and {text}; write {{ and }} for literal braces."
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise InvalidArgument(f"The prompt template is longer than {MAX_TEMPLATE_CHARS} characters.", "Shorten it.")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise InvalidArgument(f"The prompt template is malformed ({exc}).", hint) from None
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown or "text" not in fields:
+        what = f"unknown fields {sorted(unknown)}" if unknown else "no {text} field"
+        raise InvalidArgument(f"The prompt template has {what}.", hint)
+    return template

@@ -1,0 +1,91 @@
+"""A tiny OpenAI-compatible server with vLLM's command line, for fast router race and fault tests.
+
+Started by the same backend code as vLLM (BATON_SERVER_MODULE=tests.fake_vllm). It answers
+each completion with `<served-name> says: <prompt words>` one word per chunk. Behaviour knobs
+come from `fake.json` in the model directory, so one engine can hold versions that behave
+differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
+(pause between chunks), exit_at_start (exit at once with code 3).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+def build_app(served_name: str, api_key: str, knobs: dict) -> Starlette:
+    started = time.monotonic()
+    startup_s = float(knobs.get("startup_s", 0))
+    hang = bool(knobs.get("hang"))
+    delay = float(knobs.get("token_delay_s", 0.01))
+
+    async def health(_: Request) -> JSONResponse:
+        ok = not hang and time.monotonic() - started >= startup_s
+        return JSONResponse({}, status_code=200 if ok else 503)
+
+    async def completions(request: Request):
+        if request.headers.get("authorization") != f"Bearer {api_key}":
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        body = await request.json()
+        if body.get("model") != served_name:
+            return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
+        words = [f"{served_name} says:"] + body["prompt"].split()[-6:]
+        words = words[: max(1, int(body.get("max_tokens", 16)))]
+        usage = {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": len(words),
+                 "total_tokens": len(body["prompt"].split()) + len(words)}
+
+        def chunk(text: str, finish: str | None, with_usage: bool = False) -> str:
+            data = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": served_name,
+                    "choices": [] if with_usage else [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+            if with_usage:
+                data["usage"] = usage
+            return f"data: {json.dumps(data)}\n\n"
+
+        if not body.get("stream"):
+            return JSONResponse({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": served_name,
+                                 "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "length"}],
+                                 "usage": usage})
+
+        async def events():
+            for i, word in enumerate(words):
+                await asyncio.sleep(delay)
+                last = i == len(words) - 1
+                yield chunk(("" if i == 0 else " ") + word, "stop" if last else None)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield chunk("", None, with_usage=True)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/health", health), Route("/v1/completions", completions, methods=["POST"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--served-model-name", required=True)
+    args, _unknown = parser.parse_known_args()  # vLLM flags are accepted and ignored
+    knobs_file = Path(args.model) / "fake.json"
+    knobs = json.loads(knobs_file.read_text()) if knobs_file.exists() else {}
+    if knobs.get("exit_at_start"):
+        print("fake: refusing to start (exit_at_start)", flush=True)
+        sys.exit(3)
+    print(f"fake server for {args.served_model_name} on {args.host}:{args.port}", flush=True)
+    app = build_app(args.served_model_name, args.api_key, knobs)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
