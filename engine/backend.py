@@ -105,6 +105,7 @@ class Backend:
         self._exited = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._killing = False
         self._tasks: set[asyncio.Task] = set()
 
     # state ------------------------------------------------------------------
@@ -164,9 +165,10 @@ class Backend:
         if self.state is State.FAILED:
             self.restarts += 1
         self._to(State.STARTING)
-        self.api_key = secrets.token_urlsafe(24)
+        self.api_key = secrets.token_hex(24)  # hex: never starts with "-" on a command line
         self.marker = secrets.token_hex(16)
         self.exit_code, self.pid, self.ready_at = None, None, None
+        self._killing = False
         self._pid_known.clear()
         self._exited.clear()
         self.started_at = time.monotonic()
@@ -218,7 +220,7 @@ class Backend:
             return
         self.exit_code = code
         self._exited.set()
-        if self.state in ALIVE:
+        if self.state in ALIVE and not self._killing:
             tail = " | ".join(self.log_tail(3))
             self._to(State.FAILED, f"process exited unexpectedly ({describe_exit(code)}). Last log lines: {tail}")
 
@@ -263,9 +265,10 @@ class Backend:
         await self._exited.wait()
 
     async def _startup_failed(self, why: str) -> StartupFailed:
+        self._killing = True  # this exit is ours, not a crash
+        await self._kill_group()  # observers of FAILED can rely on the process being gone
         if self.state in ALIVE:
-            self._to(State.FAILED, why)  # before the kill, so the exit is not reported as a crash
-        await self._kill_group()
+            self._to(State.FAILED, why)
         return StartupFailed(why)
 
     # stopping ---------------------------------------------------------------

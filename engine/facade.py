@@ -17,7 +17,7 @@ from .router import Router, WaitInfo
 from .settings import Settings
 from .store import Store
 from .translate import TranslationRequest, TranslationResult
-from .types import AuditEvent, Deployment, Sampling, VersionSpec
+from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, Sampling, VersionSpec
 
 log = logging.getLogger("baton.engine")
 
@@ -117,7 +117,7 @@ class Engine:
                 served_name=validation.check_name(served_name) if served_name else name,
                 flags=validation.check_flags(list(flags), self.settings),
                 interpreter=validation.check_interpreter(interpreter, self.settings),
-                prompt_template=validation.check_template(template) if template else VersionSpec.prompt_template,
+                prompt_template=validation.check_template(template) if template else DEFAULT_TEMPLATE,
                 sampling=sampling or (existing.sampling if existing else Sampling()),
                 notes=notes,
                 created_by=actor,
@@ -257,9 +257,17 @@ class Engine:
         on_wait: Callable[[WaitInfo], Awaitable[None]] | None = None,
     ) -> TranslationResult:
         translate.validate(req)
-        route = await self.router.acquire(req.conversation_id, on_wait)
-        with route.backend.lease():
-            return await translate.stream(route, req, on_token)
+        retries = 1  # a backend that died before answering may not be noticed yet: route once more
+        while True:
+            route = await self.router.acquire(req.conversation_id, on_wait)
+            try:
+                with route.backend.lease():
+                    return await translate.stream(route, req, on_token)
+            except translate.BackendFailed as exc:
+                if exc.partial or not retries:
+                    raise
+                retries -= 1
+                await self.pool.wait_change(1.0)  # let the supervisor see the exit
 
     # helpers ---------------------------------------------------------------
     async def _spec(self, name: str) -> VersionSpec:

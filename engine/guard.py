@@ -35,7 +35,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: _kill_group(child.pid, signal.SIGTERM))
 
     def watch_engine() -> None:
-        while sys.stdin.buffer.read(4096):
+        while os.read(0, 4096):  # raw fd: a buffered reader would block interpreter shutdown
             pass
         _kill_group(child.pid, signal.SIGKILL)
         os._exit(1)
@@ -47,4 +47,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    os._exit(main())  # skip finalization: the watcher thread is still blocked in read()

@@ -142,8 +142,9 @@ class Store:
         await self.engine.dispose()
 
     def _failed(self, exc: Exception) -> StoreUnavailable:
+        cause = getattr(exc, "orig", None) or exc  # the driver's own words ("database is locked")
         return StoreUnavailable(
-            f"The database refused the change ({type(exc).__name__}: {str(exc).splitlines()[0]}); nothing was changed.",
+            f"The database refused the change ({str(cause).splitlines()[0]}); nothing was changed.",
             "Check that the database file is writable and not locked, then retry.",
         )
 

@@ -38,7 +38,11 @@ class TranslationResult:
 
 
 class BackendFailed(BatonError):
-    """The backend stopped answering mid-stream; the partial text is kept by the caller."""
+    """The backend stopped answering; any partial text is kept by the caller."""
+
+    def __init__(self, what: str, fix: str, *, partial: bool) -> None:
+        super().__init__(what, fix)
+        self.partial = partial  # tokens already reached the user: the request cannot be retried
 
 
 def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
@@ -97,6 +101,7 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
         raise BackendFailed(
             f"Version {name} stopped answering ({type(exc).__name__}).",
             "The partial answer is kept; please send your text again.",
+            partial=bool(pieces),
         ) from exc
     except asyncio.CancelledError:
         metrics.REQUESTS.labels(name, "cancelled").inc()
@@ -106,7 +111,7 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
     if not finish:
         backend.errors += 1
         metrics.REQUESTS.labels(name, "truncated").inc()
-        raise BackendFailed(f"Version {name} ended the answer early.", "Please send your text again.")
+        raise BackendFailed(f"Version {name} ended the answer early.", "Please send your text again.", partial=bool(pieces))
     backend.served += 1
     metrics.REQUESTS.labels(name, "ok").inc()
     metrics.TTFT.labels(name).observe(ttft)

