@@ -1,0 +1,321 @@
+"""The admin console's grammar and dispatch: a chat line in, engine calls, a markdown reply out.
+
+Both ways a command arrives are accepted: typed as text ("/switch v2", message.command is
+None) and picked from the command popup (command="switch", content="v2"). Arguments are
+split with shlex, never handed to a shell. The caller's role is read from the accounts table
+on every command, so the per-session command popup is cosmetic and a forged command field
+meets the same check as a typed command.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from engine import BatonError, Engine
+
+from . import render
+from .accounts import Account, Accounts
+
+log = logging.getLogger("baton.admin")
+
+NOT_ALLOWED = "🚫 You are not allowed to run admin commands. Anything else you type is translated."
+TYPED_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*))?$", re.S)
+
+
+@dataclass(frozen=True)
+class Spec:
+    usage: str
+    description: str
+    icon: str
+    admin: bool = True
+    mutating: bool = False  # changes state: run to completion even if the chat task is stopped
+
+
+COMMANDS: dict[str, Spec] = {
+    "help": Spec("/help", "What you can do here", "info", admin=False),
+    "status": Spec("/status", "Versions, processes and traffic", "activity"),
+    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT]]", "Register and start a version", "download", mutating=True),
+    "switch": Spec("/switch NAME", "Send all new requests to a ready version", "repeat", mutating=True),
+    "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
+    "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird", mutating=True),
+    "promote": Spec("/promote", "Make the canary the active version", "arrow-up", mutating=True),
+    "unload": Spec("/unload NAME", "Drain and stop a version", "power", mutating=True),
+    "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
+    "audit": Spec("/audit [N]", "Last admin actions", "shield"),
+    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users", mutating=True),
+}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    name: str  # lower-case, without the slash
+    argtext: str
+    typed: bool  # typed as text (True) or sent in the command field (False)
+
+    @property
+    def known(self) -> bool:
+        return self.name in COMMANDS
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    command: str  # run as if typed, e.g. "/switch v2"
+
+
+@dataclass(frozen=True)
+class Reply:
+    markdown: str
+    ok: bool = True
+    buttons: tuple[Button, ...] = ()
+    follow_load: str | None = None  # a version whose load the chat should follow live
+    redacted: str | None = None  # the command as it may be shown and stored (a password masked)
+
+
+class Usage(Exception):
+    """Wrong arguments for a command: the reply shows its usage."""
+
+
+@dataclass
+class Context:
+    engine: Engine
+    accounts: Accounts
+    actor: Account
+
+
+def command_list(is_admin: bool) -> list[dict]:
+    """The entries for the chat's command popup (Chainlit's CommandDict shape)."""
+    return [
+        {"id": name, "description": spec.description, "icon": spec.icon, "button": False, "persistent": False}
+        for name, spec in COMMANDS.items()
+        if is_admin or not spec.admin
+    ]
+
+
+def parse(content: str, command: str | None, *, is_admin: bool) -> Invocation | None:
+    """The command in a chat message, or None when the message is text to translate.
+
+    A typed "/word" that is no command is translated for users (it may be a path or a
+    quote) but answered with "unknown command" for admins, who more likely mistyped."""
+    if command:
+        return Invocation(command.strip().lstrip("/").lower(), content or "", typed=False)
+    m = TYPED_RE.match((content or "").strip())
+    if not m:
+        return None
+    inv = Invocation(m.group(1).lower(), m.group(2) or "", typed=True)
+    if not inv.known and not is_admin:
+        return None
+    return inv
+
+
+def redact(inv: Invocation) -> str | None:
+    """The command with its password masked, for `/users add`; None when nothing is secret."""
+    if inv.name != "users":
+        return None
+    words = inv.argtext.split()
+    if not words or words[0].lower() != "add":
+        return None
+    shown = words[:2] + (["••••••••"] if len(words) > 2 else []) + words[3:4]
+    return "/users " + " ".join(shown)
+
+
+async def execute(engine: Engine, accounts: Accounts, username: str, inv: Invocation) -> Reply:
+    """Run one command for `username`. Never raises for bad input: the reply says what was wrong."""
+    hidden = redact(inv)
+    reply = await _execute(engine, accounts, username, inv)
+    return Reply(reply.markdown, reply.ok, reply.buttons, reply.follow_load, hidden) if hidden else reply
+
+
+async def _execute(engine: Engine, accounts: Accounts, username: str, inv: Invocation) -> Reply:
+    spec = COMMANDS.get(inv.name)
+    if spec is None:
+        return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
+    actor = await accounts.get(username)
+    if actor is None:
+        return Reply("Your account no longer exists. Ask an admin.", ok=False)
+    if spec.admin and not actor.is_admin:
+        await _audit(engine, username, "denied", {"command": inv.name, "typed": inv.typed}, "refused", "not an admin")
+        return Reply(NOT_ALLOWED, ok=False)
+    try:
+        args = shlex.split(inv.argtext)
+    except ValueError as exc:
+        return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
+    ctx = Context(engine, accounts, actor)
+    work = HANDLERS[inv.name](ctx, args)
+    try:
+        if spec.mutating:
+            # Stop cancels the chat task; a half-done deployment change must not depend on it.
+            task = asyncio.ensure_future(work)
+            task.add_done_callback(_consume)  # if nobody is left to read its outcome
+            return await asyncio.shield(task)
+        return await work
+    except Usage as exc:
+        detail = f"{exc} " if str(exc) else ""
+        return Reply(f"{detail}Usage: `{spec.usage}`", ok=False)
+    except BatonError as exc:
+        return Reply(f"**Refused:** {exc}", ok=False)
+
+
+async def _audit(engine: Engine, actor: str, action: str, args: dict, outcome: str, detail: str = "") -> None:
+    try:
+        await engine.store.audit(actor, action, args, outcome, detail)
+    except BatonError as exc:  # the refusal still stands; only its record is missing
+        log.warning("could not audit %s by %s: %s", action, actor, exc)
+
+
+def _consume(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), (Usage, BatonError)):
+        log.error("admin command failed after its chat task was stopped", exc_info=task.exception())
+
+
+def _int(raw: str, what: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.rstrip("%"))
+    except ValueError:
+        raise Usage(f"{what} must be a whole number, not {render.code(raw[:20])}.") from None
+    if not low <= value <= high:
+        raise Usage(f"{what} must be between {low} and {high}, not {value}.")
+    return value
+
+
+def _arity(args: list[str], low: int, high: int) -> None:
+    if not low <= len(args) <= high:
+        raise Usage()
+
+
+# handlers -------------------------------------------------------------------
+async def _help(ctx: Context, args: list[str]) -> Reply:
+    return Reply(render.ADMIN_HELP if ctx.actor.is_admin else render.USER_HELP)
+
+
+async def _status(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 0, 0)
+    st = await ctx.engine.status()
+    d = st.deployment
+    buttons = tuple(Button(f"Switch to {v.name}", f"/switch {v.name}")
+                    for v in st.versions if v.state == "ready" and v.name not in (d.active, d.canary))[:3]
+    return Reply(render.status(st), buttons=buttons)
+
+
+def _split_template(rest: list[str]) -> tuple[list[str], str | None]:
+    """Take `--template TEXT` (or `--template=TEXT`) out of the vLLM flags."""
+    flags: list[str] = []
+    template: str | None = None
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if token == "--template":
+            if i + 1 >= len(rest):
+                raise Usage("--template needs the template text after it (quote it).")
+            template, i = rest[i + 1], i + 2
+            continue
+        if token.startswith("--template="):
+            template = token.partition("=")[2]
+        else:
+            flags.append(token)
+        i += 1
+    # A chat box cannot hold a line break inside one argument, so \n stands for one.
+    return flags, template.replace("\\n", "\n") if template is not None else None
+
+
+async def _load(ctx: Context, args: list[str]) -> Reply:
+    if not args:
+        raise Usage()
+    name, rest = args[0], args[1:]
+    who = ctx.actor.username
+    if rest:
+        flags, template = _split_template(rest[1:])
+        await ctx.engine.register(name, rest[0], flags=flags, prompt_template=template, actor=who)
+    snap = await ctx.engine.load(name, actor=who)
+    return Reply(render.load_started(name, snap.port), follow_load=name)
+
+
+async def _switch(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 1, 1)
+    d = await ctx.engine.switch(args[0], actor=ctx.actor.username)
+    buttons = (Button(f"Roll back to {d.previous}", "/rollback"),) if d.previous else ()
+    return Reply(render.switched("switch", d), buttons=buttons)
+
+
+async def _rollback(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 0, 0)
+    d = await ctx.engine.rollback(actor=ctx.actor.username)
+    return Reply(render.switched("rollback", d))
+
+
+async def _canary(ctx: Context, args: list[str]) -> Reply:
+    if args == ["abort"]:
+        d = await ctx.engine.abort_canary(actor=ctx.actor.username)
+        return Reply(render.switched("canary-abort", d))
+    _arity(args, 2, 2)
+    percent = _int(args[1], "PERCENT", 1, 99)
+    d = await ctx.engine.canary(args[0], percent, actor=ctx.actor.username)
+    return Reply(render.switched("canary", d),
+                 buttons=(Button(f"Promote {d.canary}", "/promote"), Button("Abort canary", "/canary abort")))
+
+
+async def _promote(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 0, 0)
+    d = await ctx.engine.promote(actor=ctx.actor.username)
+    return Reply(render.switched("promote", d))
+
+
+async def _unload(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 1, 1)
+    drained = await ctx.engine.unload(args[0], actor=ctx.actor.username)
+    return Reply(render.unloaded(args[0], drained))
+
+
+async def _logs(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 1, 2)
+    n = _int(args[1], "N", 1, 5000) if len(args) == 2 else 50
+    return Reply(render.logs(args[0], await ctx.engine.logs(args[0], n)))
+
+
+async def _audit_log(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 0, 1)
+    n = _int(args[0], "N", 1, 1000) if args else 20
+    return Reply(render.audit(await ctx.engine.audit(n)))
+
+
+async def _users(ctx: Context, args: list[str]) -> Reply:
+    if not args:
+        raise Usage()
+    sub, rest = args[0].lower(), args[1:]
+    who = ctx.actor.username
+    if sub == "list" and not rest:
+        return Reply(render.accounts(await ctx.accounts.list()))
+    if sub == "add" and len(rest) in (2, 3):
+        name, password = rest[0], rest[1]
+        role = rest[2].lower() if len(rest) == 3 else "user"
+        audit_args = {"name": name, "role": role}  # never the password
+        try:
+            account = await ctx.accounts.add(name, password, role, created_by=who)
+        except BatonError as exc:
+            await _audit(ctx.engine, who, "users-add", audit_args, "refused", str(exc))
+            raise
+        await _audit(ctx.engine, who, "users-add", audit_args, "ok")
+        return Reply(f"Added {render.code(account.username)} as {account.role}. They can log in now.")
+    if sub == "remove" and len(rest) == 1:
+        try:
+            gone = await ctx.accounts.remove(rest[0], actor=who)
+        except BatonError as exc:
+            await _audit(ctx.engine, who, "users-remove", {"name": rest[0]}, "refused", str(exc))
+            raise
+        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}")
+        return Reply(f"Removed {render.code(gone.username)}. Their open sessions can no longer do anything.")
+    raise Usage()
+
+
+HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
+    "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
+    "canary": _canary, "promote": _promote, "unload": _unload, "logs": _logs, "audit": _audit_log,
+    "users": _users,
+}
+assert HANDLERS.keys() == COMMANDS.keys()
+
+__all__ = ["COMMANDS", "NOT_ALLOWED", "Button", "Invocation", "Reply", "command_list", "execute", "parse"]

@@ -1,0 +1,58 @@
+"""Service endpoints next to the chat: /healthz (can anything serve?) and /metrics (Prometheus)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engine import Engine, Status
+
+PATHS = ("/healthz", "/metrics")
+
+
+def health(st: Status) -> tuple[int, dict]:
+    """200 when some version can answer: the active one, or a ready canary or standby the
+    router would fail over to. 503 when a request would only wait."""
+    d = st.deployment
+    states = {v.name: v.state for v in st.versions}
+    serving = [n for n in (d.active, d.canary, d.previous) if n and states.get(n) == "ready"]
+    body = {
+        "status": "ok" if d.active in serving else "degraded" if serving else "unavailable",
+        "active": d.active,
+        "active_state": states.get(d.active) if d.active else None,
+        "canary": d.canary,
+        "canary_percent": d.canary_percent if d.canary else 0,
+        "standby": d.previous,
+        "versions": states,
+    }
+    return (200 if serving else 503), body
+
+
+def install(app: FastAPI, get_engine: Callable[[], Engine | None]) -> None:
+    """Add the routes, then move them to the front: Chainlit's catch-all `/{full_path:path}`
+    page route is registered first and would otherwise answer them with the chat's HTML."""
+
+    async def healthz() -> JSONResponse:
+        engine = get_engine()
+        if engine is None:
+            return JSONResponse({"status": "starting", "active": None}, status_code=503)
+        try:
+            st = await engine.status()
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not crash
+            return JSONResponse({"status": "error", "detail": type(exc).__name__}, status_code=503)
+        code, body = health(st)
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+    async def metrics() -> Response:
+        # The engine's metrics live in the default registry (engine/metrics.py).
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    routes = app.router.routes
+    mine = [r for r in routes if getattr(r, "path", None) in PATHS]
+    for r in mine:
+        routes.remove(r)
+    routes[0:0] = mine

@@ -1,0 +1,209 @@
+"""Engine results as markdown for the chat. Pure functions: data in, text out."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from engine import Status, TranslationResult
+from engine.router import WaitInfo
+from engine.types import AuditEvent, Deployment
+
+from .accounts import Account
+from .progress import LoadProgress
+
+
+# pieces ---------------------------------------------------------------------
+def cell(value: object) -> str:
+    """A value safe inside a markdown table cell (pipes and newlines would break the row)."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")[:300]
+
+
+def code(value: object) -> str:
+    """Inline code that cannot be broken out of by a backtick in the value."""
+    text = str(value).replace("`", "'").replace("\n", " ")
+    return f"`{text}`" if text else "``"
+
+
+def block(lines: Iterable[str]) -> str:
+    """A fenced block; a fence inside the text cannot close it early."""
+    body = "\n".join(line.replace("```", "'''") for line in lines)
+    return f"```text\n{body}\n```"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _dash(value: object) -> str:
+    return "—" if value in (None, "") else str(value)
+
+
+# deployment and status --------------------------------------------------------
+def deployment(d: Deployment) -> str:
+    if not d.active:
+        return "No version is active yet. Load one with `/load NAME MODEL_PATH`, then `/switch NAME`."
+    parts = [f"**Active:** {code(d.active)}"]
+    parts.append(f"**standby:** {code(d.previous)}" if d.previous else "**standby:** —")
+    if d.canary:
+        parts.append(f"**canary:** {code(d.canary)} ({d.canary_percent}% of conversations)")
+    return " · ".join(parts)
+
+
+def status(st: Status) -> str:
+    lines = [deployment(st.deployment), ""]
+    if not st.versions:
+        lines.append("No version is registered yet.")
+        return "\n".join(lines)
+    lines += [
+        "| version | state | role | pid | port | uptime | in flight | served | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in st.versions:
+        lines.append(
+            f"| {cell(v.name)} | {cell(v.state)} | {cell(v.role or '—')} | {_dash(v.pid)} | {_dash(v.port)} "
+            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} |"
+        )
+    notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
+    notes += [f"- **{cell(v.name)}** restarted {v.restarts}×" for v in st.versions if v.restarts]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def switched(action: str, d: Deployment) -> str:
+    what = {
+        "switch": f"Switched: {code(d.active)} now answers every new request.",
+        "rollback": f"Rolled back: {code(d.active)} answers every new request again.",
+        "promote": f"Promoted: {code(d.active)} now answers every request.",
+        "canary": f"Canary on: {code(d.canary)} answers {d.canary_percent}% of conversations, {code(d.active)} the rest.",
+        "canary-abort": f"Canary stopped: {code(d.active)} answers every request again.",
+    }[action]
+    tail = ""
+    if action in ("switch", "rollback", "promote") and d.previous:
+        tail = f" Answers already streaming finish where they started; {code(d.previous)} stays loaded as standby for `/rollback`."
+    return what + tail
+
+
+def unloaded(name: str, drained: bool) -> str:
+    if drained:
+        return f"Unloaded {code(name)}: its requests had finished and its process is stopped."
+    return (f"Unloaded {code(name)}, but some of its requests were still running when the drain timeout "
+            "(BATON_DRAIN_TIMEOUT_S) ran out; they were cut off.")
+
+
+def logs(name: str, lines: Sequence[str]) -> str:
+    if not lines:
+        return f"{code(name)} has written no log lines yet."
+    return f"Last {len(lines)} log lines of {code(name)}:\n\n{block(lines)}"
+
+
+def audit(events: Sequence[AuditEvent]) -> str:
+    if not events:
+        return "The audit log is empty."
+    rows = ["| when (UTC) | who | action | arguments | outcome | detail |", "|---|---|---|---|---|---|"]
+    for e in events:
+        when = e.at.strftime("%Y-%m-%d %H:%M:%S") if e.at else ""
+        rows.append(f"| {when} | {cell(e.actor)} | {cell(e.action)} | {cell(e.arguments)} | {cell(e.outcome)} | {cell(e.detail)} |")
+    return f"Last {len(events)} audit events, newest first:\n\n" + "\n".join(rows)
+
+
+def accounts(items: Sequence[Account]) -> str:
+    rows = ["| account | role | created by | created (UTC) |", "|---|---|---|---|"]
+    for a in items:
+        when = a.created_at.strftime("%Y-%m-%d %H:%M") if a.created_at else ""
+        rows.append(f"| {cell(a.username)} | {a.role} | {cell(a.created_by)} | {when} |")
+    return f"{len(items)} accounts:\n\n" + "\n".join(rows)
+
+
+# translation ----------------------------------------------------------------
+def attribution(r: TranslationResult) -> str:
+    line = (f"_Translated by **{cell(r.version)}** ({cell(r.role)}) in {r.total_ms / 1000:.2f} s"
+            f" · first token {r.ttft_ms:.0f} ms_")
+    if r.failover_note:
+        line += f"\n\n⚠️ {cell(r.failover_note)}"
+    return line
+
+
+def answer(partial: str, result: TranslationResult | None, error: str | None, stopped: bool) -> str:
+    """The final text of an answer: the translation, then where it came from or why it stopped."""
+    body = result.text if result is not None else partial
+    if result is not None:
+        tail = attribution(result)
+    elif stopped:
+        tail = "_Stopped: the partial translation above is kept._" if body else "_Stopped before any text arrived._"
+    else:
+        tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above is kept._"
+    return f"{body}\n\n{tail}" if body else tail
+
+
+def waiting(info: WaitInfo) -> str:
+    return (f"⏳ **Waiting for a model version to be ready** ({info.waited_s:.0f} s so far). {info.detail}\n\n"
+            "Your text will be translated as soon as one is ready; there is no need to send it again.")
+
+
+# loading --------------------------------------------------------------------
+def load_started(name: str, port: int | None) -> str:
+    where = f" on port {port}" if port else ""
+    return (f"Loading {code(name)}{where} in the background. Progress shows below; "
+            "the chat stays usable meanwhile, for you and everyone else.")
+
+
+def load_progress(p: LoadProgress) -> str:
+    v = p.version
+    if v is None:
+        return f"{code(p.name)} · waiting for its process · {duration(p.elapsed_s)}"
+    lines = [f"**{cell(v.name)}** is **{cell(v.state)}** · {duration(p.elapsed_s)}",
+             f"pid {_dash(v.pid)} · port {_dash(v.port)}"]
+    if v.last_line:
+        lines.append(f"last log line: {code(v.last_line[:200])}")
+    return "\n\n".join(lines)
+
+
+def load_finished(p: LoadProgress, tail: Sequence[str]) -> str:
+    v = p.version
+    if p.phase == "ready" and v is not None:
+        return (f"✅ {code(v.name)} is ready after {duration(p.elapsed_s)} (pid {_dash(v.pid)}, port {_dash(v.port)}). "
+                f"Send traffic to it with `/switch {v.name}` or `/canary {v.name} 10`.")
+    if p.phase == "failed":
+        reason = v.reason if v and v.reason else "no reason was given"
+        text = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {reason}"
+        if tail:
+            text += f"\n\nLast log lines:\n\n{block(tail)}"
+        return text + f"\n\nFix the recipe and `/load {p.name} MODEL_PATH ...` again, after `/unload {p.name}`."
+    return f"{code(p.name)} stopped loading (it was unloaded)."
+
+
+# help -----------------------------------------------------------------------
+USER_HELP = """**Baton translates what you type.**
+
+- Pick the languages in the chat settings (the sliders icon next to the message box). The source language is detected by default.
+- Press **Stop** to end an answer early: the part already translated is kept.
+- Every answer says which model version produced it and how long it took.
+- Your conversations are kept; find them in the sidebar."""
+
+ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; anything else is translated)
+
+| command | what it does |
+|---|---|
+| `/load NAME MODEL_PATH [vLLM flags] [--template TEXT]` | register a version and start it in the background |
+| `/load NAME` | start a registered version again |
+| `/switch NAME` | send every new request to a ready version |
+| `/rollback` | switch back to the previous version |
+| `/canary NAME PERCENT` · `/canary abort` | send PERCENT % of conversations to NAME · stop that |
+| `/promote` | make the canary the active version |
+| `/unload NAME` | let its requests finish, then stop the version |
+| `/status` | versions, their processes and traffic |
+| `/logs NAME [N]` | the last N (default 50) log lines of a version |
+| `/audit [N]` | the last N (default 20) admin actions |
+| `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts |
+
+A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
+A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
+`/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`."""

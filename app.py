@@ -1,0 +1,316 @@
+"""Baton's chat: Chainlit wiring only.
+
+Login, chat start and resume, and each message: admin commands go to `admin.commands`,
+everything else is translated through the one `Engine` of this process. Run from the repo
+root with `env -u CI .venv/bin/chainlit run app.py --headless --port 8000`; BATON_* variables
+configure the engine (engine.Settings) and the first admin (admin.config.ChatConfig).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import chainlit as cl
+from chainlit.data import get_data_layer
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.input_widget import Select
+from chainlit.server import app as http_app
+from chainlit.types import ThreadDict
+from chainlit.utils import utc_now
+
+from admin import auth_secret, commands, datalayer, endpoints, languages, progress, render
+from admin.accounts import Account, Accounts
+from admin.config import ChatConfig
+from engine import BatonError, Engine, Settings, TranslationRequest
+from engine.router import WaitInfo
+
+log = logging.getLogger("baton.app")
+# Chainlit logs at INFO; one line per backend HTTP request would bury everything else.
+for noisy in ("httpx", "httpx2"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+SETTINGS = Settings()
+CONFIG = ChatConfig()
+# Chainlit checks for its token secret right after importing this module.
+auth_secret.ensure(SETTINGS.data_dir)
+
+ACTION = "baton_command"  # every button runs a command line, through the same checks as typing it
+UNEXPECTED = "⚠️ Something went wrong on our side (it is in the server log). Please try again."
+
+_engine: Engine | None = None
+_accounts: Accounts | None = None
+_background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
+
+endpoints.install(http_app, lambda: _engine)
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("the engine is not started yet")
+    return _engine
+
+
+def accounts() -> Accounts:
+    if _accounts is None:
+        raise RuntimeError("the accounts store is not ready yet")
+    return _accounts
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+# process life -------------------------------------------------------------------
+@cl.on_app_startup
+async def startup() -> None:
+    global _engine, _accounts
+    eng = Engine(SETTINGS)
+    await eng.start()  # schema, orphans, and the active version loading again in the background
+    await datalayer.create_schema(eng.store.engine)
+    accts = Accounts(eng.store.engine)
+    await accts.create_schema()
+    await _bootstrap_admin(eng, accts)
+    _engine, _accounts = eng, accts
+    log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
+
+
+async def _bootstrap_admin(eng: Engine, accts: Accounts) -> None:
+    user, password = CONFIG.admin_user, CONFIG.admin_password
+    if not (user and password):
+        if await accts.count_admins() == 0:
+            log.warning("No admin account exists: set BATON_ADMIN_USER and BATON_ADMIN_PASSWORD and restart.")
+        return
+    try:
+        created = await accts.bootstrap_admin(user, password.get_secret_value())
+    except BatonError as exc:
+        log.error("Could not create the first admin from BATON_ADMIN_USER: %s", exc)
+        return
+    if created:
+        await eng.store.audit("system", "users-add", {"name": user, "role": "admin"}, "ok", "first admin, from BATON_ADMIN_USER")
+        log.info("Created the first admin account %r", user)
+
+
+@cl.on_app_shutdown
+async def shutdown() -> None:
+    for task in list(_background):
+        task.cancel()
+    if _engine is not None:
+        await _engine.close()  # stops every backend process
+
+
+@cl.data_layer
+def data_layer() -> SQLAlchemyDataLayer:
+    # Chat history lives in the engine's database; its tables are created in startup().
+    return SQLAlchemyDataLayer(conninfo=SETTINGS.db_url)
+
+
+# login and session ----------------------------------------------------------------
+@cl.password_auth_callback
+async def login(username: str, password: str) -> cl.User | None:
+    account = await accounts().verify(username, password)
+    if account is None:
+        return None
+    # The role here is informative only; every command reads it from the accounts table.
+    return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials"})
+
+
+async def _account() -> Account | None:
+    user = cl.user_session.get("user")
+    return await accounts().get(user.identifier) if user else None
+
+
+def _settings_widgets(pair: languages.Pair) -> cl.ChatSettings:
+    return cl.ChatSettings([
+        Select(id="source_lang", label="Translate from", items=languages.source_items(), initial_value=pair.source),
+        Select(id="target_lang", label="Translate to", items=languages.target_items(), initial_value=pair.target),
+    ])
+
+
+async def _prepare_session(chosen: dict[str, Any]) -> None:
+    """Per-session command popup (admins see their commands, users only /help) and the
+    language settings, restored when a thread is resumed."""
+    account = await _account()
+    await cl.context.emitter.set_commands(commands.command_list(bool(account and account.is_admin)))
+    try:
+        pair = languages.resolve(chosen)
+    except BatonError:
+        pair = languages.resolve({})
+    cl.user_session.set("languages", {"source_lang": pair.source, "target_lang": pair.target})
+    await _settings_widgets(pair).send()
+
+
+@cl.on_chat_start
+async def chat_start() -> None:
+    await _prepare_session({})
+
+
+@cl.on_chat_resume
+async def chat_resume(thread: ThreadDict) -> None:
+    await _prepare_session(dict(cl.context.session.chat_settings or {}))
+
+
+@cl.set_starters
+async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
+    return [
+        cl.Starter(label="Where is the station?", message="Where is the station?"),
+        cl.Starter(label="Thank you very much", message="Thank you very much"),
+        cl.Starter(label="How much is this?", message="How much is this?"),
+        cl.Starter(label="Can you help me?", message="Can you help me?"),
+    ]
+
+
+@cl.on_settings_update
+async def settings_update(chosen: dict[str, Any]) -> None:
+    try:
+        pair = languages.resolve(chosen)
+    except BatonError as exc:
+        # Chainlit already stored the new values: put the last good ones back.
+        previous = cl.user_session.get("languages") or {}
+        cl.context.session.chat_settings.update(previous)
+        await cl.Message(f"⚠️ {exc} Your languages did not change.").send()
+        return
+    cl.user_session.set("languages", {"source_lang": pair.source, "target_lang": pair.target})
+
+
+# messages -------------------------------------------------------------------------
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    if message is None:  # an edit event naming an unknown message
+        return
+    account = await _account()
+    if account is None:
+        await cl.Message("Your account no longer exists, so Baton cannot answer. Ask an admin.").send()
+        return
+    inv = commands.parse(message.content, message.command, is_admin=account.is_admin)
+    if inv is not None:
+        await _run_command(inv, account.username, message)
+    else:
+        await _translate(message.content)
+
+
+async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
+    try:
+        reply = await commands.execute(engine(), accounts(), username, inv)
+    except Exception:
+        log.exception("command /%s by %s failed", inv.name, username)
+        reply = commands.Reply(UNEXPECTED, ok=False)
+    if reply.redacted and typed is not None:
+        await _redact(typed, reply.redacted)
+    actions = [cl.Action(name=ACTION, payload={"command": b.command}, label=b.label) for b in reply.buttons]
+    out = cl.Message(content=f"{echo}{reply.markdown}", actions=actions)
+    await out.send()
+    if reply.follow_load:
+        _spawn(_follow_load(reply.follow_load, out.id))
+
+
+async def _redact(typed: cl.Message, shown: str) -> None:
+    """Replace a typed password everywhere the chat keeps the line: the message, the run
+    step that recorded it as input, and the thread's name (its first message)."""
+    original = typed.content
+    typed.content = shown
+    await typed.update()
+    if (run := cl.context.current_step) is not None and run.input == original:
+        run.input = shown  # written back when the run step closes
+    if (dl := get_data_layer()) is not None:
+        thread_id = cl.context.session.thread_id
+        thread = await dl.get_thread(thread_id)
+        if thread and thread.get("name") == original:
+            await dl.update_thread(thread_id, name=shown)
+
+
+async def _translate(text: str) -> None:
+    """Stream the translation into one message. Whatever happens (done, error, Stop), the
+    message is completed in `finally` with what arrived and where it came from."""
+    answer = cl.Message(content="")
+    waiting: cl.Message | None = None
+    result, error, stopped = None, None, False
+
+    async def clear_waiting() -> None:
+        nonlocal waiting
+        if waiting is not None:
+            gone, waiting = waiting, None
+            await gone.remove()
+
+    async def on_wait(info: WaitInfo) -> None:
+        nonlocal waiting
+        if waiting is None:
+            waiting = cl.Message(content=render.waiting(info))
+            await waiting.send()
+        else:
+            waiting.content = render.waiting(info)
+            await waiting.update()
+
+    async def on_token(token: str) -> None:
+        await clear_waiting()
+        await answer.stream_token(token)
+
+    try:
+        pair = languages.resolve(cl.context.session.chat_settings or {})
+        request = TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
+                                     conversation_id=cl.context.session.thread_id)
+        result = await engine().translate(request, on_token=on_token, on_wait=on_wait)
+    except BatonError as exc:
+        error = str(exc)
+    except asyncio.CancelledError:
+        stopped = True
+        raise
+    except Exception:
+        log.exception("translation failed")
+        error = UNEXPECTED.removeprefix("⚠️ ")
+    finally:
+        await clear_waiting()
+        answer.content = render.answer(answer.content, result, error, stopped)
+        await answer.send()
+
+
+# admin extras ---------------------------------------------------------------------
+async def _follow_load(name: str, reply_id: str) -> None:
+    """A live step under the /load reply: pid, port, elapsed time, last log line; then the
+    outcome with a log tail on failure, and a button to switch to it once ready."""
+    step = cl.Step(name=f"Loading {name}", type="tool", parent_id=reply_id, show_input=False, default_open=True)
+    step.start = utc_now()
+    step.output = f"Starting `{name}`…"
+    await step.send()
+    last: progress.LoadProgress | None = None
+    try:
+        async for item in progress.watch_load(engine(), name, interval_s=CONFIG.progress_interval_s):
+            last = item
+            step.output = render.load_progress(item)
+            await step.update()
+    except BatonError as exc:
+        step.output, step.is_error, step.end = f"Lost track of the load: {exc}", True, utc_now()
+        await step.update()
+        return
+    assert last is not None
+    tail: list[str] = []
+    if last.phase == "failed":
+        try:
+            tail = await engine().logs(name, 15)
+        except BatonError:
+            tail = []
+    final = render.load_finished(last, tail)
+    step.output, step.is_error, step.end = final, last.phase == "failed", utc_now()
+    await step.update()
+    actions = []
+    if last.phase == "ready":
+        actions.append(cl.Action(name=ACTION, payload={"command": f"/switch {name}"}, label=f"Switch to {name}"))
+        actions.append(cl.Action(name=ACTION, payload={"command": f"/canary {name} 10"}, label=f"Canary {name} at 10%"))
+    await cl.Message(content=final, actions=actions).send()
+
+
+@cl.action_callback(ACTION)
+async def on_action(action: cl.Action) -> None:
+    """A button click runs its command line as the clicking user, with the same role check
+    as typing it: the payload comes from the browser and may be forged."""
+    raw = action.payload.get("command") if isinstance(action.payload, dict) else None
+    user = cl.user_session.get("user")
+    inv = commands.parse(raw, None, is_admin=True) if isinstance(raw, str) else None
+    if inv is None or user is None:
+        await cl.Message("⚠️ That button does not hold a command.").send()
+        return
+    await action.remove()  # one click, one run
+    await _run_command(inv, user.identifier, None, echo=f"{render.code(raw)}\n\n")
