@@ -154,7 +154,6 @@ class Backend:
             self.settings.guard_python, str(GUARD),
             interpreter, "-m", self.settings.server_module,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--api-key", self.api_key,
             "--model", str(self.spec.model_path),
             "--served-model-name", self.spec.served_name,
             *self.spec.flags,
@@ -165,7 +164,7 @@ class Backend:
         if self.state is State.FAILED:
             self.restarts += 1
         self._to(State.STARTING)
-        self.api_key = secrets.token_hex(24)  # hex: never starts with "-" on a command line
+        self.api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)
         self.exit_code, self.pid, self.ready_at = None, None, None
         self._killing = False
@@ -173,7 +172,9 @@ class Backend:
         self._exited.clear()
         self.started_at = time.monotonic()
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.backend_env, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
+        # The key goes in the environment, not argv: /proc/PID/cmdline is world-readable, environ is not.
+        env = {**os.environ, **self.settings.backend_env, MARKER_ENV: self.marker, "VLLM_API_KEY": self.api_key,
+               "PYTHONUNBUFFERED": "1"}
         self._proc = await asyncio.create_subprocess_exec(
             *self.command(),
             stdin=asyncio.subprocess.PIPE,  # held open: EOF tells the guard the engine is gone

@@ -34,6 +34,7 @@ class TranslationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    served_by: str  # the model name the backend itself reported
     failover_note: str = ""
 
 
@@ -69,7 +70,7 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
     start = time.perf_counter()
     ttft = 0.0
     pieces: list[str] = []
-    finish, usage = "", None
+    finish, usage, served_by = "", None, ""
     assert backend.client is not None
     metrics.IN_FLIGHT.labels(name).inc()
     try:
@@ -85,6 +86,7 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
         )
         async with response:  # closing it on cancel aborts the generation in vLLM
             async for chunk in response:
+                served_by = chunk.model or served_by
                 if chunk.usage:
                     usage = chunk.usage
                 for choice in chunk.choices:
@@ -124,5 +126,6 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else len(pieces),
         finish_reason=finish,
+        served_by=served_by,
         failover_note=route.failover_note,
     )

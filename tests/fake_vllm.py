@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--api-key", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--served-model-name", required=True)
     args, _unknown = parser.parse_known_args()  # vLLM flags are accepted and ignored
@@ -83,7 +83,7 @@ def main() -> None:
         print("fake: refusing to start (exit_at_start)", flush=True)
         sys.exit(3)
     print(f"fake server for {args.served_model_name} on {args.host}:{args.port}", flush=True)
-    app = build_app(args.served_model_name, args.api_key, knobs)
+    app = build_app(args.served_model_name, os.environ["VLLM_API_KEY"], knobs)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -98,6 +98,7 @@ async def test_switches_under_concurrent_streams_drop_nothing(fake_engine):
     for started, r in results:
         assert r.finish_reason == "stop"
         assert r.text.startswith(f"{r.version} says:")  # the text really came from that version
+        assert r.served_by == r.version
     # Every request that started after a switch returned (and before the next one was called)
     # was served by the version switched to.
     checked = 0
@@ -419,3 +420,14 @@ async def test_bad_registrations_are_refused_and_save_nothing(tmp_path):
         assert spec.flags == ("--dtype", "float32", "--enforce-eager", "--max-model-len", "512")
     finally:
         await eng.close()
+
+
+async def test_backend_key_is_private_and_required(fake_engine):
+    import httpx
+
+    b = fake_engine.pool.get("v1")
+    assert b.api_key not in Path(f"/proc/{b.pid}/cmdline").read_text()
+    assert fake_engine.pool.get("v2").api_key != b.api_key
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(f"{b.url}/v1/completions", json={"model": "v1", "prompt": "x", "max_tokens": 1})
+        assert resp.status_code == 401
