@@ -293,7 +293,7 @@ async def _follow_load(name: str, reply_id: str) -> None:
         except BatonError:
             tail = []
     final = render.load_finished(last, tail)
-    step.output, step.is_error, step.end = final, last.phase == "failed", utc_now()
+    step.output, step.is_error, step.end = render.load_progress(last), last.phase == "failed", utc_now()
     await step.update()
     actions = []
     if last.phase == "ready":

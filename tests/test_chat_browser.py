@@ -1,0 +1,133 @@
+"""The chat in headless Chromium: log in, translate, and as admin load and switch versions.
+
+Screenshots go to tests/artifacts/ (gitignored) for a human look.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import chatkit as ck
+
+pytest.importorskip("playwright")
+from playwright.async_api import Page, async_playwright, expect  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-quic"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ADMIN = ("root", "root-password-1")
+USER = ("carol", "carol-password-1")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    d = tmp_path_factory.mktemp("baton-browser")
+    ck.make_fake_model(d, "v1", token_delay_s=0.05)
+    ck.make_fake_model(d, "v2", token_delay_s=0.05, startup_s=1)
+    app = ck.launch_app({**ck.fake_env(d), "BATON_PORT_MIN": "23000", "BATON_PORT_MAX": "23999"}, admin=ADMIN)
+    yield app
+    app.stop()
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def log_in(page: Page, url: str, user: tuple[str, str]) -> None:
+    await page.goto(f"{url}/login")
+    await page.fill("#email", user[0])
+    await page.fill("#password", user[1])
+    await page.click("button[type=submit]")
+    await expect(page.locator("#chat-input")).to_be_visible(timeout=20_000)
+
+
+async def say(page: Page, text: str) -> None:
+    """Type a message like a person would, once the previous answer has finished."""
+    await expect(page.locator("#stop-button")).to_have_count(0, timeout=60_000)
+    box = page.locator("#chat-input")
+    await box.click()
+    await box.fill(text)
+    await box.press("Enter")
+    if text.startswith("/") and " " not in text:
+        # A bare "/status" matches the command popup: Enter picks the command (it becomes a
+        # chip, sent as command="status"), a second Enter sends it.
+        await page.wait_for_timeout(300)
+        await box.press("Enter")
+
+
+async def test_log_in_translate_and_switch_versions_in_the_browser(app):
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(f"{app.url}/login")
+            await expect(page.get_by_text("Log in to Baton")).to_be_visible(timeout=20_000)
+            await shot(page, "01-login")
+            await log_in(page, app.url, ADMIN)
+            await expect(page.locator("#starters")).to_be_visible()
+            await shot(page, "02-welcome")
+
+            await say(page, "/load v1 v1")
+            await page.get_by_role("button", name="Switch to v1").click(timeout=30_000)
+            await expect(page.get_by_text("now answers every new request").first).to_be_visible(timeout=15_000)
+            await shot(page, "03-loaded-and-switched")
+
+            await say(page, "Where is the station?")
+            await expect(page.get_by_text("Translated by v1 (active)")).to_be_visible(timeout=30_000)
+            await shot(page, "04-translated-by-v1")
+
+            # Pick the target language in the chat settings.
+            await page.click("#chat-settings-open-modal")
+            await page.click("#target_lang")
+            await page.get_by_role("option", name="German", exact=True).click()
+            await shot(page, "05a-settings")
+            await page.click("#confirm")
+
+            await say(page, "/load v2 v2")
+            await page.get_by_role("button", name="Switch to v2").click(timeout=30_000)
+            await expect(page.get_by_text("v1 stays loaded as standby").first).to_be_visible(timeout=15_000)
+            await say(page, "Thank you very much")
+            await expect(page.get_by_text("Translated by v2 (active)")).to_be_visible(timeout=30_000)
+            await expect(page.get_by_text("v2 says: to German. Thank you very much")).to_be_visible()
+            await shot(page, "05-translated-by-v2")
+
+            await say(page, "/status")
+            await expect(page.get_by_text("| v2 |")).to_have_count(0)
+            await expect(page.locator("table").last).to_contain_text("standby", timeout=15_000)
+            await shot(page, "06-status")
+
+            await say(page, f"/users add {USER[0]} {USER[1]}")
+            await expect(page.get_by_text(f"Added {USER[0]} as user").or_(page.get_by_text("as user")).first
+                         ).to_be_visible(timeout=15_000)
+            await expect(page.locator("#stop-button")).to_have_count(0, timeout=30_000)
+            await page.locator("#chat-input").fill("/")
+            await page.wait_for_timeout(500)
+            await shot(page, "07-admin-command-menu")
+            admin_menu = await page.get_by_text("Register and start a version").count()
+            assert admin_menu >= 1, "admins see their commands in the popup"
+
+            # A user: no admin commands in the popup, and a typed one is refused.
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            user_page = await context.new_page()
+            await log_in(user_page, app.url, USER)
+            await user_page.locator("#chat-input").fill("/")
+            await user_page.wait_for_timeout(500)
+            await shot(user_page, "08-user-command-menu")
+            assert await user_page.get_by_text("Register and start a version").count() == 0
+            assert await user_page.get_by_text("What you can do here").count() >= 1
+            await user_page.locator("#chat-input").fill("")
+            await say(user_page, "/switch v1")
+            await expect(user_page.get_by_text("not allowed to run admin commands")).to_be_visible(timeout=15_000)
+            await say(user_page, "How much is this?")
+            await expect(user_page.get_by_text("Translated by")).to_be_visible(timeout=30_000)
+            await shot(user_page, "09-user-translated")
+            assert (await ck.healthz(app.url))[1]["active"] == "v2"
+        finally:
+            await browser.close()
