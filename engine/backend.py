@@ -303,6 +303,20 @@ class Backend:
             await proc.wait()
         if proc.stdin:
             proc.stdin.close()
+        await self._wait_group_gone()
+
+    async def _wait_group_gone(self) -> None:
+        """The guard has exited; wait until the kernel has torn down the server's group too,
+        so that `stopped` means no process is left (a 3 GB process takes a moment to go)."""
+        if not self.pid:
+            return
+        for _ in range(200):
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)
+        self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
         # The guard forwards SIGTERM to the server's group once; SIGKILL cannot be forwarded.
