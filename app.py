@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 import chainlit as cl
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
-from chainlit.input_widget import Select
+from chainlit.input_widget import InputWidget, Select
 from chainlit.server import app as http_app
-from chainlit.types import ThreadDict
+from chainlit.types import CommandDict, ThreadDict
 from chainlit.utils import utc_now
 
 from admin import auth_secret, commands, datalayer, endpoints, languages, progress, render
@@ -124,17 +124,19 @@ async def _account() -> Account | None:
 
 
 def _settings_widgets(pair: languages.Pair) -> cl.ChatSettings:
-    return cl.ChatSettings([
+    widgets: list[InputWidget] = [
         Select(id="source_lang", label="Translate from", items=languages.source_items(), initial_value=pair.source),
         Select(id="target_lang", label="Translate to", items=languages.target_items(), initial_value=pair.target),
-    ])
+    ]
+    return cl.ChatSettings(widgets)
 
 
 async def _prepare_session(chosen: dict[str, Any]) -> None:
     """Per-session command popup (admins see their commands, users only /help) and the
     language settings, restored when a thread is resumed."""
     account = await _account()
-    await cl.context.emitter.set_commands(commands.command_list(bool(account and account.is_admin)))
+    entries = commands.command_list(bool(account and account.is_admin))
+    await cl.context.emitter.set_commands(cast(list[CommandDict], entries))
     try:
         pair = languages.resolve(chosen)
     except BatonError:

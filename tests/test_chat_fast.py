@@ -35,7 +35,9 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def env(data_dir) -> dict[str, str]:
     # Own port range: engine tests may run fake backends at the same time.
-    return {**ck.fake_env(data_dir), "BATON_REQUEST_WAIT_S": "8", "BATON_PORT_MIN": "21000", "BATON_PORT_MAX": "21999"}
+    # A 2 s restart back-off leaves time to see the standby answer while v2 restarts.
+    return {**ck.fake_env(data_dir), "BATON_REQUEST_WAIT_S": "8", "BATON_RESTART_BACKOFF_S": "2",
+            "BATON_PORT_MIN": "21000", "BATON_PORT_MAX": "21999"}
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,7 @@ async def test_admin_loads_and_switches_while_a_user_translates(app, admin, alic
     assert "Loading `v1`" in reply
     ready = await admin.wait_message(r"`v1` is ready", after=mark)
     step = next(m for m in admin.messages.values() if m.type == "tool" and m.name == "Loading v1")
-    assert "is ready" in step.output
+    assert "is **ready**" in step.output and "pid" in step.output
     switch_button = await admin.wait_for(lambda: next((a for a in admin.actions if a["label"] == "Switch to v1"), None),
                                          5, "the switch button")
     assert switch_button["forId"] == ready.id
@@ -216,6 +218,48 @@ async def test_a_version_that_cannot_start_reports_why_with_its_log(app, admin):
     failed = await admin.wait_message(r"`broken` failed to start", timeout=30, after=mark)
     assert "exit code 3" in failed.output and "refusing to start (exit_at_start)" in failed.output
     assert await active_version(app) == "v2"
+
+
+async def test_canary_promote_rollback_and_reload_a_registered_version(app, admin, alice):
+    canary = await admin.reply("/canary v1 30")
+    assert "Canary on: `v1` answers 30% of conversations" in canary
+    assert (await ck.healthz(app.url))[1]["canary"] == "v1"
+    assert "Promoted: `v1`" in await admin.reply("/promote")
+    assert "There is no canary to promote" in await admin.reply("/promote")
+    assert "Rolled back: `v2`" in await admin.reply("/rollback")
+    assert await active_version(app) == "v2"
+
+    # Unload the standby: a rollback to it is then refused, and `/load v1` alone brings it back.
+    assert "Unloaded `v1`" in await admin.reply("/unload v1")
+    assert "| v1 | registered |" in await admin.reply("/status")
+    assert "Version 'v1' is not loaded" in await admin.reply("/rollback")
+    assert await active_version(app) == "v2"
+    mark = len(admin.order)
+    assert "Loading `v1`" in await admin.reply("/load v1")
+    await admin.wait_message(r"`v1` is ready", after=mark)
+    assert "fake server for v1" in await admin.reply("/logs v1 5")
+
+    audit = await admin.reply("/audit 40")
+    for action in ("canary", "promote", "rollback", "unload", "load", "users-add"):
+        assert f"| root | {action} |" in audit, action
+    assert "| supervisor | load |" in audit
+
+
+async def test_a_crash_fails_over_to_the_standby_and_the_answer_says_so(app, admin, alice):
+    status = await admin.reply("/status")
+    row = next(line for line in status.splitlines() if line.startswith("| v2 |"))
+    os.kill(int(row.split("|")[4]), 9)
+    deadline = time.monotonic() + 10
+    while (await ck.healthz(app.url))[1]["active_state"] == "ready" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    answer = (await alice.ask("the active version just crashed"))[-1]
+    assert answer.attribution == ("v1", "standby"), answer.output
+    assert "answered by standby v1" in answer.output
+    deadline = time.monotonic() + 30
+    while (await ck.healthz(app.url))[1]["status"] != "ok" and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert (await ck.healthz(app.url))[1]["active_state"] == "ready", "the supervisor restarted v2"
+    assert (await alice.ask("and it is back"))[-1].attribution == ("v2", "active")
 
 
 async def test_stop_keeps_the_partial_translation(alice):
