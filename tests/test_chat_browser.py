@@ -4,6 +4,7 @@ Screenshots go to tests/artifacts/ (gitignored) for a human look.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def app(tmp_path_factory):
         pytest.skip("no Chromium at /usr/bin/chromium")
     d = tmp_path_factory.mktemp("baton-browser")
     ck.make_fake_model(d, "v1", token_delay_s=0.05)
-    ck.make_fake_model(d, "v2", token_delay_s=0.05, startup_s=1)
+    ck.make_fake_model(d, "v2", token_delay_s=0.05, startup_s=3)  # long enough to see its live progress
     app = ck.launch_app({**ck.fake_env(d), "BATON_PORT_MIN": "23000", "BATON_PORT_MAX": "23999"}, admin=ADMIN)
     yield app
     app.stop()
@@ -91,6 +92,8 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app):
             await page.click("#confirm")
 
             await say(page, "/load v2 v2")
+            await expect(page.get_by_text(re.compile(r"v2 is (starting|warming)")).first).to_be_visible(timeout=10_000)
+            await shot(page, "05b-loading-v2")
             await page.get_by_role("button", name="Switch to v2").click(timeout=30_000)
             await expect(page.get_by_text("v1 stays loaded as standby").first).to_be_visible(timeout=15_000)
             await say(page, "Thank you very much")

@@ -238,6 +238,7 @@ async def test_canary_promote_rollback_and_reload_a_registered_version(app, admi
     assert "Loading `v1`" in await admin.reply("/load v1")
     await admin.wait_message(r"`v1` is ready", after=mark)
     assert "fake server for v1" in await admin.reply("/logs v1 5")
+    assert "fake server for v1" in await admin.reply("v1 5", command="logs"), "the popup form works too"
 
     audit = await admin.reply("/audit 40")
     for action in ("canary", "promote", "rollback", "unload", "load", "users-add"):
