@@ -301,8 +301,12 @@ async def test_users_add_keeps_no_password_in_history(app, admin):
         leaks += db.execute("SELECT count(*) FROM threads WHERE name LIKE '%bob-secret-pw%'").fetchone()[0]
         leaks += db.execute("SELECT count(*) FROM audit_events WHERE arguments LIKE '%bob-secret-pw%'").fetchone()[0]
     assert leaks == 0
+    bob = await ck.connect(app.url, "bob", "bob-secret-pw")
     assert "Removed `bob`" in await admin.reply("/users remove bob")
     assert await ck.login_status(app.url, "bob", "bob-secret-pw") == 401
+    # An open session of a removed account can do nothing more (its cookie is still valid).
+    assert "Your account no longer exists" in await bob.reply("hello")
+    await bob.close()
     listing = await admin.reply("/users list")
     assert "| alice | user |" in listing and "| root | admin |" in listing and "bob" not in listing
 
