@@ -176,6 +176,18 @@ class Engine:
 
         return await self._deploy(actor, "switch", {"name": name}, change)
 
+    async def bootstrap(self, name: str, *, actor: str = "system") -> Deployment:
+        """On a fresh install, name the version to serve; `start()` loads it. No switch rule is
+        bent: nothing serves yet, and requests wait until that version is ready."""
+        await self._spec(name)
+
+        def change(d: Deployment) -> Deployment:
+            if d.active:
+                raise Conflict(f"Version '{d.active}' is already active.", f"Use /switch {name} instead.")
+            return replace(d, active=name)
+
+        return await self._deploy(actor, "bootstrap", {"name": name}, change)
+
     async def rollback(self, *, actor: str = "system") -> Deployment:
         def change(d: Deployment) -> Deployment:
             if not d.previous:
