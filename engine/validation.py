@@ -27,7 +27,7 @@ def check_model_path(raw: str, settings: Settings) -> Path:
     roots = ", ".join(str(r) for r in settings.model_roots)
     if not raw or "\0" in raw or len(raw) > 1024:
         raise InvalidArgument("The model path is empty or malformed.", f"Give a model directory under {roots}.")
-    path = Path(raw).expanduser()
+    path = Path(raw)  # no ~ expansion: relative paths are relative to the first model root
     if not path.is_absolute():
         path = settings.model_roots[0] / path
     resolved = path.resolve()
@@ -36,7 +36,11 @@ def check_model_path(raw: str, settings: Settings) -> Path:
             f"The model path {raw[:200]} is outside the allowed model roots.",
             f"Put the model under {roots} (or add its folder to BATON_MODEL_ROOTS).",
         )
-    if not (resolved / "config.json").is_file():
+    try:
+        is_model = (resolved / "config.json").is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise InvalidArgument(f"The model path cannot be read ({exc.strerror}).", f"Give a model directory under {roots}.") from None
+    if not is_model:
         raise InvalidArgument(
             f"{resolved} is not a model directory (no config.json there).",
             "Point to the folder that holds config.json, the tokenizer and the weights.",
@@ -94,4 +98,8 @@ def check_template(template: str) -> str:
     if unknown or "text" not in fields:
         what = f"unknown fields {sorted(unknown)}" if unknown else "no {text} field"
         raise InvalidArgument(f"The prompt template has {what}.", hint)
+    try:  # nested fields in format specs ("{text:{x}}") only show up when formatting
+        template.format(source_lang="", target_lang="", text="")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise InvalidArgument(f"The prompt template cannot be filled in ({type(exc).__name__}: {exc}).", hint) from None
     return template
