@@ -24,7 +24,7 @@ from admin import auth_secret, commands, datalayer, endpoints, languages, progre
 from admin.accounts import Account, Accounts
 from admin.config import ChatConfig
 from engine import BatonError, Engine, Settings, TranslationRequest
-from engine.router import WaitInfo
+from engine.router import Route, WaitInfo
 
 log = logging.getLogger("baton.app")
 # Chainlit logs at INFO; one line per backend HTTP request would bury everything else.
@@ -230,6 +230,7 @@ async def _translate(text: str) -> None:
     answer = cl.Message(content="")
     waiting: cl.Message | None = None
     result, error, stopped = None, None, False
+    route: Route | None = None
 
     async def clear_waiting() -> None:
         nonlocal waiting
@@ -246,6 +247,10 @@ async def _translate(text: str) -> None:
             waiting.content = render.waiting(info)
             await waiting.update()
 
+    async def on_route(chosen: Route) -> None:
+        nonlocal route
+        route = chosen
+
     async def on_token(token: str) -> None:
         await clear_waiting()
         await answer.stream_token(token)
@@ -254,7 +259,7 @@ async def _translate(text: str) -> None:
         pair = languages.resolve(cl.context.session.chat_settings or {})
         request = TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
                                      conversation_id=cl.context.session.thread_id)
-        result = await engine().translate(request, on_token=on_token, on_wait=on_wait)
+        result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route)
     except BatonError as exc:
         error = str(exc)
     except asyncio.CancelledError:
@@ -265,7 +270,7 @@ async def _translate(text: str) -> None:
         error = UNEXPECTED.removeprefix("⚠️ ")
     finally:
         await clear_waiting()
-        answer.content = render.answer(answer.content, result, error, stopped)
+        answer.content = render.answer(answer.content, result, error, stopped, route)
         await answer.send()
 
 

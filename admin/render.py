@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from engine import Status, TranslationResult
-from engine.router import WaitInfo
+from engine.router import Route, WaitInfo
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
@@ -131,15 +131,17 @@ def attribution(r: TranslationResult) -> str:
     return line
 
 
-def answer(partial: str, result: TranslationResult | None, error: str | None, stopped: bool) -> str:
+def answer(partial: str, result: TranslationResult | None, error: str | None, stopped: bool,
+           route: Route | None = None) -> str:
     """The final text of an answer: the translation, then where it came from or why it stopped."""
     body = result.text if result is not None else partial
+    source = f" (from {code(route.backend.spec.name)})" if route is not None and body else ""
     if result is not None:
         tail = attribution(result)
     elif stopped:
-        tail = "_Stopped: the partial translation above is kept._" if body else "_Stopped before any text arrived._"
+        tail = f"_Stopped: the partial translation above{source} is kept._" if body else "_Stopped before any text arrived._"
     else:
-        tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above is kept._"
+        tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above{source} is kept._"
     return f"{body}\n\n{tail}" if body else tail
 
 

@@ -122,8 +122,8 @@ class Backend:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def is_ready(self) -> bool:
-        return self.state is State.READY
+    def startup_s(self) -> float:
+        return (self.ready_at or 0.0) - (self.started_at or 0.0)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -13,7 +13,7 @@ from . import metrics, translate, validation
 from .backend import Backend, Snapshot, State
 from .errors import BatonError, Conflict, InvalidArgument, NotFound, NotReady, StoreUnavailable
 from .pool import Pool
-from .router import Router, WaitInfo
+from .router import Route, Router, WaitInfo
 from .settings import Settings
 from .store import Store
 from .translate import TranslationRequest, TranslationResult
@@ -267,11 +267,16 @@ class Engine:
         req: TranslationRequest,
         on_token: Callable[[str], Awaitable[None]],
         on_wait: Callable[[WaitInfo], Awaitable[None]] | None = None,
+        on_route: Callable[[Route], Awaitable[None]] | None = None,
     ) -> TranslationResult:
+        """Stream one translation. `on_route` hears which version answers before any token,
+        so a caller can name it even when the answer is stopped or cut short."""
         translate.validate(req)
         retries = 1  # a backend that died before answering may not be noticed yet: route once more
         while True:
             route = await self.router.acquire(req.conversation_id, on_wait)
+            if on_route:
+                await on_route(route)
             try:
                 with route.backend.lease():
                     return await translate.stream(route, req, on_token)

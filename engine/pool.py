@@ -131,7 +131,7 @@ class Pool:
                     return  # a version that never started is not retried: its recipe is broken
             else:
                 if not ever_ready:
-                    await self._audit("load", name, "ok", f"ready in {b.ready_at - b.started_at:.1f} s, pid {b.pid}, port {b.port}")
+                    await self._audit("load", name, "ok", f"ready in {b.startup_s:.1f} s, pid {b.pid}, port {b.port}")
                 else:
                     await self._audit("restart", name, "ok", f"ready again, pid {b.pid}, port {b.port}")
                 ever_ready = True

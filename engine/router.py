@@ -5,7 +5,6 @@ in one assignment, and `pick` reads it without awaiting, so no lock is needed he
 """
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
