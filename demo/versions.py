@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import Engine, Sampling, Settings
+from engine import Engine, Sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 # Flags for a tiny model on a CPU machine (see ../shared/DESIGN.md: measured there).
@@ -50,23 +50,15 @@ async def register_demo_version(eng: Engine, name: str, path: Path, notes: str =
     )
 
 
-async def prepare(settings: Settings) -> None:
+async def prepare_versions(eng: Engine) -> None:
     """Build missing demo models, register both versions, make demo-v1 active on a fresh install."""
-    models = settings.model_roots[0]
+    models = eng.settings.model_roots[0]
     for v in DEMO_VERSIONS:
-        if await build_if_missing(v, models, settings.vllm_python):
+        if await build_if_missing(v, models, eng.settings.vllm_python):
             print(f"built {v.name} in {models / v.name}", flush=True)
-    eng = Engine(settings)
-    await eng.store.create_schema()
-    try:
-        for v in DEMO_VERSIONS:
-            if await eng.store.get_version(v.name) is None:
-                await register_demo_version(eng, v.name, models / v.name, v.notes)
-        if (await eng.store.get_deployment()).active is None:
-            await eng.bootstrap(DEMO_VERSIONS[0].name, actor="make demo")
-    finally:
-        await eng.store.close()
+    for v in DEMO_VERSIONS:
+        if await eng.store.get_version(v.name) is None:
+            await register_demo_version(eng, v.name, models / v.name, v.notes)
+    if (await eng.store.get_deployment()).active is None:
+        await eng.bootstrap(DEMO_VERSIONS[0].name, actor="make demo")
 
-
-if __name__ == "__main__":
-    asyncio.run(prepare(Settings()))
