@@ -431,3 +431,19 @@ async def test_backend_key_is_private_and_required(fake_engine):
     async with httpx.AsyncClient() as http:
         resp = await http.post(f"{b.url}/v1/completions", json={"model": "v1", "prompt": "x", "max_tokens": 1})
         assert resp.status_code == 401
+
+
+async def test_read_only_database_refuses_switch_and_keeps_serving(fake_engine, tmp_path):
+    """The same database opened read-only (as on a read-only mount): a clear error, no flip."""
+    eng = fake_engine
+    ro = fake_settings(tmp_path, database_url=f"sqlite+aiosqlite:///file:{tmp_path / 'baton.db'}?mode=ro&uri=true")
+    reader = Engine(ro)
+    reader.pool = eng.pool  # same backends: only the database differs
+    reader.router.pool = eng.pool
+    reader.router.deployment = eng.router.deployment
+    before = reader.router.deployment
+    with pytest.raises(StoreUnavailable, match="readonly database.*nothing was changed.*writable"):
+        await reader.switch("v2")
+    assert reader.router.deployment == before
+    assert (await eng.store.get_deployment()).active == "v1"
+    await reader.store.close()
