@@ -44,8 +44,16 @@ test: install
 test-fast: install-app
 	$(PYTEST) -q -m "not vllm and not browser"
 
+# Engine switches under load, the real app under load over its websocket (docs/latency.png),
+# then nginx + `nginx -s reload` against Baton on the same backends. About 15 minutes on 2 cores.
 bench: install
+	$(APP)/bin/pip install -q -e '.[test,bench]'
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; fi; }
 	$(APP)/bin/python -m benchmarks.engine_bench
+	$(APP)/bin/python -m benchmarks.load_bench
+	$(APP)/bin/python -m benchmarks.nginx_baseline
 
 clean:
 	rm -rf $(APP) $(VLLM)

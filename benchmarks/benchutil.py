@@ -1,0 +1,115 @@
+"""Pieces shared by the load and nginx benchmarks: models, percentiles, results, process cleanup.
+
+Every process a benchmark starts (the app, vLLM servers, nginx, and whatever they fork)
+inherits BENCH_TAG=<random> in its environment. `reap(tag)` ends, by pid, every process
+still carrying that tag: the backstop that keeps a failed or interrupted run from leaving
+a vLLM or nginx process behind. Nothing without the tag is touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results.json"
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+FLAGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
+TAG_ENV = "BENCH_TAG"
+# The same English phrases on every side of every comparison.
+PHRASES = [
+    "Good morning", "Where is the station?", "Thank you very much", "How much does this cost?",
+    "I would like a coffee, please", "The weather is nice today", "Good night", "Can you help me?",
+]
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100), linear between closest ranks; None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def lat_summary(values_s: list[float]) -> dict:
+    """n, p50, p99 and max, in milliseconds."""
+    r = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+    return {"n": len(values_s), "p50_ms": r(pct(values_s, 50)), "p99_ms": r(pct(values_s, 99)),
+            "max_ms": r(max(values_s) if values_s else None)}
+
+
+def build_models(root: Path, names: list[str]) -> None:
+    """bench-a, bench-b, ... : random-weight tiny Llamas (demo/build_model.py --steps 0), seeds 1, 2, ..."""
+    root.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(names, start=1):
+        if not (root / name / "config.json").exists():
+            subprocess.run([str(VLLM_PYTHON), str(ROOT / "demo" / "build_model.py"), "--out", str(root / name),
+                            "--steps", "0", "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+
+
+def merge_results(key: str, value: dict) -> None:
+    """Write `value` under `key` in benchmarks/results.json, keeping the other keys."""
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    existing[key] = {**value, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+
+
+def machine() -> str:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return f"{sys.platform}, {os.cpu_count()} cores, CPU vLLM, load average {load:.1f} at the end"
+
+
+def new_tag() -> str:
+    """A tag for this run, put in os.environ so every child inherits it."""
+    tag = f"bench-{secrets.token_hex(8)}"
+    os.environ[TAG_ENV] = tag
+    return tag
+
+
+def tagged_pids(tag: str) -> list[int]:
+    needle = f"{TAG_ENV}={tag}".encode()
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def reap(tag: str, grace_s: float = 10.0) -> list[int]:
+    """SIGTERM every process carrying the tag, SIGKILL what is left after `grace_s`. Returns
+    the pids that were still there (an empty list is the expected, clean outcome)."""
+    left = tagged_pids(tag)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and tagged_pids(tag):
+        time.sleep(0.2)
+    for pid in tagged_pids(tag):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def exit_on_signals() -> None:
+    """SIGTERM/SIGHUP raise SystemExit, so `finally` blocks (and their cleanup) run."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
