@@ -10,8 +10,8 @@ from pathlib import Path
 class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ("\n",)
+    max_tokens: int = 1024
+    stop: tuple[str, ...] = ()  # the model's own end-of-sequence token ends an answer
 
 
 DEFAULT_TEMPLATE = "Translate the following text from {source_lang} to {target_lang}.\n{text}\n"
