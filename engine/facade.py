@@ -281,7 +281,7 @@ class Engine:
                 with route.backend.lease():
                     return await translate.stream(route, req, on_token)
             except translate.BackendFailed as exc:
-                if exc.partial or not retries:
+                if exc.partial or exc.refused or not retries:
                     raise
                 retries -= 1
                 await self.pool.wait_change(1.0)  # let the supervisor see the exit

@@ -41,14 +41,23 @@ class TranslationResult:
 class BackendFailed(BatonError):
     """The backend stopped answering; any partial text is kept by the caller."""
 
-    def __init__(self, what: str, fix: str, *, partial: bool) -> None:
+    def __init__(self, what: str, fix: str, *, partial: bool, refused: bool = False) -> None:
         super().__init__(what, fix)
         self.partial = partial  # tokens already reached the user: the request cannot be retried
+        self.refused = refused  # the backend rejected the request itself: a retry gets the same answer
 
 
 def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
     source = "the detected language" if req.source_lang in ("", "auto") else req.source_lang
     return spec.prompt_template.format(source_lang=source, target_lang=req.target_lang, text=req.text)
+
+
+def _api_message(exc: openai.APIError) -> str:
+    """vLLM's own words from an error body ({"error": {"message": ...}} or {"message": ...})."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body)
+    message = inner.get("message") if isinstance(inner, dict) else None
+    return str(message or exc.message)[:300]
 
 
 def validate(req: TranslationRequest) -> None:
@@ -97,6 +106,15 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
                         await on_token(choice.text)
                     if choice.finish_reason:
                         finish = choice.finish_reason
+    except openai.BadRequestError as exc:
+        backend.errors += 1
+        metrics.REQUESTS.labels(name, "failed").inc()
+        raise BackendFailed(
+            f"Version {name} refused the request: {_api_message(exc)}",
+            f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}.",
+            partial=bool(pieces),
+            refused=True,
+        ) from exc
     except openai.APIError as exc:
         backend.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()

@@ -10,7 +10,9 @@ from pathlib import Path
 class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 1024
+    # None: up to what the backend's context leaves after the prompt. A fixed default would be
+    # refused outright by any version started with a smaller --max-model-len.
+    max_tokens: int | None = None
     stop: tuple[str, ...] = ()  # the model's own end-of-sequence token ends an answer
 
 

@@ -4,7 +4,8 @@ Started by the same backend code as vLLM (BATON_SERVER_MODULE=tests.fake_vllm). 
 each completion with `<served-name> says: <prompt words>` one word per chunk. Behaviour knobs
 come from `fake.json` in the model directory, so one engine can hold versions that behave
 differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
-(pause between chunks), exit_at_start (exit at once with code 3).
+(pause between chunks), exit_at_start (exit at once with code 3). Like vLLM, it refuses
+(400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 
-def build_app(served_name: str, api_key: str, knobs: dict) -> Starlette:
+def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -> Starlette:
     started = time.monotonic()
     startup_s = float(knobs.get("startup_s", 0))
     hang = bool(knobs.get("hang"))
@@ -39,10 +40,15 @@ def build_app(served_name: str, api_key: str, knobs: dict) -> Starlette:
         body = await request.json()
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
+        prompt_tokens = len(body["prompt"].split())
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and prompt_tokens + max_tokens > max_model_len:
+            message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
+                       f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
+            return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
         words = [f"{served_name} says:"] + body["prompt"].split()[-6:]
-        words = words[: max(1, int(body.get("max_tokens", 16)))]
-        usage = {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": len(words),
-                 "total_tokens": len(body["prompt"].split()) + len(words)}
+        words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 
         def chunk(text: str, finish: str | None, with_usage: bool = False) -> str:
             data = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": served_name,
@@ -76,6 +82,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--max-model-len", type=int, default=2048)
     args, _unknown = parser.parse_known_args()  # vLLM flags are accepted and ignored
     knobs_file = Path(args.model) / "fake.json"
     knobs = json.loads(knobs_file.read_text()) if knobs_file.exists() else {}
@@ -83,7 +90,7 @@ def main() -> None:
         print("fake: refusing to start (exit_at_start)", flush=True)
         sys.exit(3)
     print(f"fake server for {args.served_model_name} on {args.host}:{args.port}", flush=True)
-    app = build_app(args.served_model_name, os.environ["VLLM_API_KEY"], knobs)
+    app = build_app(args.served_model_name, os.environ["VLLM_API_KEY"], knobs, args.max_model_len)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -20,6 +20,7 @@ from engine import (
     NoBackendAvailable,
     NotFound,
     NotReady,
+    Sampling,
     StoreUnavailable,
     TranslationRequest,
 )
@@ -335,6 +336,27 @@ async def test_backend_killed_mid_stream_reports_clear_error(fake_engine):
     with pytest.raises(BackendFailed, match="Version slow (stopped answering|ended the answer early).*send your text again"):
         await stream
     assert (await translate(eng)).role == "standby"  # v1 answers meanwhile
+
+
+async def test_default_sampling_fits_a_small_context_and_a_too_large_cap_is_explained(fake_engine):
+    """A version started with a small --max-model-len answers with the default sampling; a
+    max_tokens its context cannot hold is refused at once with vLLM's reason, not retried."""
+    eng = fake_engine
+    small = fake_model(eng.settings, "small")
+    await eng.register("small", small, flags=["--max-model-len", "24"])
+    await eng.register("capped", small, flags=["--max-model-len", "24"], sampling=Sampling(max_tokens=100))
+    for name in ("small", "capped"):
+        await eng.load(name)
+        await eng.wait_loaded(name)
+    await eng.switch("small")
+    assert (await translate(eng)).version == "small"
+    await eng.switch("capped")
+    started = time.monotonic()
+    with pytest.raises(BackendFailed, match=r"Version capped refused the request: 'max_tokens' is too large: 100.*"
+                                            r"maximum context length is 24.*check the recipe of capped") as err:
+        await translate(eng)
+    assert err.value.refused and not err.value.partial
+    assert time.monotonic() - started < 1, "a refused request is not retried"
 
 
 # ---------------------------------------------------------------------------- processes
