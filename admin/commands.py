@@ -22,6 +22,7 @@ from .accounts import Account, Accounts
 
 log = logging.getLogger("baton.admin")
 
+MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 NOT_ALLOWED = "🚫 You are not allowed to run admin commands. Anything else you type is translated."
 TYPED_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*))?$", re.S)
 
@@ -38,7 +39,7 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "What you can do here", "info", admin=False),
     "status": Spec("/status", "Versions, processes and traffic", "activity"),
-    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT]]", "Register and start a version", "download", mutating=True),
+    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]]", "Register and start a version", "download", mutating=True),
     "switch": Spec("/switch NAME", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
     "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird", mutating=True),
@@ -201,25 +202,40 @@ async def _status(ctx: Context, args: list[str]) -> Reply:
     return Reply(render.status(st), buttons=buttons)
 
 
-def _split_template(rest: list[str]) -> tuple[list[str], str | None]:
-    """Take `--template TEXT` (or `--template=TEXT`) out of the vLLM flags."""
-    flags: list[str] = []
+@dataclass(frozen=True)
+class LoadOptions:
+    """Baton's own options on a /load line; every other token is a vLLM flag."""
+
+    flags: list[str]
     template: str | None = None
+    max_tokens: int | None = None
+
+
+def _load_options(rest: list[str]) -> LoadOptions:
+    """Take `--template TEXT` and `--max-tokens N` (or `--opt=value`) out of the vLLM flags."""
+    flags: list[str] = []
+    values: dict[str, str] = {}
     i = 0
     while i < len(rest):
-        token = rest[i]
-        if token == "--template":
-            if i + 1 >= len(rest):
-                raise Usage("--template needs the template text after it (quote it).")
-            template, i = rest[i + 1], i + 2
+        option, eq, value = rest[i].partition("=")
+        if option not in ("--template", "--max-tokens"):
+            flags.append(rest[i])
+            i += 1
             continue
-        if token.startswith("--template="):
-            template = token.partition("=")[2]
-        else:
-            flags.append(token)
+        if not eq:
+            if i + 1 >= len(rest):
+                raise Usage(f"{option} needs a value after it (quote a template).")
+            value, i = rest[i + 1], i + 1
+        values[option] = value
         i += 1
-    # A chat box cannot hold a line break inside one argument, so \n stands for one.
-    return flags, template.replace("\\n", "\n") if template is not None else None
+    template = values.get("--template")
+    max_tokens = values.get("--max-tokens")
+    return LoadOptions(
+        flags,
+        # A chat box cannot hold a line break inside one argument, so \n stands for one.
+        template.replace("\\n", "\n") if template is not None else None,
+        _int(max_tokens, "--max-tokens", 1, MAX_TOKENS_LIMIT) if max_tokens is not None else None,
+    )
 
 
 async def _load(ctx: Context, args: list[str]) -> Reply:
@@ -228,8 +244,9 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
     name, rest = args[0], args[1:]
     who = ctx.actor.username
     if rest:
-        flags, template = _split_template(rest[1:])
-        await ctx.engine.register(name, rest[0], flags=flags, prompt_template=template, actor=who)
+        opts = _load_options(rest[1:])
+        await ctx.engine.register(name, rest[0], flags=opts.flags, prompt_template=opts.template,
+                                  max_tokens=opts.max_tokens, actor=who)
     snap = await ctx.engine.load(name, actor=who)
     return Reply(render.load_started(name, snap.port), follow_load=name)
 

@@ -194,7 +194,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 
 | command | what it does |
 |---|---|
-| `/load NAME MODEL_PATH [vLLM flags] [--template TEXT]` | register a version and start it in the background |
+| `/load NAME MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]` | register a version and start it in the background |
 | `/load NAME` | start a registered version again |
 | `/switch NAME` | send every new request to a ready version |
 | `/rollback` | switch back to the previous version |
@@ -208,4 +208,5 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 
 A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
-`/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`."""
+`/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`.
+`--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves."""

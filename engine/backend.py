@@ -246,6 +246,7 @@ class Backend:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._exited.wait(), self.settings.health_interval_s)
             self._check_starting()
+            await self._check_context(http)
             self._to(State.WARMING)
             body = {"model": self.spec.served_name, "prompt": "warm-up", "max_tokens": 1, "temperature": 0}
             try:
@@ -257,6 +258,23 @@ class Backend:
         self._check_starting()
         self.ready_at = time.monotonic()
         self._to(State.READY)
+
+    async def _check_context(self, http: httpx.AsyncClient) -> None:
+        """A cap on answer length that the served context cannot hold would have every request
+        refused: fail the load now, before the version can be switched to."""
+        cap = self.spec.sampling.max_tokens
+        if cap is None:
+            return
+        try:
+            cards = (await http.get("/v1/models")).json().get("data") or [{}]
+        except (httpx.HTTPError, ValueError):
+            return  # a server without the model card: requests will tell
+        context = cards[0].get("max_model_len")
+        if isinstance(context, int) and cap >= context:
+            raise await self._startup_failed(
+                f"max_tokens {cap} leaves no room for a prompt in its context of {context} tokens; "
+                f"load it again with a smaller --max-tokens or a larger --max-model-len."
+            )
 
     def _check_starting(self) -> None:
         if self.state not in (State.STARTING, State.WARMING):

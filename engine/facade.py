@@ -47,6 +47,14 @@ class Status:
         return next((v for v in self.versions if v.name == name), None)
 
 
+def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
+    if max_tokens is None:
+        return sampling
+    if max_tokens < 1:
+        raise InvalidArgument(f"max_tokens must be at least 1, not {max_tokens}.", "Give a positive number of tokens.")
+    return replace(sampling, max_tokens=max_tokens)
+
+
 def _role(d: Deployment, name: str) -> str:
     if name == d.active:
         return "active"
@@ -97,11 +105,13 @@ class Engine:
         prompt_template: str | None = None,
         interpreter: str | Path | None = None,
         sampling: Sampling | None = None,
+        max_tokens: int | None = None,
         served_name: str | None = None,
         notes: str = "",
         actor: str = "system",
     ) -> VersionSpec:
-        """Validate and save a version's recipe. Nothing is started."""
+        """Validate and save a version's recipe. Nothing is started. `max_tokens` overrides the
+        cap of the given (or already saved) sampling."""
         args = {"name": name, "model_path": str(model_path), "flags": list(flags)}
         async with self._audited(actor, "register", args):
             validation.check_name(name)
@@ -118,7 +128,7 @@ class Engine:
                 flags=validation.check_flags(list(flags), self.settings),
                 interpreter=validation.check_interpreter(interpreter, self.settings),
                 prompt_template=validation.check_template(template) if template else DEFAULT_TEMPLATE,
-                sampling=sampling or (existing.sampling if existing else Sampling()),
+                sampling=_with_cap(sampling or (existing.sampling if existing else Sampling()), max_tokens),
                 notes=notes,
                 created_by=actor,
             )

@@ -73,7 +73,11 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/health", health), Route("/v1/completions", completions, methods=["POST"])])
+    async def models(_: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": served_name, "object": "model", "max_model_len": max_model_len}]})
+
+    return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
+                             Route("/v1/completions", completions, methods=["POST"])])
 
 
 def main() -> None:

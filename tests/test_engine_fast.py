@@ -20,11 +20,10 @@ from engine import (
     NoBackendAvailable,
     NotFound,
     NotReady,
-    Sampling,
     StoreUnavailable,
     TranslationRequest,
 )
-from engine.backend import MARKER_ENV, State
+from engine.backend import MARKER_ENV, StartupFailed, State
 
 from .conftest import ROOT, fake_model, fake_settings, loaded_engine
 
@@ -338,23 +337,32 @@ async def test_backend_killed_mid_stream_reports_clear_error(fake_engine):
     assert (await translate(eng)).role == "standby"  # v1 answers meanwhile
 
 
-async def test_default_sampling_fits_a_small_context_and_a_too_large_cap_is_explained(fake_engine):
-    """A version started with a small --max-model-len answers with the default sampling; a
-    max_tokens its context cannot hold is refused at once with vLLM's reason, not retried."""
+async def test_answer_length_cap_against_the_context(fake_engine):
+    """Default sampling works on a small --max-model-len; a cap the context cannot hold fails the
+    load (never ready, so never switched to); a prompt too long for cap + context is refused at
+    once with vLLM's reason, not retried."""
     eng = fake_engine
-    small = fake_model(eng.settings, "small")
-    await eng.register("small", small, flags=["--max-model-len", "24"])
-    await eng.register("capped", small, flags=["--max-model-len", "24"], sampling=Sampling(max_tokens=100))
-    for name in ("small", "capped"):
+    model = fake_model(eng.settings, "small")
+    small = ["--max-model-len", "24"]
+    await eng.register("small", model, flags=small)
+    await eng.register("capped", model, flags=small, max_tokens=13)
+    await eng.register("huge", model, flags=small, max_tokens=24)
+    for name in ("small", "capped", "huge"):
         await eng.load(name)
-        await eng.wait_loaded(name)
+    await eng.wait_loaded("small")
+    await eng.wait_loaded("capped")
+    with pytest.raises(StartupFailed, match="max_tokens 24 leaves no room for a prompt in its context of 24 tokens"):
+        await eng.wait_loaded("huge")
+    with pytest.raises(NotReady, match="huge' is failed: max_tokens 24"):
+        await eng.switch("huge")
     await eng.switch("small")
     assert (await translate(eng)).version == "small"
     await eng.switch("capped")
+    assert (await translate(eng, text="hi")).version == "capped"  # 11 prompt words + 13 fit in 24
     started = time.monotonic()
-    with pytest.raises(BackendFailed, match=r"Version capped refused the request: 'max_tokens' is too large: 100.*"
+    with pytest.raises(BackendFailed, match=r"Version capped refused the request: 'max_tokens' is too large: 13.*"
                                             r"maximum context length is 24.*check the recipe of capped") as err:
-        await translate(eng)
+        await translate(eng, text="a much longer text to translate")
     assert err.value.refused and not err.value.partial
     assert time.monotonic() - started < 1, "a refused request is not retried"
 
