@@ -94,7 +94,8 @@ def guarded(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> sub
 def start_vllm(model: Path, name: str, port: int, log: Path) -> subprocess.Popen:
     cmd = [str(bu.VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
            "--model", str(model), "--served-model-name", name, "translator", *bu.FLAGS]
-    return guarded(cmd, log, {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"})
+    # The same backend environment as Baton's own backends, so both sides run the same servers.
+    return guarded(cmd, log, {**os.environ, **Settings().backend_env, "PYTHONUNBUFFERED": "1"})
 
 
 def wait_healthy(procs: dict[str, tuple[subprocess.Popen, int]], timeout: float) -> None:
