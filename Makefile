@@ -54,6 +54,7 @@ bench: install
 	$(APP)/bin/python -m benchmarks.engine_bench
 	$(APP)/bin/python -m benchmarks.load_bench
 	$(APP)/bin/python -m benchmarks.nginx_baseline
+	$(APP)/bin/python -m benchmarks.report
 
 clean:
 	rm -rf $(APP) $(VLLM)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 FLAGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
+MAX_TOKENS = 32  # random-weight models rarely end an answer: every answer is this long
 TAG_ENV = "BENCH_TAG"
 # The same English phrases on every side of every comparison.
 PHRASES = [

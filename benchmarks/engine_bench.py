@@ -10,8 +10,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -19,31 +17,38 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
+from benchmarks import benchutil as bu
 from engine import Engine, Sampling, Settings, TranslationRequest
 from engine.translate import BackendFailed, build_prompt
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results.json"
-FLAGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
-SAMPLING = Sampling(max_tokens=32, stop=())
+SAMPLING = Sampling(max_tokens=bu.MAX_TOKENS, stop=())
 
 
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else values[0]
 
 
-def build_models(root: Path) -> None:
-    for seed, name in enumerate(("bench-a", "bench-b"), start=1):
-        if not (root / name / "config.json").exists():
-            subprocess.run([str(ROOT / ".venv-vllm/bin/python"), str(ROOT / "demo/build_model.py"),
-                            "--out", str(root / name), "--steps", "0", "--seed", str(seed)], check=True)
+async def timed_switches(eng: Engine, n: int, interval_s: float) -> list[float]:
+    """n switches back and forth: each from the call until the next request routes to the new version."""
+    out: list[float] = []
+    target = "b" if eng.router.deployment.active == "a" else "a"
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await eng.switch(target)
+        route = eng.router.pick("probe")
+        out.append((time.perf_counter() - t0) * 1000)
+        assert route is not None and route.backend.spec.name == target
+        target = "a" if target == "b" else "b"
+        await asyncio.sleep(interval_s)
+    return out
 
 
-async def load_phase(eng: Engine, switches: int, clients: int) -> dict:
-    """Concurrent streams while switching back and forth."""
+async def load_phase(eng: Engine, switches: int, clients: int, interval_s: float) -> dict:
+    """Concurrent streams while switching back and forth. Also samples the event loop's lag (a
+    5 ms sleep's overshoot) in the same process: the floor under any await, a switch included."""
     stop = asyncio.Event()
     counts = {"requests": 0, "failed": 0, "truncated": 0, "misattributed": 0}
-    switch_ms: list[float] = []
+    lags: list[float] = []
 
     async def client(i: int) -> None:
         n = 0
@@ -62,20 +67,26 @@ async def load_phase(eng: Engine, switches: int, clients: int) -> dict:
             except Exception:  # noqa: BLE001 - counted, the benchmark goes on
                 counts["failed"] += 1
 
-    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    async def loop_lag() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append((time.perf_counter() - t0) * 1000 - 5)
+
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)] + [asyncio.create_task(loop_lag())]
     await asyncio.sleep(1)
-    target = "b"
-    for _ in range(switches):
-        t0 = time.perf_counter()
-        await eng.switch(target)
-        route = eng.router.pick("probe")  # the next request goes to the new version
-        switch_ms.append((time.perf_counter() - t0) * 1000)
-        assert route is not None and route.backend.spec.name == target
-        target = "a" if target == "b" else "b"
-        await asyncio.sleep(0.05)
+    switch_ms = await timed_switches(eng, switches, interval_s)
     stop.set()
     await asyncio.gather(*tasks)
-    return {**counts, "switches": switches, "switch_p50_ms": statistics.median(switch_ms), "switch_p99_ms": p99(switch_ms)}
+    return {**counts, "clients": clients, "switches": switches, "switch_interval_s": interval_s,
+            "switch_p50_ms": statistics.median(switch_ms), "switch_p99_ms": p99(switch_ms),
+            "loop_lag_p50_ms": statistics.median(lags), "loop_lag_p99_ms": p99(lags)}
+
+
+async def idle_phase(eng: Engine, switches: int) -> dict:
+    """The same switches with no request running: the cost of the switch itself."""
+    switch_ms = await timed_switches(eng, switches, 0.01)
+    return {"switch_idle_p50_ms": statistics.median(switch_ms), "switch_idle_p99_ms": p99(switch_ms)}
 
 
 def flip_phase(eng: Engine, n: int = 10_000) -> dict:
@@ -142,12 +153,12 @@ async def ttft_phase(eng: Engine, rounds: int) -> dict:
 
 async def main(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="baton-bench-"))
-    build_models(work / "models")
+    bu.build_models(work / "models", ["bench-a", "bench-b"])
     eng = Engine(Settings(data_dir=work, startup_timeout_s=300, request_wait_s=300))
     await eng.start()
     try:
         for name, model in (("a", "bench-a"), ("b", "bench-b")):
-            await eng.register(name, model, flags=FLAGS, sampling=SAMPLING)
+            await eng.register(name, model, flags=bu.FLAGS, sampling=SAMPLING)
             await eng.load(name)
         t0 = time.perf_counter()
         await asyncio.gather(eng.wait_loaded("a"), eng.wait_loaded("b"))
@@ -155,7 +166,8 @@ async def main(args: argparse.Namespace) -> dict:
         if eng.router.deployment.active != "a":
             await eng.switch("a")
         results = {"backend_startup_s_two_in_parallel": round(startup_s, 1)}
-        results.update(await load_phase(eng, args.switches, args.clients))
+        results.update(await load_phase(eng, args.switches, args.clients, args.interval))
+        results.update(await idle_phase(eng, args.switches))
         results.update(flip_phase(eng))
         results.update(await ttft_phase(eng, args.rounds))
     finally:
@@ -167,13 +179,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--switches", type=int, default=120)
     parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between switches under load")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--work", help="working directory (models are cached there)")
     out = asyncio.run(main(parser.parse_args()))
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    existing["engine"] = {**out, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          "machine": f"{sys.platform}, {__import__('os').cpu_count()} cores, CPU vLLM"}
-    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    bu.merge_results("engine", out)
     print(json.dumps(out, indent=2))
     targets = {"failed": out["failed"] == 0, "truncated": out["truncated"] == 0, "switches>=100": out["switches"] >= 100,
                "flip_p99_ms<=1": out["flip_p99_ms"] <= 1, "switch_p99_ms<=50": out["switch_p99_ms"] <= 50,

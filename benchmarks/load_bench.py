@@ -187,7 +187,8 @@ async def drive(app: ck.App, args: argparse.Namespace) -> tuple[Run, dict]:
         for i in range(args.users):
             reply = await admin.reply(f"/users add load{i} load-user-password-{i}", timeout=60)
             assert f"Added `load{i}`" in reply, reply
-        flags = " ".join(bu.FLAGS)
+        # Answers of MAX_TOKENS tokens, as on every side of benchmarks/nginx_baseline.py.
+        flags = " ".join([*bu.FLAGS, "--max-tokens", str(bu.MAX_TOKENS)])
         mark = len(admin.order)
         t_load = time.monotonic()
         for name, model in VERSIONS.items():

@@ -62,7 +62,7 @@ from engine.types import DEFAULT_TEMPLATE
 ROOT = bu.ROOT
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PLOT = ROOT / "docs" / "latency_nginx.png"
-MAX_TOKENS = 32
+MAX_TOKENS = bu.MAX_TOKENS
 TARGET_LANG = "German"
 SAMPLING = Sampling(max_tokens=MAX_TOKENS, stop=())
 NAMES = {"a": "bench-a", "b": "bench-b"}
