@@ -22,7 +22,7 @@ class DemoVersion:
 
 
 DEMO_VERSIONS = (
-    DemoVersion("demo-v1", steps=150, seed=0, notes="under-trained on the phrasebook (a weak first version)"),
+    DemoVersion("demo-v1", steps=320, seed=0, notes="under-trained on the phrasebook: knows about half of it"),
     DemoVersion("demo-v2", steps=600, seed=0, notes="trained on the phrasebook (the better version)"),
 )
 
