@@ -33,10 +33,11 @@ def target(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def ratio(theirs: float | None, ours: float | None) -> str:
-    if theirs is None or ours is None:
+def faster(theirs: float | None, ours: float | None) -> str:
+    """How Baton (ours) compares on a time where less is better."""
+    if not theirs or not ours:
         return "–"
-    return f"{theirs / ours:.1f}×" if ours > 0 else "∞"
+    return f"{theirs / ours:.1f}× faster" if theirs >= ours else f"{ours / theirs:.1f}× **slower**"
 
 
 def engine_section(e: dict) -> str:
@@ -49,7 +50,8 @@ def engine_section(e: dict) -> str:
         ["router flip p99 (ms)", e["flip_p99_ms"], "≤ 1", target(e["flip_p99_ms"] <= 1)],
         ["switch call p50 (ms)", e["switch_p50_ms"], "", ""],
         ["switch call p99 (ms)", e["switch_p99_ms"], "≤ 50", target(e["switch_p99_ms"] <= 50)],
-        ["event-loop lag under the same load, p50 / p99 (ms)", f"{num(e.get('loop_lag_p50_ms'))} / {num(e.get('loop_lag_p99_ms'))}", "", ""],
+        ["event-loop lag under the same load, p50 / p99 / max (ms)",
+         " / ".join(num(e.get(f"loop_lag_{q}_ms")) for q in ("p50", "p99", "max")), "", ""],
         ["switch call with no request running, p50 / p99 (ms)",
          f"{num(e.get('switch_idle_p50_ms'))} / {num(e.get('switch_idle_p99_ms'))}", "≤ 50",
          target(e.get("switch_idle_p99_ms", 1e9) <= 50)],
@@ -113,10 +115,10 @@ def nginx_section(n: dict) -> str:
     lines = []
     for s in ("nginx", "nginx_fresh"):
         if s in n and b:
-            lines.append(f"- against {names[s]}: switch to the new version p50 "
-                         f"{ratio(n[s]['switch_to_new_version_ms']['p50'], b['switch_to_new_version_ms']['p50'])} faster, "
-                         f"p99 {ratio(n[s]['switch_to_new_version_ms']['p99'], b['switch_to_new_version_ms']['p99'])} faster; "
-                         f"failed requests {n[s]['requests']['failed']} against {b['requests']['failed']}.")
+            theirs, ours = n[s]["switch_to_new_version_ms"], b["switch_to_new_version_ms"]
+            lines.append(f"- Baton against {names[s]}: switch to the new version p50 {faster(theirs['p50'], ours['p50'])}, "
+                         f"p99 {faster(theirs['p99'], ours['p99'])}; failed requests {b['requests']['failed']} "
+                         f"against {n[s]['requests']['failed']}.")
     return f"""## Side by side with nginx + `nginx -s reload` (`benchmarks/nginx_baseline.py`)
 
 The usual recipe: two vLLM servers behind an nginx upstream, switched by rewriting the upstream and

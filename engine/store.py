@@ -1,18 +1,23 @@
 """SQLAlchemy async models and the repository: versions, deployment, audit, process records."""
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, event, inspect, select, text
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, inspect, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import StoreUnavailable
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -123,14 +128,31 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
     )
 
 
+def _write_deployment(s: Session, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> DeploymentRow:
+    action, arguments, detail = audit
+    s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+    row = s.get(DeploymentRow, 1) or DeploymentRow(id=1)
+    row.active, row.previous = dep.active, dep.previous
+    row.canary, row.canary_percent = dep.canary, dep.canary_percent
+    row.updated_by, row.updated_at = actor, utcnow()
+    s.add(row)
+    return row
+
+
 class Store:
     """The repository. Every write is one transaction; failures surface as StoreUnavailable."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url)
+        self._sync_engine: Engine | None = None
+        self._sync_session: sessionmaker[Session] | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # The same file through the standard library's driver, for one-round-trip writes.
+            self._sync_engine = create_engine(make_url(url).set(drivername="sqlite"))
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+            self._sync_session = sessionmaker(self._sync_engine, expire_on_commit=False)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
@@ -140,6 +162,8 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._sync_engine is not None:
+            await asyncio.to_thread(self._sync_engine.dispose)
 
     def _failed(self, exc: Exception) -> StoreUnavailable:
         cause = getattr(exc, "orig", None) or exc  # the driver's own words ("database is locked")
@@ -184,19 +208,26 @@ class Store:
             return _deployment(await s.get(DeploymentRow, 1))
 
     async def save_deployment(self, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> Deployment:
-        """The deployment and its audit row, in one durable commit."""
-        action, arguments, detail = audit
+        """The deployment and its audit row, in one durable commit.
+
+        A switch waits for this commit. Through aiosqlite each statement is a round trip between
+        SQLite's thread and the event loop (a dozen per commit), and under load every round trip
+        queues behind the streams' callbacks; so on SQLite the whole transaction runs in one
+        worker thread with the synchronous driver: one round trip."""
         try:
-            async with self._session.begin() as s:
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
-                row = await s.get(DeploymentRow, 1) or DeploymentRow(id=1)
-                row.active, row.previous = dep.active, dep.previous
-                row.canary, row.canary_percent = dep.canary, dep.canary_percent
-                row.updated_by, row.updated_at = actor, utcnow()
-                s.add(row)
+            if self._sync_session is not None:
+                row = await asyncio.to_thread(self._write_sync, _write_deployment, dep, actor, audit)
+            else:
+                async with self._session.begin() as s:
+                    row = await s.run_sync(_write_deployment, dep, actor, audit)
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
         return _deployment(row)
+
+    def _write_sync(self, write: Callable[..., T], *args: object) -> T:
+        assert self._sync_session is not None
+        with self._sync_session.begin() as s:
+            return write(s, *args)
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:
