@@ -66,7 +66,7 @@ through `Engine.translate`, and a switch every {e.get('switch_interval_s', 0.05)
 durable SQLite commit (deployment and audit row) and ends when the next request is routed to the new
 version. The event-loop lag is how late a 5 ms sleep wakes up in the same process during the same
 load: on two cores shared with two vLLM servers, that scheduling delay, not Baton's work, is what the
-switch's tail is made of (the commit takes a dozen hand-offs between the loop and SQLite's thread).
+switch's tail is made of (on SQLite the commit is a single hand-off to a worker thread and back).
 The TTFT overhead is the median, over {e['ttft_rounds']} rounds, of the difference between the same
 request through the engine and straight to the same backend, sent back to back in alternating order. Measured {e['measured_at']} ({e['machine']}).
 
