@@ -149,6 +149,7 @@ class Store:
         self._sync_session: sessionmaker[Session] | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             # The same file through the standard library's driver, for one-round-trip writes.
             self._sync_engine = create_engine(make_url(url).set(drivername="sqlite"))
             event.listen(self._sync_engine, "connect", _sqlite_pragmas)

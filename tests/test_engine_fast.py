@@ -24,6 +24,8 @@ from engine import (
     TranslationRequest,
 )
 from engine.backend import MARKER_ENV, StartupFailed, State
+from engine.store import Store
+from engine.types import Deployment
 
 from .conftest import ROOT, fake_model, fake_settings, loaded_engine
 
@@ -365,6 +367,19 @@ async def test_answer_length_cap_against_the_context(fake_engine):
         await translate(eng, text="a much longer text to translate")
     assert err.value.refused and not err.value.partial
     assert time.monotonic() - started < 1, "a refused request is not retried"
+
+
+async def test_deployment_commit_without_a_database_file():
+    """A database that is not a SQLite file (here in memory; PostgreSQL in production) commits the
+    deployment and its audit row through the async driver instead of the one-round-trip path."""
+    store = Store("sqlite+aiosqlite://")
+    try:
+        await store.create_schema()
+        saved = await store.save_deployment(Deployment(active="v1", previous="v0"), "ops", ("switch", {"name": "v1"}, ""))
+        assert saved.active == "v1" and (await store.get_deployment()).previous == "v0"
+        assert [(e.actor, e.action, e.outcome) for e in await store.list_audit(5)] == [("ops", "switch", "ok")]
+    finally:
+        await store.close()
 
 
 # ---------------------------------------------------------------------------- processes
