@@ -138,6 +138,8 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
     source = f" (from {code(route.backend.spec.name)})" if route is not None and body else ""
     if result is not None:
         tail = attribution(result)
+        if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
+            tail += "\n\n_No text came back for this: the model may not know it. Try rephrasing it._"
     elif stopped:
         tail = f"_Stopped: the partial translation above{source} is kept._" if body else "_Stopped before any text arrived._"
     else:

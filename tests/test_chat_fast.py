@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from admin import render
+from engine import TranslationResult
 from tests import chatkit as ck
 
 ADMIN = ("root", "root-password-1")
@@ -358,3 +360,11 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
         await client.close()
     finally:
         again.stop()
+
+
+def test_an_empty_translation_is_explained_not_blank():
+    empty = TranslationResult(version="v1", role="active", text="", ttft_ms=0, total_ms=50, prompt_tokens=9,
+                              completion_tokens=1, finish_reason="stop", served_by="v1")
+    shown = render.answer("", empty, None, stopped=False)
+    assert shown.startswith("_Translated by **v1** (active)")
+    assert "No text came back for this" in shown
