@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine import BatonError, Engine
+from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render
 from .accounts import Account, Accounts
 
 log = logging.getLogger("baton.admin")
 
-MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 NOT_ALLOWED = "🚫 You are not allowed to run admin commands. Anything else you type is translated."
 TYPED_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*))?$", re.S)
 

@@ -17,11 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from engine import Sampling
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 FLAGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
 MAX_TOKENS = 32  # random-weight models rarely end an answer: every answer is this long
+SAMPLING = Sampling(max_tokens=MAX_TOKENS, stop=())
 TAG_ENV = "BENCH_TAG"
 # The same English phrases on every side of every comparison.
 PHRASES = [

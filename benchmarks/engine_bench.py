@@ -18,10 +18,9 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 from benchmarks import benchutil as bu
-from engine import Engine, Sampling, Settings, TranslationRequest
+from engine import Engine, Settings, TranslationRequest
 from engine.translate import BackendFailed, build_prompt
 
-SAMPLING = Sampling(max_tokens=bu.MAX_TOKENS, stop=())
 
 
 def p99(values: list[float]) -> float:
@@ -58,7 +57,7 @@ async def load_phase(eng: Engine, switches: int, clients: int, interval_s: float
             try:
                 r = await eng.translate(TranslationRequest(f"Good night {n}", "German", conversation_id=f"c{i}-{n}"),
                                         lambda _t: asyncio.sleep(0))
-                if r.completion_tokens != SAMPLING.max_tokens:
+                if r.completion_tokens != bu.SAMPLING.max_tokens:
                     counts["truncated"] += 1
                 if r.served_by != r.version:
                     counts["misattributed"] += 1
@@ -115,7 +114,7 @@ async def ttft_phase(eng: Engine, rounds: int) -> dict:
     async def direct_ttft() -> float:
         t0 = time.perf_counter()
         stream = await direct_client.completions.create(
-            model=backend.spec.served_name, prompt=prompt, max_tokens=SAMPLING.max_tokens, temperature=0,
+            model=backend.spec.served_name, prompt=prompt, max_tokens=bu.SAMPLING.max_tokens, temperature=0,
             top_p=1.0, stream=True, stream_options={"include_usage": True})
         first = 0.0
         async with stream:
@@ -160,7 +159,7 @@ async def main(args: argparse.Namespace) -> dict:
     await eng.start()
     try:
         for name, model in (("a", "bench-a"), ("b", "bench-b")):
-            await eng.register(name, model, flags=bu.FLAGS, sampling=SAMPLING)
+            await eng.register(name, model, flags=bu.FLAGS, sampling=bu.SAMPLING)
             await eng.load(name)
         t0 = time.perf_counter()
         await asyncio.gather(eng.wait_loaded("a"), eng.wait_loaded("b"))

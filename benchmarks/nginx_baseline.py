@@ -55,16 +55,14 @@ import openai
 from openai import AsyncOpenAI
 
 from benchmarks import benchutil as bu
-from engine import Engine, Sampling, Settings, TranslationRequest
+from engine import Engine, Settings, TranslationRequest
 from engine.translate import BackendFailed
 from engine.types import DEFAULT_TEMPLATE
 
 ROOT = bu.ROOT
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PLOT = ROOT / "docs" / "latency_nginx.png"
-MAX_TOKENS = bu.MAX_TOKENS
 TARGET_LANG = "German"
-SAMPLING = Sampling(max_tokens=MAX_TOKENS, stop=())
 NAMES = {"a": "bench-a", "b": "bench-b"}
 
 
@@ -231,7 +229,7 @@ async def nginx_request(client: AsyncOpenAI, text: str) -> dict:
     finish = ""
     try:
         stream = await client.completions.create(
-            model="translator", prompt=prompt(text), max_tokens=MAX_TOKENS, temperature=0, top_p=1.0, stream=True,
+            model="translator", prompt=prompt(text), max_tokens=bu.MAX_TOKENS, temperature=0, top_p=1.0, stream=True,
             stream_options={"include_usage": True})
         async with stream:
             async for chunk in stream:
@@ -430,7 +428,7 @@ async def main(args: argparse.Namespace) -> dict:
         await eng.start()
         stack.push_async_callback(eng.close)
         for v, model in NAMES.items():
-            await eng.register(v, model, flags=bu.FLAGS, sampling=SAMPLING)
+            await eng.register(v, model, flags=bu.FLAGS, sampling=bu.SAMPLING)
             await eng.load(v)
         t0 = time.monotonic()
         await asyncio.gather(asyncio.to_thread(wait_healthy, procs, args.startup_timeout),
@@ -525,7 +523,7 @@ async def main(args: argparse.Namespace) -> dict:
                 r["version"] = {NAMES["a"]: "a", NAMES["b"]: "b"}.get(r["version"], r["version"])
 
     out: dict = {"clients": args.clients, "switches_per_side": per_round * args.rounds, "rounds": args.rounds,
-                 "switch_interval_s": args.interval, "max_tokens": MAX_TOKENS,
+                 "switch_interval_s": args.interval, "max_tokens": bu.MAX_TOKENS,
                  "backend_startup_s_four_in_parallel": round(startup, 1)}
     for name, side in sides.items():
         out[name] = analyse(side)

@@ -7,7 +7,6 @@ Only numbers the benchmarks measured go in; a section whose benchmark has not ru
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from benchmarks.benchutil import RESULTS, ROOT
 

@@ -48,11 +48,7 @@ class Status:
 
 
 def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
-    if max_tokens is None:
-        return sampling
-    if max_tokens < 1:
-        raise InvalidArgument(f"max_tokens must be at least 1, not {max_tokens}.", "Give a positive number of tokens.")
-    return replace(sampling, max_tokens=max_tokens)
+    return sampling if max_tokens is None else replace(sampling, max_tokens=validation.check_max_tokens(max_tokens))
 
 
 def _role(d: Deployment, name: str) -> str:

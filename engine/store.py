@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, inspect, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,8 +14,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from .errors import StoreUnavailable
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
-
-T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -149,11 +145,11 @@ class Store:
         self._sync_session: sessionmaker[Session] | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
-            # The same file through the standard library's driver, for one-round-trip writes.
-            self._sync_engine = create_engine(make_url(url).set(drivername="sqlite"))
-            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
-            self._sync_session = sessionmaker(self._sync_engine, expire_on_commit=False)
+            if self.engine.url.database not in (None, "", ":memory:"):
+                # The same file through the standard library's driver, for one-round-trip writes.
+                self._sync_engine = create_engine(make_url(url).set(drivername="sqlite"))
+                event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+                self._sync_session = sessionmaker(self._sync_engine, expire_on_commit=False)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
@@ -217,7 +213,7 @@ class Store:
         worker thread with the synchronous driver: one round trip."""
         try:
             if self._sync_session is not None:
-                row = await asyncio.to_thread(self._write_sync, _write_deployment, dep, actor, audit)
+                row = await asyncio.to_thread(self._write_deployment_sync, dep, actor, audit)
             else:
                 async with self._session.begin() as s:
                     row = await s.run_sync(_write_deployment, dep, actor, audit)
@@ -225,10 +221,10 @@ class Store:
             raise self._failed(exc) from exc
         return _deployment(row)
 
-    def _write_sync(self, write: Callable[..., T], *args: object) -> T:
+    def _write_deployment_sync(self, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> DeploymentRow:
         assert self._sync_session is not None
         with self._sync_session.begin() as s:
-            return write(s, *args)
+            return _write_deployment(s, dep, actor, audit)
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:

@@ -106,22 +106,19 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
                         await on_token(choice.text)
                     if choice.finish_reason:
                         finish = choice.finish_reason
-    except openai.BadRequestError as exc:
-        backend.errors += 1
-        metrics.REQUESTS.labels(name, "failed").inc()
-        raise BackendFailed(
-            f"Version {name} refused the request: {_api_message(exc)}",
-            f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}.",
-            partial=bool(pieces),
-            refused=True,
-        ) from exc
     except openai.APIError as exc:
         backend.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
+        # A 400 is about the request itself (e.g. its length against the context): say vLLM's
+        # reason, and a retry would only get the same answer.
+        refused = isinstance(exc, openai.BadRequestError)
         raise BackendFailed(
-            f"Version {name} stopped answering ({type(exc).__name__}).",
-            "The partial answer is kept; please send your text again.",
+            f"Version {name} refused the request: {_api_message(exc)}" if refused
+            else f"Version {name} stopped answering ({type(exc).__name__}).",
+            f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}."
+            if refused else "The partial answer is kept; please send your text again.",
             partial=bool(pieces),
+            refused=refused,
         ) from exc
     except asyncio.CancelledError:
         metrics.REQUESTS.labels(name, "cancelled").inc()

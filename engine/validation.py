@@ -12,6 +12,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 FLAG_VALUE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
 TEMPLATE_FIELDS = {"source_lang", "target_lang", "text"}
 MAX_TEMPLATE_CHARS = 4000
+MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 
 
 def check_name(name: str) -> str:
@@ -84,6 +85,13 @@ def check_interpreter(raw: str | Path | None, settings: Settings) -> Path | None
             f"Use one of: {', '.join(map(str, settings.interpreters))} (BATON_ALLOWED_INTERPRETERS).",
         )
     return path
+
+
+def check_max_tokens(max_tokens: int) -> int:
+    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise InvalidArgument(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}, not {max_tokens}.",
+                              "Give the longest answer, in tokens, this version may write.")
+    return max_tokens
 
 
 def check_template(template: str) -> str:
