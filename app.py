@@ -20,11 +20,10 @@ from chainlit.server import app as http_app
 from chainlit.types import CommandDict, ThreadDict
 from chainlit.utils import utc_now
 
-from admin import auth_secret, commands, datalayer, endpoints, languages, progress, render
+from admin import auth_secret, commands, datalayer, endpoints, languages, render
 from admin.accounts import Account, Accounts
 from admin.config import ChatConfig
-from engine import BatonError, Engine, Settings, TranslationRequest
-from engine.router import Route, WaitInfo
+from engine import BatonError, Engine, Progress, Restart, RouteInfo, Settings, TranslationRequest, WaitInfo
 
 log = logging.getLogger("baton.app")
 # Chainlit logs at INFO; one line per backend HTTP request would bury everything else.
@@ -230,7 +229,7 @@ async def _translate(text: str) -> None:
     answer = cl.Message(content="")
     waiting: cl.Message | None = None
     result, error, stopped = None, None, False
-    route: Route | None = None
+    route: RouteInfo | None = None
 
     async def clear_waiting() -> None:
         nonlocal waiting
@@ -247,9 +246,14 @@ async def _translate(text: str) -> None:
             waiting.content = render.waiting(info)
             await waiting.update()
 
-    async def on_route(chosen: Route) -> None:
+    async def on_route(chosen: RouteInfo) -> None:
         nonlocal route
         route = chosen
+
+    async def on_restart(_: Restart) -> None:
+        # The backend failed mid-answer: the whole answer comes again from another version.
+        answer.content = ""
+        await answer.update()
 
     async def on_token(token: str) -> None:
         await clear_waiting()
@@ -259,7 +263,8 @@ async def _translate(text: str) -> None:
         pair = languages.resolve(cl.context.session.chat_settings or {})
         request = TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
                                      conversation_id=cl.context.session.thread_id)
-        result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route)
+        result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route,
+                                          on_restart=on_restart)
     except BatonError as exc:
         error = str(exc)
     except asyncio.CancelledError:
@@ -282,9 +287,9 @@ async def _follow_load(name: str, reply_id: str) -> None:
     step.start = utc_now()
     step.output = f"Starting `{name}`…"
     await step.send()
-    last: progress.LoadProgress | None = None
+    last: Progress | None = None
     try:
-        async for item in progress.watch_load(engine(), name, interval_s=CONFIG.progress_interval_s):
+        async for item in engine().watch(name, interval_s=CONFIG.progress_interval_s):
             last = item
             step.output = render.load_progress(item)
             await step.update()

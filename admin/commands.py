@@ -161,9 +161,9 @@ async def _execute(engine: Engine, accounts: Accounts, username: str, inv: Invoc
         return Reply(f"**Refused:** {exc}", ok=False)
 
 
-async def _audit(engine: Engine, actor: str, action: str, args: dict, outcome: str, detail: str = "") -> None:
+async def _audit(engine: Engine, actor: str, action: str, args: dict[str, object], outcome: str, detail: str = "") -> None:
     try:
-        await engine.store.audit(actor, action, args, outcome, detail)
+        await engine.record(actor, action, args, outcome, detail)
     except BatonError as exc:  # the refusal still stands; only its record is missing
         log.warning("could not audit %s by %s: %s", action, actor, exc)
 

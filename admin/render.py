@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from engine import Status, TranslationResult
-from engine.router import Route, WaitInfo
+from engine import Progress, RouteInfo, Status, TranslationResult, WaitInfo
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
-from .progress import LoadProgress
 
 
 # pieces ---------------------------------------------------------------------
@@ -62,12 +60,12 @@ def status(st: Status) -> str:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
     lines += [
-        "| version | state | role | pid | port | uptime | in flight | served | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| version | state | wanted | role | pid | port | uptime | in flight | served | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in st.versions:
         lines.append(
-            f"| {cell(v.name)} | {cell(v.state)} | {cell(v.role or '—')} | {_dash(v.pid)} | {_dash(v.port)} "
+            f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} | {_dash(v.pid)} | {_dash(v.port)} "
             f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
@@ -128,14 +126,16 @@ def attribution(r: TranslationResult) -> str:
             f" · first token {r.ttft_ms:.0f} ms_")
     if r.failover_note:
         line += f"\n\n⚠️ {cell(r.failover_note)}"
+    if r.retranslated:
+        line += f"\n\n🔁 {cell(r.retranslated)}"
     return line
 
 
 def answer(partial: str, result: TranslationResult | None, error: str | None, stopped: bool,
-           route: Route | None = None) -> str:
+           route: RouteInfo | None = None) -> str:
     """The final text of an answer: the translation, then where it came from or why it stopped."""
     body = result.text if result is not None else partial
-    source = f" (from {code(route.backend.spec.name)})" if route is not None and body else ""
+    source = f" (from {code(route.version)})" if route is not None and body else ""
     if result is not None:
         tail = attribution(result)
         if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
@@ -159,7 +159,7 @@ def load_started(name: str, port: int | None) -> str:
             "the chat stays usable meanwhile, for you and everyone else.")
 
 
-def load_progress(p: LoadProgress) -> str:
+def load_progress(p: Progress) -> str:
     v = p.version
     if v is None:
         return f"{code(p.name)} · waiting for its process · {duration(p.elapsed_s)}"
@@ -170,7 +170,7 @@ def load_progress(p: LoadProgress) -> str:
     return "\n\n".join(lines)
 
 
-def load_finished(p: LoadProgress, tail: Sequence[str]) -> str:
+def load_finished(p: Progress, tail: Sequence[str]) -> str:
     v = p.version
     if p.phase == "ready" and v is not None:
         return (f"✅ {code(v.name)} is ready after {duration(p.elapsed_s)} (pid {_dash(v.pid)}, port {_dash(v.port)}). "

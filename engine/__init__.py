@@ -3,13 +3,15 @@
 Never imports Chainlit: the chat app, the tests and the benchmarks all drive `Engine`.
 """
 from .errors import BatonError, Conflict, InvalidArgument, NoBackendAvailable, NotFound, NotReady, StoreUnavailable
-from .facade import Engine, Status, VersionStatus
+from .facade import Engine, Health, Progress, Status, VersionStatus
+from .router import RouteInfo, WaitInfo
 from .settings import Settings
-from .translate import BackendFailed, TranslationRequest, TranslationResult
+from .states import Desired, State
+from .translate import BackendFailed, Restart, TranslationRequest, TranslationResult
 from .types import Deployment, Sampling, VersionSpec
 
 __all__ = [
-    "BackendFailed", "BatonError", "Conflict", "Deployment", "Engine", "InvalidArgument", "NoBackendAvailable",
-    "NotFound", "NotReady", "Sampling", "Settings", "Status", "StoreUnavailable", "TranslationRequest",
-    "TranslationResult", "VersionSpec", "VersionStatus",
+    "BackendFailed", "BatonError", "Conflict", "Deployment", "Desired", "Engine", "Health", "InvalidArgument",
+    "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart", "RouteInfo", "Sampling", "Settings", "State",
+    "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]

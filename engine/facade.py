@@ -1,4 +1,10 @@
-"""The one object an operator (chat, tests, benchmarks, CLI) drives the engine through."""
+"""The one object an operator (chat, tests, benchmarks, CLI) drives the engine through.
+
+Every change of the deployment (load, unload, switch, rollback, canary, promote, abort) is
+serialized by one lock, and its durable commit (deployment, desired states and audit row in
+one transaction) and its in-memory flip run as one owned task that a cancelled caller cannot
+split. Invariant: active, canary and standby always name versions that are loaded or loading.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,15 +14,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
-from . import metrics, translate, validation
-from .backend import Backend, Snapshot, State
-from .errors import BatonError, Conflict, InvalidArgument, NotFound, NotReady, StoreUnavailable
+from . import logfile, metrics, orphans, translate, validation
+from .backend import Backend
+from .errors import BatonError, Conflict, InvalidArgument, NotFound, NotReady
 from .pool import Pool
-from .router import Route, Router, WaitInfo
+from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
-from .store import Store
-from .translate import TranslationRequest, TranslationResult
+from .states import LOADING, Desired, State
+from .store import Change, Store
+from .supervisor import Supervisor
+from .translate import BackendFailed, Limits, Restart, TranslationRequest, TranslationResult
 from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, Sampling, VersionSpec
 
 log = logging.getLogger("baton.engine")
@@ -26,7 +35,8 @@ log = logging.getLogger("baton.engine")
 class VersionStatus:
     name: str
     state: str  # a backend state, or "registered" when no process exists
-    role: str  # active / canary / standby / "" (idle)
+    desired: str  # serving / standby / unloaded
+    role: str  # active / canary N% / standby / "" (idle)
     pid: int | None
     port: int | None
     uptime_s: float | None
@@ -47,6 +57,36 @@ class Status:
         return next((v for v in self.versions if v.name == name), None)
 
 
+@dataclass(frozen=True)
+class Health:
+    """Answered from memory: can anything serve right now?"""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    deployment: Deployment
+    states: dict[str, str]
+
+    @property
+    def serving(self) -> bool:
+        return self.status != "unavailable"
+
+
+Phase = Literal["loading", "ready", "failed", "gone"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a version's load, as `Engine.watch` streams it."""
+
+    name: str
+    phase: Phase
+    elapsed_s: float
+    version: VersionStatus | None
+
+    @property
+    def done(self) -> bool:
+        return self.phase != "loading"
+
+
 def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
     return sampling if max_tokens is None else replace(sampling, max_tokens=validation.check_max_tokens(max_tokens))
 
@@ -61,34 +101,48 @@ def _role(d: Deployment, name: str) -> str:
     return ""
 
 
+def _desired_for(d: Deployment, name: str) -> Desired:
+    return Desired.SERVING if name in (d.active, d.canary) else Desired.STANDBY
+
+
 class Engine:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.store = Store(self.settings.db_url)
-        self.pool = Pool(self.settings, self.store)
+        self.pool = Pool(self.settings)
+        self.supervisor = Supervisor(self.settings, self.store, self.pool)
         self.router = Router(self.pool, self.settings.request_wait_s)
-        self._deploy_lock = asyncio.Lock()  # serializes deployment changes (two admins at once)
+        self._lock = asyncio.Lock()  # one deployment change at a time, whoever asks
+        self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
-        """Create/upgrade the schema, end orphans, restore the deployment (loads in background)."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create/upgrade the schema, end orphans, and bring back every version the operator
+        wants loaded (serving and standby alike), in the background."""
+        await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.create_schema()
-        killed = await self.pool.reap_stale()
+        killed = await orphans.reap(self.store)
         if killed:
             log.warning("ended %d orphaned backend processes: %s", len(killed), killed)
+        await self.supervisor.start()
         dep = await self.store.get_deployment()
         self.router.deployment = dep
-        for name in dict.fromkeys(n for n in (dep.active, dep.canary) if n):
-            spec = await self.store.get_version(name)
-            if spec is None:
-                log.error("deployment names %s but no such version is registered", name)
-                continue
-            self.pool.load(spec)
+        wanted = await self.store.desired_states()
+        for spec in await self.store.list_versions():
+            desired = wanted.get(spec.name)
+            # A database from before desired states: the active and canary versions come back.
+            if desired is None and spec.name in (dep.active, dep.canary):
+                desired = Desired.SERVING.value
+            if desired in (Desired.SERVING.value, Desired.STANDBY.value):
+                self._start_backend(spec, _desired_for(dep, spec.name))
+        for name in (dep.active, dep.canary, dep.previous):
+            if name and self.pool.get(name) is None:
+                log.error("the deployment names %s, which is not registered or not wanted loaded", name)
         return dep
 
     async def close(self) -> None:
-        await self.pool.close()
+        """Stop every backend. What the operator wanted stays persisted for the next start."""
+        await self.supervisor.close()
         await self.store.close()
 
     # versions --------------------------------------------------------------
@@ -109,17 +163,17 @@ class Engine:
         """Validate and save a version's recipe. Nothing is started. `max_tokens` overrides the
         cap of the given (or already saved) sampling."""
         args = {"name": name, "model_path": str(model_path), "flags": list(flags)}
-        async with self._audited(actor, "register", args):
+        async with self._refusals_audited(actor, "register", args), self._lock:
             validation.check_name(name)
             existing = await self.store.get_version(name)
             backend = self.pool.get(name)
-            if backend is not None and backend.state is not State.STOPPED:
+            if backend is not None and backend.state is not State.FAILED:
                 raise Conflict(f"Version '{name}' is {backend.state.value}; its recipe cannot change now.",
                                f"/unload {name} first, or pick a new name.")
             template = prompt_template or (existing.prompt_template if existing else None)
             spec = VersionSpec(
                 name=name,
-                model_path=validation.check_model_path(str(model_path), self.settings),
+                model_path=await asyncio.to_thread(validation.check_model_path, str(model_path), self.settings),
                 served_name=validation.check_name(served_name) if served_name else name,
                 flags=validation.check_flags(list(flags), self.settings),
                 interpreter=validation.check_interpreter(interpreter, self.settings),
@@ -128,49 +182,114 @@ class Engine:
                 notes=notes,
                 created_by=actor,
             )
-            await self.store.save_version(spec)
+            await self.store.save_version(spec, (actor, "register", args))
+            if backend is not None:
+                backend.spec = spec  # a failed version starts with its new recipe at the next /load
             return spec
 
-    async def load(self, name: str, *, actor: str = "system") -> Snapshot:
-        """Start the registered version in the background; returns at once."""
-        async with self._audited(actor, "load", {"name": name}):
+    async def load(self, name: str, *, actor: str = "system") -> VersionStatus:
+        """Start the registered version in the background; returns at once. A version already
+        loading or loaded is joined; a failed one is started again."""
+        async with self._refusals_audited(actor, "load", {"name": name}), self._lock:
             spec = await self._spec(name)
-            return self.pool.load(spec).snapshot()
+            b = self.pool.get(name)
+            if b is not None and (b.desired is Desired.UNLOADED or b.state in (State.DRAINING, State.STOPPING)):
+                raise Conflict(f"Version '{name}' is being unloaded ({b.state.value}).",
+                               f"Wait until /status no longer lists it, then /load {name} again.")
+            if b is not None and b.state is not State.FAILED:
+                await self._commit(actor, "load", {"name": name}, f"already {b.state.value}: joined", {})
+                return self._status_of(b, "")
+            d = self.router.deployment
+            desired = _desired_for(d, name)
+            detail = "starting again after a failure" if b is not None else "starting"
 
-    async def wait_loaded(self, name: str) -> Snapshot:
-        return (await self.pool.wait_loaded(name)).snapshot()
+            def start() -> Backend:
+                if b is not None:
+                    b.spec = spec
+                    self.supervisor.launch(b)
+                    return b
+                return self._start_backend(spec, desired)
+
+            started = await self._commit(actor, "load", {"name": name}, detail, {name: desired}, then=start)
+            return self._status_of(started, "")
+
+    async def wait_loaded(self, name: str) -> VersionStatus:
+        """Wait until the version is ready; raise NotReady with the reason if its start failed
+        (or it was unloaded meanwhile)."""
+        b = self.pool.require(name)
+        while True:
+            if b.state is State.READY:
+                return self._status_of(b, "")
+            if self.pool.get(name) is not b or b.desired is Desired.UNLOADED:
+                raise NotReady(f"Version '{name}' was unloaded while loading.", f"/load {name} again.")
+            if b.state is State.FAILED and not b.ever_ready and not b.retry:
+                raise NotReady(f"Version '{name}' failed to start: {b.reason}",
+                               f"Check /logs {name}, fix the recipe and /load {name} again.")
+            await b.cell.wait_change(5)
 
     async def unload(self, name: str, *, actor: str = "system") -> bool:
-        """Drain then stop. Refused for the active or canary version. True if fully drained."""
-        async with self._audited(actor, "unload", {"name": name}):
-            d = self.router.deployment
-            if name in (d.active, d.canary):
-                raise Conflict(f"Version '{name}' is serving as {_role(d, name)}.",
-                               "Switch traffic to another version (or /canary abort) before unloading it.")
-            self.pool.require(name)
-            return await self.pool.unload(name)
+        """Stop sending it traffic, drain (bounded), stop. Refused for the active or canary
+        version. True if every request it had finished first."""
+        async with self._refusals_audited(actor, "unload", {"name": name}):
+            async with self._lock:
+                validation.check_name(name)
+                d = self.router.deployment
+                if name in (d.active, d.canary):
+                    raise Conflict(f"Version '{name}' is serving as {_role(d, name)}.",
+                                   "Switch traffic to another version (or /canary abort) before unloading it.")
+                b = self.pool.require(name)
+                if b.desired is Desired.UNLOADED:
+                    raise Conflict(f"Version '{name}' is already being unloaded.", "Watch /status.")
+                new = replace(d, previous=None) if d.previous == name else d
+
+                def flip() -> Backend:
+                    b.desired = Desired.UNLOADED
+                    self.supervisor.interrupt(b)
+                    return b
+
+                await self._commit(actor, "unload", {"name": name}, "draining", {name: Desired.UNLOADED}, new, flip)
+            return await self.supervisor.retired(b)
 
     # deployment ------------------------------------------------------------
     def _ready(self, name: str) -> Backend:
         backend = self.pool.get(validation.check_name(name))
         if backend is None:
             raise NotReady(f"Version '{name}' is not loaded.", f"Load it first: /load {name} MODEL_PATH.")
+        if backend.desired is Desired.UNLOADED:
+            raise NotReady(f"Version '{name}' is being unloaded.", f"/load {name} again once it has stopped.")
         if backend.state is not State.READY:
             why = f": {backend.reason}" if backend.reason else "."
             raise NotReady(f"Version '{name}' is {backend.state.value}{why}",
                            "Only a ready version can receive traffic; check /status and try again when it is ready.")
         return backend
 
-    async def _deploy(self, actor: str, action: str, args: dict, change: Callable[[Deployment], Deployment]) -> Deployment:
-        """Validate, commit durably (deployment + audit in one transaction), then flip the pointer."""
-        async with self._deploy_lock, self._audited(actor, action, args, committed=True):
-            current = self.router.deployment
-            new = change(current)
+    async def _deploy(self, actor: str, action: str, args: dict[str, object],
+                      change: Callable[[Deployment], Deployment]) -> Deployment:
+        async with self._refusals_audited(actor, action, args), self._lock:
+            new = change(self.router.deployment)
             detail = f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}%"
-            saved = await self.store.save_deployment(new, actor, audit=(action, args, detail))
-            self.router.deployment = saved  # the flip: one assignment
+            desired = {n: _desired_for(new, n) for n, b in self.pool.backends.items() if b.desired is not Desired.UNLOADED}
+            await self._commit(actor, action, args, detail, desired, new)
             metrics.SWITCHES.labels(action).inc()
-            return saved
+            return self.router.deployment
+
+    async def _commit(self, actor: str, action: str, args: dict[str, object], detail: str,
+                      desired: dict[str, Desired], deployment: Deployment | None = None,
+                      then: Callable[[], Backend] | None = None) -> Backend | None:
+        """Write the change durably, then apply it in memory, as one task the caller's
+        cancellation cannot split. If the write fails nothing is applied."""
+        dep = deployment or self.router.deployment
+        change = Change(dep, {n: d.value for n, d in desired.items()}, actor, action, args, detail)
+
+        async def commit_and_flip() -> Backend | None:
+            saved = await self.store.save_change(change)
+            self.router.deployment = saved  # the flip: one assignment
+            for name, want in desired.items():
+                if (b := self.pool.get(name)) is not None and b.desired is not Desired.UNLOADED:
+                    b.desired = want
+            return then() if then else None
+
+        return await asyncio.shield(asyncio.ensure_future(commit_and_flip()))
 
     async def switch(self, name: str, *, actor: str = "system") -> Deployment:
         def change(d: Deployment) -> Deployment:
@@ -192,7 +311,10 @@ class Engine:
                 raise Conflict(f"Version '{d.active}' is already active.", f"Use /switch {name} instead.")
             return replace(d, active=name)
 
-        return await self._deploy(actor, "bootstrap", {"name": name}, change)
+        async with self._refusals_audited(actor, "bootstrap", {"name": name}), self._lock:
+            new = change(self.router.deployment)
+            await self._commit(actor, "bootstrap", {"name": name}, f"active={name}", {name: Desired.SERVING}, new)
+            return new
 
     async def rollback(self, *, actor: str = "system") -> Deployment:
         def change(d: Deployment) -> Deployment:
@@ -234,33 +356,64 @@ class Engine:
         return await self._deploy(actor, "canary-abort", {}, change)
 
     # observation -----------------------------------------------------------
+    def health(self) -> Health:
+        """From memory only: a locked database does not make a serving Baton look down."""
+        d = self.router.deployment
+        states = {name: b.state.value for name, b in self.pool.backends.items()}
+        serving = [n for n in (d.active, d.canary, d.previous) if self.router.usable(n)]
+        status: Literal["ok", "degraded", "unavailable"] = (
+            "ok" if d.active in serving else "degraded" if serving else "unavailable")
+        return Health(status, d, states)
+
     async def status(self) -> Status:
         d = self.router.deployment
-        now = time.monotonic()
         rows: list[VersionStatus] = []
+        wanted = await self.store.desired_states()
         for spec in await self.store.list_versions():
             b = self.pool.get(spec.name)
             if b is None:
-                rows.append(VersionStatus(spec.name, "registered", _role(d, spec.name), None, None, None, 0, 0, 0, 0, "", ""))
+                rows.append(VersionStatus(spec.name, "registered", wanted.get(spec.name) or Desired.UNLOADED.value,
+                                          _role(d, spec.name), None, None, None, 0, 0, 0, 0, "", ""))
                 continue
-            s = b.snapshot()
-            uptime = now - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
-            rows.append(VersionStatus(spec.name, s.state.value, _role(d, spec.name), s.pid, s.port, uptime,
-                                      s.in_flight, s.served, s.errors, s.restarts, s.reason, s.last_line))
+            last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
+            rows.append(self._status_of(b, last[0] if last else ""))
         return Status(d, rows)
+
+    def _status_of(self, b: Backend, last_line: str) -> VersionStatus:
+        s = b.snapshot()
+        uptime = time.monotonic() - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
+        return VersionStatus(s.name, s.state.value, s.desired.value, _role(self.router.deployment, s.name), s.pid,
+                             s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line)
+
+    async def watch(self, name: str, interval_s: float = 1.0) -> AsyncIterator[Progress]:
+        """A version's load as it happens: an item about every `interval_s` and at once on each
+        change of state, ending with one whose phase is ready, failed or gone."""
+        start = time.monotonic()
+        b = self.pool.require(name)
+        while True:
+            current = self.pool.get(name)
+            if current is not b or b.desired is Desired.UNLOADED:
+                yield Progress(name, "gone", time.monotonic() - start, None)
+                return
+            last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
+            status = self._status_of(b, last[0] if last else "")
+            phase: Phase = ("ready" if b.state is State.READY else
+                            "failed" if b.state is State.FAILED and not b.ever_ready and not b.retry else
+                            "loading" if b.state in LOADING or b.state in (State.STOPPED, State.FAILED) else "gone")
+            yield Progress(name, phase, time.monotonic() - start, status)
+            if phase != "loading":
+                return
+            await b.cell.wait_change(interval_s)
 
     async def logs(self, name: str, n: int = 50) -> list[str]:
         if not 1 <= n <= 5000:
             raise InvalidArgument(f"Cannot show {n} lines.", "Ask for 1-5000 lines.")
         await self._spec(name)
-        backend = self.pool.get(name)
-        if backend is not None and backend.ring:
-            return backend.log_tail(n)
-        path = self.settings.log_dir / f"{name}.log"
-        if not path.exists():
-            return []
-        text = await asyncio.to_thread(path.read_text, "utf-8", "replace")
-        return text.splitlines()[-n:]
+        return await asyncio.to_thread(logfile.tail, self.settings.log_dir / f"{name}.log", n)
+
+    async def record(self, actor: str, action: str, args: dict[str, object], outcome: str, detail: str = "") -> None:
+        """An audit row for an action taken outside the engine (accounts, denied commands)."""
+        await self.store.audit(actor, action, args, outcome, detail)
 
     async def audit(self, n: int = 20) -> list[AuditEvent]:
         if not 1 <= n <= 1000:
@@ -273,26 +426,41 @@ class Engine:
         req: TranslationRequest,
         on_token: Callable[[str], Awaitable[None]],
         on_wait: Callable[[WaitInfo], Awaitable[None]] | None = None,
-        on_route: Callable[[Route], Awaitable[None]] | None = None,
+        on_route: Callable[[RouteInfo], Awaitable[None]] | None = None,
+        on_restart: Callable[[Restart], Awaitable[None]] | None = None,
     ) -> TranslationResult:
-        """Stream one translation. `on_route` hears which version answers before any token,
-        so a caller can name it even when the answer is stopped or cut short."""
+        """Stream one translation. `on_route` hears which version answers before any token.
+        When a backend dies, hangs or stalls during the answer, the answer is translated again
+        from the start on a ready version (`on_restart` hears it first, to discard the partial
+        text): an answer is never stitched from two versions."""
         translate.validate(req)
-        retries = 1  # a backend that died before answering may not be noticed yet: route once more
-        while True:
-            route = await self.router.acquire(req.conversation_id, on_wait)
+        failed: set[tuple[str, int]] = set()
+        note = ""
+        for attempt in range(1, self.settings.request_attempts + 1):
+            route: Route = await self.router.acquire(req.conversation_id, on_wait, failed)
             if on_route:
-                await on_route(route)
+                await on_route(route.info)
             try:
-                with route.backend.lease():
-                    return await translate.stream(route, req, on_token)
-            except translate.BackendFailed as exc:
-                if exc.partial or exc.refused or not retries:
+                result = await translate.stream(route, req, on_token, self._limits)
+            except BackendFailed as exc:
+                if exc.refused or attempt == self.settings.request_attempts:
                     raise
-                retries -= 1
-                await self.pool.wait_change(1.0)  # let the supervisor see the exit
+                failed.add((route.backend.name, route.backend.generation))
+                note = f"{exc.what} The answer was translated again from the start."
+                metrics.RETRIES.labels(route.backend.name).inc()
+                if exc.partial and on_restart:
+                    await on_restart(Restart(route.backend.name, exc.what))
+                continue
+            return replace(result, retranslated=note) if note else result
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # helpers ---------------------------------------------------------------
+    def _start_backend(self, spec: VersionSpec, desired: Desired) -> Backend:
+        b = self.pool.add(spec)
+        b.desired = desired
+        self.supervisor.launch(b)
+        return b
+
     async def _spec(self, name: str) -> VersionSpec:
         spec = await self.store.get_version(validation.check_name(name))
         if spec is None:
@@ -301,17 +469,15 @@ class Engine:
         return spec
 
     @contextlib.asynccontextmanager
-    async def _audited(self, actor: str, action: str, args: dict, *, committed: bool = False) -> AsyncIterator[None]:
-        """One audit row per operator action: ok, or refused/error with the reason.
-        `committed`: the ok row is written by the action's own transaction."""
+    async def _refusals_audited(self, actor: str, action: str, args: dict[str, object]) -> AsyncIterator[None]:
+        """A refused or failed action gets its own audit row with the reason; an accepted one
+        wrote its row in the transaction that made the change."""
         try:
             yield
         except Exception as exc:
             outcome = "refused" if isinstance(exc, BatonError) else "error"
             try:
                 await self.store.audit(actor, action, args, outcome, str(exc))
-            except StoreUnavailable:  # the database may be what failed; the caller sees `exc`
+            except BatonError:  # the database may be what failed; the caller sees `exc`
                 log.warning("could not audit the refused %s: the database is unavailable", action)
             raise
-        if not committed:
-            await self.store.audit(actor, action, args, "ok", "")

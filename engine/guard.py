@@ -1,7 +1,9 @@
 """Runs one backend command and makes sure none of its processes outlive the engine.
 
 Standard library only: it is started with the app's interpreter, before any vLLM import.
-Usage: python guard.py CMD...   (stdin must be a pipe held open by the engine)
+Usage: python guard.py CMD...   (stdin must be a pipe held open by the engine; stdout a pipe
+that receives one line, the backend's pid; stderr the backend's log file, which the backend
+writes its stdout and stderr to directly)
 
 - The backend runs in its own process group (vLLM forks workers; the group holds them all).
 - EOF on stdin means the engine is gone, even by SIGKILL: the guard kills the group.
@@ -30,8 +32,10 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def main() -> int:
-    child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_guard)
+    child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=2, stderr=2, process_group=0,
+                             preexec_fn=_die_with_guard)
     print(f"BATON_CHILD_PID={child.pid}", flush=True)
+    sys.stdout.close()  # the engine reads that one line, then sees EOF
     signal.signal(signal.SIGTERM, lambda *_: _kill_group(child.pid, signal.SIGTERM))
 
     def watch_engine() -> None:

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter("baton_requests", "Translation requests by version and outcome", ["version", "outcome"])
+from .states import State
+
+REQUESTS = Counter("baton_requests", "Translation attempts by version and outcome", ["version", "outcome"])
+RETRIES = Counter("baton_retranslations", "Answers translated again after their backend failed them", ["version"])
 SWITCHES = Counter("baton_switches", "Deployment changes by action", ["action"])
 BACKEND_CRASHES = Counter("baton_backend_crashes", "Backend processes that exited unexpectedly", ["version"])
+UNHEALTHY = Counter("baton_backend_unhealthy", "Backends that failed a liveness check or stalled", ["version"])
 BACKEND_STATE = Gauge("baton_backend_state", "1 for the state each backend is in", ["version", "state"])
 IN_FLIGHT = Gauge("baton_in_flight_requests", "Requests currently streaming", ["version"])
 TTFT = Histogram(
@@ -13,9 +17,7 @@ TTFT = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-_STATES = ("starting", "warming", "ready", "draining", "stopping", "stopped", "failed")
-
 
 def set_backend_state(version: str, state: str) -> None:
-    for s in _STATES:
-        BACKEND_STATE.labels(version, s).set(1 if s == state else 0)
+    for s in State:
+        BACKEND_STATE.labels(version, s.value).set(1 if s.value == state else 0)

@@ -62,7 +62,17 @@ class Settings(BaseSettings):
     restart_backoff_s: float = 1.0
     restart_backoff_max_s: float = 60.0
     request_wait_s: float = 30.0  # how long a request waits for a ready version
-    log_ring_lines: int = 500
+    # Liveness once ready: a /health probe every interval, answered within the timeout (a frozen
+    # server keeps its port open; only a timeout notices it). A hang is noticed within about
+    # interval + timeout.
+    liveness_interval_s: float = 0.5
+    liveness_timeout_s: float = 2.0
+    liveness_failures: int = 1  # consecutive failed probes that make a backend unhealthy
+    # Stall detection on each request: no first token, or no next token, within these.
+    first_token_timeout_s: float = 60.0
+    between_tokens_timeout_s: float = 10.0
+    request_attempts: int = 3  # an answer cut by a failing backend is translated again, whole
+    log_max_bytes: int = 10_000_000  # per version; the older part is kept in NAME.log.1
 
     @model_validator(mode="after")
     def _defaults(self) -> "Settings":

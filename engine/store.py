@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class VersionRow(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # What the operator wants for it (engine.states.Desired); NULL in a database from before it.
+    desired: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class DeploymentRow(Base):
@@ -124,13 +126,30 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
     )
 
 
-def _write_deployment(s: Session, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> DeploymentRow:
-    action, arguments, detail = audit
-    s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+@dataclass(frozen=True)
+class Change:
+    """One change of the deployment, written in one transaction with its audit row."""
+
+    deployment: Deployment
+    desired: dict[str, str]  # version -> desired state, for the versions whose desire changed
+    actor: str
+    action: str
+    arguments: object
+    detail: str
+
+
+def _write_change(s: Session, change: Change) -> DeploymentRow:
+    s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
+                   detail=change.detail))
+    for name, desired in change.desired.items():
+        version = s.get(VersionRow, name)
+        if version is not None:
+            version.desired = desired
+    dep = change.deployment
     row = s.get(DeploymentRow, 1) or DeploymentRow(id=1)
     row.active, row.previous = dep.active, dep.previous
     row.canary, row.canary_percent = dep.canary, dep.canary_percent
-    row.updated_by, row.updated_at = actor, utcnow()
+    row.updated_by, row.updated_at = change.actor, utcnow()
     s.add(row)
     return row
 
@@ -180,7 +199,8 @@ class Store:
             rows = (await s.scalars(select(VersionRow).order_by(VersionRow.created_at))).all()
             return [_spec(r) for r in rows]
 
-    async def save_version(self, spec: VersionSpec) -> None:
+    async def save_version(self, spec: VersionSpec, audit: tuple[str, str, object]) -> None:
+        """The recipe and its audit row (actor, action, arguments) in one transaction."""
         row = VersionRow(
             name=spec.name,
             model_path=str(spec.model_path),
@@ -196,6 +216,8 @@ class Store:
         try:
             async with self._session.begin() as s:
                 await s.merge(row)
+                actor, action, arguments = audit
+                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=""))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
@@ -204,8 +226,8 @@ class Store:
         async with self._session() as s:
             return _deployment(await s.get(DeploymentRow, 1))
 
-    async def save_deployment(self, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> Deployment:
-        """The deployment and its audit row, in one durable commit.
+    async def save_change(self, change: Change) -> Deployment:
+        """The deployment, the desired states it changes, and its audit row, in one durable commit.
 
         A switch waits for this commit. Through aiosqlite each statement is a round trip between
         SQLite's thread and the event loop (a dozen per commit), and under load every round trip
@@ -213,18 +235,23 @@ class Store:
         worker thread with the synchronous driver: one round trip."""
         try:
             if self._sync_session is not None:
-                row = await asyncio.to_thread(self._write_deployment_sync, dep, actor, audit)
+                row = await asyncio.to_thread(self._write_change_sync, change)
             else:
                 async with self._session.begin() as s:
-                    row = await s.run_sync(_write_deployment, dep, actor, audit)
+                    row = await s.run_sync(_write_change, change)
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
         return _deployment(row)
 
-    def _write_deployment_sync(self, dep: Deployment, actor: str, audit: tuple[str, object, str]) -> DeploymentRow:
+    def _write_change_sync(self, change: Change) -> DeploymentRow:
         assert self._sync_session is not None
         with self._sync_session.begin() as s:
-            return _write_deployment(s, dep, actor, audit)
+            return _write_change(s, change)
+
+    async def desired_states(self) -> dict[str, str | None]:
+        async with self._session() as s:
+            rows = (await s.execute(select(VersionRow.name, VersionRow.desired))).all()
+            return {name: desired for name, desired in rows}
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:

@@ -36,14 +36,29 @@ class TranslationResult:
     finish_reason: str
     served_by: str  # the model name the backend itself reported
     failover_note: str = ""
+    retranslated: str = ""  # why an earlier attempt was discarded and the answer translated again
+
+
+@dataclass(frozen=True)
+class Limits:
+    first_token_s: float
+    between_tokens_s: float
+
+
+@dataclass(frozen=True)
+class Restart:
+    """An attempt failed after tokens reached the caller: discard them, a whole answer follows."""
+
+    version: str
+    reason: str
 
 
 class BackendFailed(BatonError):
-    """The backend stopped answering; any partial text is kept by the caller."""
+    """The backend failed this request: it died, hung, stalled, cut the answer, or refused it."""
 
     def __init__(self, what: str, fix: str, *, partial: bool, refused: bool = False) -> None:
         super().__init__(what, fix)
-        self.partial = partial  # tokens already reached the user: the request cannot be retried
+        self.partial = partial  # tokens already reached the caller
         self.refused = refused  # the backend rejected the request itself: a retry gets the same answer
 
 
@@ -70,8 +85,16 @@ def validate(req: TranslationRequest) -> None:
         )
 
 
-async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str], Awaitable[None]]) -> TranslationResult:
-    """Stream one completion from the routed backend; the caller holds the lease."""
+def _failed(name: str, why: str, pieces: list[str]) -> BackendFailed:
+    return BackendFailed(f"Version {name} {why}.", "Please send your text again.", partial=bool(pieces))
+
+
+async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str], Awaitable[None]],
+                 limits: Limits) -> TranslationResult:
+    """Stream one completion from the routed backend, under a lease and a stall deadline: no
+    first token within `limits.first_token_s`, or no next one within `limits.between_tokens_s`,
+    and the request gives up on this backend (and tells it so). A revoked lease (the backend
+    crashed or hung) ends the wait at once."""
     backend = route.backend
     spec = backend.spec
     name = spec.name
@@ -80,56 +103,72 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
     ttft = 0.0
     pieces: list[str] = []
     finish, usage, served_by = "", None, ""
-    assert backend.client is not None
+    client = backend.client
+    assert client is not None
+    loop = asyncio.get_running_loop()
     metrics.IN_FLIGHT.labels(name).inc()
     try:
-        response = await backend.client.completions.create(
-            model=spec.served_name,
-            prompt=build_prompt(spec, req),
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            stop=list(s.stop) or None,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async with response:  # closing it on cancel aborts the generation in vLLM
-            async for chunk in response:
-                served_by = chunk.model or served_by
-                if chunk.usage:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.text:
-                        if not pieces:
-                            ttft = time.perf_counter() - start
-                        pieces.append(choice.text)
-                        await on_token(choice.text)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+        with backend.traffic.lease() as lease:
+            try:
+                async with asyncio.timeout(limits.first_token_s) as deadline:
+                    lease.bind(deadline)
+                    response = await client.completions.create(
+                        model=spec.served_name,
+                        prompt=build_prompt(spec, req),
+                        max_tokens=s.max_tokens,
+                        temperature=s.temperature,
+                        top_p=s.top_p,
+                        stop=list(s.stop) or None,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                    async with response:  # closing it on cancel aborts the generation in vLLM
+                        async for chunk in response:
+                            served_by = chunk.model or served_by
+                            if chunk.usage:
+                                usage = chunk.usage
+                            for choice in chunk.choices:
+                                if choice.text:
+                                    if not pieces:
+                                        ttft = time.perf_counter() - start
+                                    pieces.append(choice.text)
+                                    await on_token(choice.text)
+                                    deadline.reschedule(loop.time() + limits.between_tokens_s)
+                                if choice.finish_reason:
+                                    finish = choice.finish_reason
+            except TimeoutError:
+                if lease.revoked:
+                    raise _failed(name, lease.revoked, pieces) from None
+                why = (f"sent no token for {limits.between_tokens_s:g} s" if pieces
+                       else f"sent no first token within {limits.first_token_s:g} s")
+                backend.report_stall(f"a request stalled: it {why}")
+                raise _failed(name, f"stalled (it {why})", pieces) from None
+    except BackendFailed:
+        backend.traffic.errors += 1
+        metrics.REQUESTS.labels(name, "failed").inc()
+        raise
     except openai.APIError as exc:
-        backend.errors += 1
+        backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
         # A 400 is about the request itself (e.g. its length against the context): say vLLM's
         # reason, and a retry would only get the same answer.
-        refused = isinstance(exc, openai.BadRequestError)
-        raise BackendFailed(
-            f"Version {name} refused the request: {_api_message(exc)}" if refused
-            else f"Version {name} stopped answering ({type(exc).__name__}).",
-            f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}."
-            if refused else "The partial answer is kept; please send your text again.",
-            partial=bool(pieces),
-            refused=refused,
-        ) from exc
+        if isinstance(exc, openai.BadRequestError):
+            raise BackendFailed(
+                f"Version {name} refused the request: {_api_message(exc)}",
+                f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}.",
+                partial=bool(pieces), refused=True,
+            ) from exc
+        raise _failed(name, f"stopped answering ({type(exc).__name__})", pieces) from exc
     except asyncio.CancelledError:
         metrics.REQUESTS.labels(name, "cancelled").inc()
         raise
     finally:
         metrics.IN_FLIGHT.labels(name).dec()
     if not finish:
-        backend.errors += 1
+        backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "truncated").inc()
-        raise BackendFailed(f"Version {name} ended the answer early.", "Please send your text again.", partial=bool(pieces))
-    backend.served += 1
+        raise _failed(name, "ended the answer early", pieces)
+    backend.traffic.served += 1
     metrics.REQUESTS.labels(name, "ok").inc()
     metrics.TTFT.labels(name).observe(ttft)
     return TranslationResult(

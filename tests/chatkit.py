@@ -365,3 +365,15 @@ async def healthz(app_url: str) -> tuple[int, dict]:
     async with httpx.AsyncClient(base_url=app_url) as http:
         r = await http.get("/healthz")
         return r.status_code, r.json()
+
+
+async def wait_until_healthy(app_url: str, timeout: float) -> dict:
+    """Wait until /healthz says the active version serves; fail loudly at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = await healthz(app_url)
+        if code == 200 and body["status"] == "ok":
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/healthz not ok within {timeout} s: {body}")
+        await asyncio.sleep(0.1)

@@ -26,6 +26,10 @@ def fake_settings(data_dir: Path, **overrides) -> Settings:
         restart_backoff_s=0.2,
         request_wait_s=5,
         health_interval_s=0.05,
+        liveness_interval_s=0.2,
+        liveness_timeout_s=1.0,
+        first_token_timeout_s=5,
+        between_tokens_timeout_s=2,
         port_min=19100,  # apart from the real-vLLM tests' ports, so both suites can run at once
         port_max=19999,
     )

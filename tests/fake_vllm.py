@@ -4,7 +4,9 @@ Started by the same backend code as vLLM (BATON_SERVER_MODULE=tests.fake_vllm). 
 each completion with `<served-name> says: <prompt words>` one word per chunk. Behaviour knobs
 come from `fake.json` in the model directory, so one engine can hold versions that behave
 differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
-(pause between chunks), exit_at_start (exit at once with code 3). Like vLLM, it refuses
+(pause between chunks), exit_at_start (exit at once with code 3), stall_after (stop sending
+tokens after that many, keeping the connection and /health fine), log_line_bytes (print one
+line that long for every request), ignore_sigterm (only SIGKILL ends it). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     startup_s = float(knobs.get("startup_s", 0))
     hang = bool(knobs.get("hang"))
     delay = float(knobs.get("token_delay_s", 0.01))
+    stall_after = knobs.get("stall_after")
+    log_line_bytes = int(knobs.get("log_line_bytes", 0))
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s
@@ -38,6 +42,8 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         if request.headers.get("authorization") != f"Bearer {api_key}":
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         body = await request.json()
+        if log_line_bytes:
+            print("x" * log_line_bytes, flush=True)
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
         prompt_tokens = len(body["prompt"].split())
@@ -65,6 +71,8 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         async def events():
             for i, word in enumerate(words):
                 await asyncio.sleep(delay)
+                if stall_after is not None and i >= stall_after:
+                    await asyncio.sleep(3600)
                 last = i == len(words) - 1
                 yield chunk(("" if i == 0 else " ") + word, "stop" if last else None)
             if (body.get("stream_options") or {}).get("include_usage"):
@@ -95,7 +103,10 @@ def main() -> None:
         sys.exit(3)
     print(f"fake server for {args.served_model_name} on {args.host}:{args.port}", flush=True)
     app = build_app(args.served_model_name, os.environ["VLLM_API_KEY"], knobs, args.max_model_len)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    if knobs.get("ignore_sigterm"):
+        server.handle_exit = lambda *_: None  # type: ignore[method-assign]  # only SIGKILL ends it
+    server.run()
 
 
 if __name__ == "__main__":

@@ -234,10 +234,11 @@ async def test_canary_promote_rollback_and_reload_a_registered_version(app, admi
     assert "Rolled back: `v2`" in await admin.reply("/rollback")
     assert await active_version(app) == "v2"
 
-    # Unload the standby: a rollback to it is then refused, and `/load v1` alone brings it back.
+    # Unload the standby: it is no longer the standby, so a rollback is refused, and `/load v1`
+    # alone brings it back.
     assert "Unloaded `v1`" in await admin.reply("/unload v1")
-    assert "| v1 | registered |" in await admin.reply("/status")
-    assert "Version 'v1' is not loaded" in await admin.reply("/rollback")
+    assert "| v1 | registered | unloaded |" in await admin.reply("/status")
+    assert "There is no previous version to roll back to" in await admin.reply("/rollback")
     assert await active_version(app) == "v2"
     mark = len(admin.order)
     assert "Loading `v1`" in await admin.reply("/load v1")
@@ -252,9 +253,13 @@ async def test_canary_promote_rollback_and_reload_a_registered_version(app, admi
 
 
 async def test_a_crash_fails_over_to_the_standby_and_the_answer_says_so(app, admin, alice):
+    # v1 was unloaded and loaded again above, so it is no standby: two switches make it one.
+    assert "Switched" in await admin.reply("/switch v1")
+    assert "Switched" in await admin.reply("/switch v2")
+    assert (await ck.healthz(app.url))[1]["standby"] == "v1"
     status = await admin.reply("/status")
     row = next(line for line in status.splitlines() if line.startswith("| v2 |"))
-    os.kill(int(row.split("|")[4]), 9)
+    os.kill(int(row.split("|")[5]), 9)
     deadline = time.monotonic() + 10
     while (await ck.healthz(app.url))[1]["active_state"] == "ready" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -332,7 +337,7 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
     assert thread_id
     status = await admin.reply("/status")
     pids = [int(p) for line in status.splitlines() if line.startswith("| v")
-            for p in [line.split("|")[4].strip()] if p.isdigit()]
+            for p in [line.split("|")[5].strip()] if p.isdigit()]
     assert pids
     await admin.close()
     await alice.close()
@@ -342,7 +347,7 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
 
     again = ck.launch_app(env, admin=ADMIN)
     try:
-        # v2 is starting again in the background: a request meanwhile waits visibly, then is answered by v2.
+        # Both versions start again in the background; v2 takes 2 s, so the standby v1 answers first.
         client = ck.ChatClient(again.url, token, "alice")  # the login survives: the secret was kept
         await client.connect(thread_id)
         resumed = await client.wait_for(lambda: next((d for n, d in client.events if n == "resume_thread"), None),
@@ -354,6 +359,10 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
         assert langs == {"source_lang": "en", "target_lang": "de"}, "the thread's languages come back"
 
         msgs = await client.ask("back after the restart", timeout=60)
+        assert msgs[-1].attribution == ("v1", "standby"), msgs[-1].output
+        assert "v2 is starting; answered by standby v1" in msgs[-1].output
+        await ck.wait_until_healthy(again.url, 30)
+        msgs = await client.ask("and v2 is back", timeout=60)
         assert msgs[-1].attribution == ("v2", "active"), msgs[-1].output
         assert (await ck.healthz(again.url))[1]["active"] == "v2"
         assert thread_id in {t["id"] for t in await ck.threads(again.url, token)}

@@ -80,7 +80,7 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
 
         status = await admin.reply("/status")
         pids = [int(c.strip()) for line in status.splitlines() if line.startswith("| v")
-                for c in [line.split("|")[4]] if c.strip().isdigit()]
+                for c in [line.split("|")[5]] if c.strip().isdigit()]
         token, thread_id = user.token, user.thread_id
         await admin.close()
         await user.close()

@@ -23,8 +23,9 @@ from engine import (
     StoreUnavailable,
     TranslationRequest,
 )
-from engine.backend import MARKER_ENV, StartupFailed, State
-from engine.store import Store
+from engine.backend import MARKER_ENV
+from engine.states import State
+from engine.store import Change, Store
 from engine.types import Deployment
 
 from .conftest import ROOT, fake_model, fake_settings, loaded_engine
@@ -120,7 +121,7 @@ async def test_switch_refusals_change_nothing(tmp_path):
         await eng.load("slow")
         await eng.register("broken", fake_model(settings, "broken", exit_at_start=True))
         await eng.load("broken")
-        with pytest.raises(Exception):
+        with pytest.raises(NotReady, match="'broken' failed to start: process exited unexpectedly"):
             await eng.wait_loaded("broken")
         before = await snapshot(eng)
 
@@ -196,7 +197,7 @@ async def test_new_engine_on_same_database_serves_same_version(tmp_path):
     try:
         assert dep.active == "v2"
         assert (await translate(again)).version == "v2"  # waits for the restored backend
-        assert again.pool.get("v1") is None  # only active and canary are restored
+        assert again.pool.get("v1") is not None  # the standby comes back too
     finally:
         await again.close()
 
@@ -244,26 +245,17 @@ async def test_hanging_startup_times_out_and_cleans_up(tmp_path):
     try:
         await eng.register("hang", fake_model(settings, "hang", hang=True))
         await eng.load("hang")
-        with pytest.raises(Exception, match="not ready within 2 s"):
+        with pytest.raises(NotReady, match="not ready within 2 s"):
             await eng.wait_loaded("hang")
         b = eng.pool.get("hang")
-        assert b.state is State.FAILED and not alive(b.pid)
-        with pytest.raises(Conflict, match="already failed"):
-            await eng.load("hang")  # failed recipes are not silently retried
-    finally:
-        await eng.close()
-
-
-async def test_second_load_of_loading_version_is_refused(tmp_path):
-    settings = fake_settings(tmp_path)
-    eng = await loaded_engine(settings)
-    try:
-        await eng.register("v1", fake_model(settings, "v1", startup_s=1))
-        await eng.load("v1")
-        with pytest.raises(Conflict, match="'v1' is already (starting|warming)"):
-            await eng.load("v1")
-        assert len([b for b in eng.pool.backends.values()]) == 1
-        await eng.wait_loaded("v1")
+        first_pid = b.pid
+        assert b.state is State.FAILED and not alive(first_pid)
+        await asyncio.sleep(0.5)
+        assert b.pid == first_pid, "a failed recipe is not retried by itself"
+        await eng.load("hang")  # an operator's /load tries again
+        with pytest.raises(NotReady, match="not ready within 2 s"):
+            await eng.wait_loaded("hang")
+        assert b.pid != first_pid and not alive(b.pid)
     finally:
         await eng.close()
 
@@ -276,7 +268,7 @@ async def test_unload_drains_in_flight_stream(fake_engine, tmp_path):
     await eng.wait_loaded("slow")
     await eng.switch("slow")
     stream = asyncio.create_task(translate(eng))
-    await wait_for(lambda: eng.pool.get("slow").in_flight == 1, 5)
+    await wait_for(lambda: eng.pool.get("slow").traffic.in_flight == 1, 5)
     await eng.switch("v1")  # the stream keeps its lease on "slow"
     backend = eng.pool.get("slow")
     pid = backend.pid
@@ -324,21 +316,6 @@ async def test_request_waits_for_version_that_is_starting(tmp_path):
         await again.close()
 
 
-async def test_backend_killed_mid_stream_reports_clear_error(fake_engine):
-    eng = fake_engine
-    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.3))
-    await eng.load("slow")
-    await eng.wait_loaded("slow")
-    await eng.switch("slow")
-    stream = asyncio.create_task(translate(eng))
-    await wait_for(lambda: eng.pool.get("slow").in_flight == 1, 5)
-    await asyncio.sleep(0.5)
-    os.kill(eng.pool.get("slow").pid, signal.SIGKILL)
-    with pytest.raises(BackendFailed, match="Version slow (stopped answering|ended the answer early).*send your text again"):
-        await stream
-    assert (await translate(eng)).role == "standby"  # v1 answers meanwhile
-
-
 async def test_answer_length_cap_against_the_context(fake_engine):
     """Default sampling works on a small --max-model-len; a cap the context cannot hold fails the
     load (never ready, so never switched to); a prompt too long for cap + context is refused at
@@ -353,7 +330,7 @@ async def test_answer_length_cap_against_the_context(fake_engine):
         await eng.load(name)
     await eng.wait_loaded("small")
     await eng.wait_loaded("capped")
-    with pytest.raises(StartupFailed, match="max_tokens 24 leaves no room for a prompt in its context of 24 tokens"):
+    with pytest.raises(NotReady, match="max_tokens 24 leaves no room for a prompt in its context of 24 tokens"):
         await eng.wait_loaded("huge")
     with pytest.raises(NotReady, match="huge' is failed: max_tokens 24"):
         await eng.switch("huge")
@@ -375,7 +352,7 @@ async def test_deployment_commit_without_a_database_file():
     store = Store("sqlite+aiosqlite://")
     try:
         await store.create_schema()
-        saved = await store.save_deployment(Deployment(active="v1", previous="v0"), "ops", ("switch", {"name": "v1"}, ""))
+        saved = await store.save_change(Change(Deployment(active="v1", previous="v0"), {}, "ops", "switch", {"name": "v1"}, ""))
         assert saved.active == "v1" and (await store.get_deployment()).previous == "v0"
         assert [(e.actor, e.action, e.outcome) for e in await store.list_audit(5)] == [("ops", "switch", "ok")]
     finally:
@@ -471,8 +448,8 @@ async def test_backend_key_is_private_and_required(fake_engine):
     import httpx
 
     b = fake_engine.pool.get("v1")
-    assert b.api_key not in Path(f"/proc/{b.pid}/cmdline").read_text()
-    assert fake_engine.pool.get("v2").api_key != b.api_key
+    assert b.client.api_key not in Path(f"/proc/{b.pid}/cmdline").read_text()
+    assert fake_engine.pool.get("v2").client.api_key != b.client.api_key
     async with httpx.AsyncClient() as http:
         resp = await http.post(f"{b.url}/v1/completions", json={"model": "v1", "prompt": "x", "max_tokens": 1})
         assert resp.status_code == 401

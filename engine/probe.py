@@ -1,0 +1,70 @@
+"""Readiness and liveness of one backend over its HTTP API.
+
+Readiness: /health answers 200, the served context can hold the answer cap, and a 1-token
+completion works (warm-up). Liveness, once ready: /health answers within a short timeout
+(a frozen server keeps its port open: connects succeed and requests hang, so only a timeout
+notices it).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+
+
+class NotReadyYet(Exception):
+    """A readiness check failed; the message says why, for the operator."""
+
+
+class Prober:
+    def __init__(self, url: str, api_key: str, served_name: str) -> None:
+        self.served_name = served_name
+        self._http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def wait_healthy(self, interval_s: float, exited: asyncio.Event) -> None:
+        """Poll /health until it answers 200; return early if the process exits."""
+        while not exited.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self._http.get("/health")).status_code == 200:
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), interval_s)
+
+    async def check_context(self, cap: int | None) -> None:
+        """A cap on answer length that the served context cannot hold would have every request
+        refused: fail the load now, before the version can be switched to."""
+        if cap is None:
+            return
+        try:
+            cards = (await self._http.get("/v1/models")).json().get("data") or [{}]
+        except (httpx.HTTPError, ValueError):
+            return  # a server without the model card: requests will tell
+        context = cards[0].get("max_model_len")
+        if isinstance(context, int) and cap >= context:
+            raise NotReadyYet(
+                f"max_tokens {cap} leaves no room for a prompt in its context of {context} tokens; "
+                f"load it again with a smaller --max-tokens or a larger --max-model-len."
+            )
+
+    async def warm_up(self) -> None:
+        body = {"model": self.served_name, "prompt": "warm-up", "max_tokens": 1, "temperature": 0}
+        try:
+            resp = await self._http.post("/v1/completions", json=body, timeout=None)
+        except httpx.HTTPError as exc:
+            raise NotReadyYet(f"the warm-up request failed ({type(exc).__name__}: {exc})") from exc
+        if resp.status_code != 200:
+            raise NotReadyYet(f"the warm-up request answered HTTP {resp.status_code}: {resp.text[:200]}")
+
+    async def live(self, timeout_s: float) -> str:
+        """'' when /health answers 200 within `timeout_s`, else why not."""
+        try:
+            resp = await self._http.get("/health", timeout=timeout_s)
+        except httpx.TimeoutException:
+            return f"/health did not answer within {timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return f"/health failed ({type(exc).__name__})"
+        return "" if resp.status_code == 200 else f"/health answered HTTP {resp.status_code}"

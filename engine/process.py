@@ -1,0 +1,132 @@
+"""One backend process: spawned under the guard in its own process group, stopped for sure.
+
+Readiness, liveness and traffic live elsewhere; this module only starts, watches the exit of,
+and ends processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import logfile
+
+GUARD = Path(__file__).with_name("guard.py")
+PID_LINE = "BATON_CHILD_PID="
+PID_TIMEOUT_S = 30.0
+
+
+class SpawnFailed(Exception):
+    """The process could not be started, or exited before it said its pid."""
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown exit status"
+    if code > 128 and code - 128 in signal.valid_signals():
+        return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
+    return f"exit code {code}"
+
+
+class BackendProcess:
+    def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.command = [sys.executable, str(GUARD), *command]
+        self.env = env
+        self.log_path = log_path
+        self.pid: int | None = None  # the server; also its process group id
+        self.exit_code: int | None = None
+        self.exited = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def spawn(self) -> None:
+        """Start the guard and the server; returns once the server's pid is known."""
+        fd = await asyncio.to_thread(logfile.open_for_append, self.log_path)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,  # held open: EOF tells the guard the engine is gone
+                stdout=asyncio.subprocess.PIPE,  # one line: the server's pid
+                stderr=fd,  # the server writes its output straight to the log file
+                env=self.env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        assert self._proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), PID_TIMEOUT_S)
+        except TimeoutError:
+            line = b""
+        text = line.decode(errors="replace").strip()
+        if not text.startswith(PID_LINE):
+            await self.kill()
+            raise SpawnFailed(f"the process exited before it started ({describe_exit(self.exit_code)})")
+        self.pid = int(text.removeprefix(PID_LINE))
+
+    async def wait_exit(self) -> int:
+        """Wait for the guard (and so the server) to exit; sets `exited` and `exit_code`."""
+        assert self._proc is not None
+        code = await self._proc.wait()
+        self.exit_code = code
+        self.exited.set()
+        return code
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM the group, SIGKILL it after `grace_s`; return when no process of it is left."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                self._signal(signal.SIGKILL)
+        await self._reap()
+
+    async def kill(self) -> None:
+        """SIGKILL the group at once: for a hung process, which would ignore SIGTERM."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGKILL)
+        await self._reap()
+
+    async def _reap(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        code = await proc.wait()
+        self.exit_code = code if self.exit_code is None else self.exit_code
+        self.exited.set()
+        if proc.stdin:
+            proc.stdin.close()
+        await self._wait_group_gone()
+
+    async def _wait_group_gone(self) -> None:
+        """Wait until the kernel has torn down the server's group too, so that `stopped`
+        means no process is left (a 3 GB process takes a moment to go)."""
+        if not self.pid:
+            return
+        for _ in range(200):
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        # The guard forwards SIGTERM to the server's group; SIGKILL cannot be forwarded.
+        if sig == signal.SIGKILL and self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+        if self._proc and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
