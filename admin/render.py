@@ -180,7 +180,7 @@ def load_finished(p: Progress, tail: Sequence[str]) -> str:
         text = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {reason}"
         if tail:
             text += f"\n\nLast log lines:\n\n{block(tail)}"
-        return text + f"\n\nFix the recipe and `/load {p.name} MODEL_PATH ...` again, after `/unload {p.name}`."
+        return text + f"\n\nFix the recipe with `/load {p.name} MODEL_PATH ...`, or try it again as it is with `/load {p.name}`."
     return f"{code(p.name)} stopped loading (it was unloaded)."
 
 

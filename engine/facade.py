@@ -202,6 +202,8 @@ class Engine:
             d = self.router.deployment
             desired = _desired_for(d, name)
             detail = "starting again after a failure" if b is not None else "starting"
+            if b is None:
+                self.pool.free_port()  # refuse before the commit when no port is left
 
             def start() -> Backend:
                 if b is not None:

@@ -59,12 +59,13 @@ class Prober:
         if resp.status_code != 200:
             raise NotReadyYet(f"the warm-up request answered HTTP {resp.status_code}: {resp.text[:200]}")
 
-    async def live(self, timeout_s: float) -> str:
-        """'' when /health answers 200 within `timeout_s`, else why not."""
+    async def live(self, timeout_s: float) -> tuple[str, bool]:
+        """('', False) when /health answers 200 within `timeout_s`; else why not, and whether the
+        connection itself failed (a dead server) rather than timed out (a frozen one)."""
         try:
             resp = await self._http.get("/health", timeout=timeout_s)
         except httpx.TimeoutException:
-            return f"/health did not answer within {timeout_s:g} s"
+            return f"/health did not answer within {timeout_s:g} s", False
         except httpx.HTTPError as exc:
-            return f"/health failed ({type(exc).__name__})"
-        return "" if resp.status_code == 200 else f"/health answered HTTP {resp.status_code}"
+            return f"/health failed ({type(exc).__name__})", True
+        return ("", False) if resp.status_code == 200 else (f"/health answered HTTP {resp.status_code}", False)

@@ -120,13 +120,17 @@ class BackendProcess:
             except ProcessLookupError:
                 return
             await asyncio.sleep(0.05)
-        self._signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it still exists: checked just above
+            os.killpg(self.pid, signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        # The guard forwards SIGTERM to the server's group; SIGKILL cannot be forwarded.
+        # Only while the guard lives: once it has exited it has ended the group itself, and the
+        # group id may since belong to someone else. The guard forwards SIGTERM to the group;
+        # SIGKILL cannot be forwarded, so it goes to the group directly.
+        if self._proc is None or self._proc.returncode is not None:
+            return
         if sig == signal.SIGKILL and self.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
-        if self._proc and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(sig)
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(sig)

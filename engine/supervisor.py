@@ -25,6 +25,7 @@ from .store import Store
 
 log = logging.getLogger("baton.supervisor")
 SUPERVISOR = "supervisor"
+EXIT_GRACE_S = 1.0
 
 
 async def first_set(events: list[asyncio.Event], timeout: float | None) -> bool:
@@ -78,8 +79,9 @@ class Supervisor:
             self.interrupt(b)
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.stop_grace_s + 10)
-        for b in list(self.pool.backends.values()):  # a lifecycle that did not end in time
-            if b.process is not None:
+        for b, task in list(self._lifecycles.items()):  # a lifecycle that did not end in time
+            task.cancel()
+            if b.process is not None and b.process.running:
                 await b.process.kill()
         self._stop.set()
         if self._runner is not None:
@@ -132,7 +134,6 @@ class Supervisor:
         s = self.settings
         backoff = s.restart_backoff_s
         while self.wanted(b):
-            b.retry = False
             again = b.ever_ready
             error = await self._start_once(b)
             if error:
@@ -175,6 +176,7 @@ class Supervisor:
             process = await b.new_process()
             if not b.cell.cas({State.STOPPED, State.FAILED}, State.STARTING):
                 raise RuntimeError(f"cannot start from {b.state.value}")
+            b.retry = False  # only now: until here a waiter must not read the old failure as final
             async with asyncio.timeout(s.startup_timeout_s) as deadline:
                 self._start_deadlines[b] = deadline
                 await process.spawn()
@@ -238,8 +240,10 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(b.nudge.wait(), s.liveness_interval_s)
                 continue
-            why = await prober.live(s.liveness_timeout_s)
-            if why and not process.exited.is_set():
+            why, refused = await prober.live(s.liveness_timeout_s)
+            # A killed server refuses connections a moment before its guard is seen to exit:
+            # give the exit a moment, so that a crash is reported as one.
+            if why and not (refused and await first_set([process.exited], EXIT_GRACE_S)):
                 failures += 1
                 if failures >= s.liveness_failures:
                     return "unhealthy", why
@@ -254,7 +258,7 @@ class Supervisor:
             metrics.UNHEALTHY.labels(b.name).inc()
         else:
             metrics.BACKEND_CRASHES.labels(b.name).inc()
-        b.traffic.revoke_all(f"stopped answering ({why})" if kind == "unhealthy" else "crashed")
+        b.traffic.revoke_all("it hung" if kind == "unhealthy" else "it crashed")
         assert b.process is not None
         await b.process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped
         b.cell.cas({State.READY, State.UNHEALTHY}, State.FAILED, f"{why}; restarting")
@@ -269,7 +273,7 @@ class Supervisor:
             exited = process.exited if process else asyncio.Event()
             drained = await first_set([b.traffic.idle, exited], self.settings.drain_timeout_s) and not b.traffic.in_flight
             if not drained:
-                b.traffic.revoke_all("was unloaded")
+                b.traffic.revoke_all("it was unloaded")
         b.cell.cas(ALIVE | {State.FAILED}, State.STOPPING)
         if process is not None:
             await process.stop(self.settings.stop_grace_s)

@@ -86,7 +86,8 @@ def validate(req: TranslationRequest) -> None:
 
 
 def _failed(name: str, why: str, pieces: list[str]) -> BackendFailed:
-    return BackendFailed(f"Version {name} {why}.", "Please send your text again.", partial=bool(pieces))
+    return BackendFailed(f"Version {name} stopped answering ({why}).", "Please send your text again.",
+                         partial=bool(pieces))
 
 
 async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str], Awaitable[None]],
@@ -139,10 +140,10 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
             except TimeoutError:
                 if lease.revoked:
                     raise _failed(name, lease.revoked, pieces) from None
-                why = (f"sent no token for {limits.between_tokens_s:g} s" if pieces
-                       else f"sent no first token within {limits.first_token_s:g} s")
-                backend.report_stall(f"a request stalled: it {why}")
-                raise _failed(name, f"stalled (it {why})", pieces) from None
+                why = (f"no token for {limits.between_tokens_s:g} s" if pieces
+                       else f"no first token within {limits.first_token_s:g} s")
+                backend.report_stall(f"a request stalled: {why}")
+                raise _failed(name, f"stalled: {why}", pieces) from None
     except BackendFailed:
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
@@ -158,7 +159,8 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
                 f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}.",
                 partial=bool(pieces), refused=True,
             ) from exc
-        raise _failed(name, f"stopped answering ({type(exc).__name__})", pieces) from exc
+        lost = "connection lost" if isinstance(exc, openai.APIConnectionError) else type(exc).__name__
+        raise _failed(name, lost, pieces) from exc
     except asyncio.CancelledError:
         metrics.REQUESTS.labels(name, "cancelled").inc()
         raise
@@ -167,7 +169,7 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
     if not finish:
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "truncated").inc()
-        raise _failed(name, "ended the answer early", pieces)
+        raise _failed(name, "the answer ended early", pieces)
     backend.traffic.served += 1
     metrics.REQUESTS.labels(name, "ok").inc()
     metrics.TTFT.labels(name).observe(ttft)

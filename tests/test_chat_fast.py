@@ -273,6 +273,27 @@ async def test_a_crash_fails_over_to_the_standby_and_the_answer_says_so(app, adm
     assert (await alice.ask("and it is back"))[-1].attribution == ("v2", "active")
 
 
+async def test_an_answer_cut_by_a_dying_backend_is_replaced_by_a_whole_one(app, admin, alice):
+    """v2 (active, slow) is killed mid-answer: the partial text disappears and the standby v1's
+    whole answer takes its place, saying so."""
+    await ck.wait_until_healthy(app.url, 30)
+    status = await admin.reply("/status")
+    pid = int(next(line for line in status.splitlines() if line.startswith("| v2 |")).split("|")[5])
+    mark = len(alice.order)
+    await alice.send("one two three four five six seven eight")
+    streaming = await alice.wait_for(
+        lambda: next((alice.messages[i] for i in alice.order[mark:]
+                      if alice.messages[i].streamed and len(alice.messages[i].tokens) >= 2), None), 30, "a few tokens")
+    assert streaming.output.startswith("v2 says:")
+    os.kill(pid, 9)
+    await alice.wait_for(lambda: streaming.final and streaming.attribution, 30, "the answer to be completed")
+    assert streaming.attribution == ("v1", "standby"), streaming.output
+    assert body(streaming).startswith("v1 says:") and "v2 says" not in streaming.output
+    assert body(streaming).endswith("eight"), "the whole answer, not the rest of the cut one"
+    assert "🔁 Version v2 stopped answering" in streaming.output
+    await ck.wait_until_healthy(app.url, 30)  # v2 restarted
+
+
 async def test_stop_keeps_the_partial_translation(alice):
     mark = len(alice.order)
     await alice.send("one two three four five six seven eight")

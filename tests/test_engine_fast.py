@@ -182,6 +182,75 @@ async def test_two_admins_switching_at_once_are_serialized(fake_engine):
     memory, durable = await snapshot(eng)
     assert memory.active == durable.active and memory.previous == durable.previous
     assert memory.previous != memory.active
+    # Serialized: in the order they committed, each switch starts from the state the one before
+    # it left (a switch computed from a stale deployment would break the chain).
+    rows = [a for a in reversed(await eng.audit(40)) if a.action == "switch" and a.actor.startswith("admin")]
+    oks = [dict(kv.split("=") for kv in a.detail.split()[:2]) for a in rows if a.outcome == "ok"]
+    assert len(oks) >= 10 and len(oks) + sum(isinstance(o, Conflict) for o in outcomes) == len(outcomes)
+    for before, after in zip(oks, oks[1:]):
+        assert after["previous"] == before["active"] and after["active"] != before["active"]
+    assert oks[-1]["active"] == memory.active
+
+
+async def test_restarts_back_off_exponentially(tmp_path):
+    settings = fake_settings(tmp_path, restart_backoff_s=0.4, restart_backoff_max_s=30)
+    eng = await loaded_engine(settings, ("v1", {}), active="v1")
+    try:
+        v1 = eng.pool.get("v1")
+        gaps = []
+        for _ in range(3):
+            pid = v1.pid
+            os.kill(pid, signal.SIGKILL)
+            died = time.monotonic()
+            await wait_for(lambda: v1.state is State.STARTING and v1.pid != pid, 10, step=0.01)
+            gaps.append(time.monotonic() - died)
+            await wait_for(lambda: v1.state is State.READY, 10)
+        # The floors prove the doubling; the ceilings leave room for a busy machine.
+        assert 0.4 <= gaps[0] < 1.9 and 0.8 <= gaps[1] < 2.3 and 1.6 <= gaps[2] < 3.1, gaps
+        assert v1.restarts == 3
+    finally:
+        await eng.close()
+
+
+async def test_drain_timeout_runs_out_and_the_answer_moves(fake_engine):
+    eng = fake_engine
+    eng.supervisor.settings = eng.settings.model_copy(update={"drain_timeout_s": 0.5})
+    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.5))
+    await eng.load("slow")
+    await eng.wait_loaded("slow")
+    await eng.switch("slow")
+    pieces: list[str] = []
+
+    async def on_token(t: str) -> None:
+        pieces.append(t)
+
+    async def on_restart(_) -> None:
+        pieces.clear()
+
+    task = asyncio.create_task(eng.translate(TranslationRequest("good morning", "French"), on_token,
+                                             on_restart=on_restart))
+    await wait_for(lambda: bool(pieces), 5)
+    await eng.switch("v1")
+    started = time.monotonic()
+    assert await eng.unload("slow") is False  # the drain ran out
+    assert time.monotonic() - started < 0.5 + eng.settings.stop_grace_s
+    r = await task
+    assert r.version == "v1" and "".join(pieces) == r.text and "stopped answering (it was unloaded)" in r.retranslated
+    stop = next(a for a in await eng.audit(5) if a.action == "stop")
+    assert "drain timeout (0.5 s) ran out" in stop.detail
+
+
+async def test_sigterm_escalates_to_sigkill_after_the_grace_period(fake_engine):
+    eng = fake_engine
+    await eng.register("stubborn", fake_model(eng.settings, "stubborn", ignore_sigterm=True))
+    await eng.load("stubborn")
+    await eng.wait_loaded("stubborn")
+    pid = eng.pool.get("stubborn").pid
+    started = time.monotonic()
+    assert await eng.unload("stubborn")
+    took = time.monotonic() - started
+    assert eng.settings.stop_grace_s <= took < eng.settings.stop_grace_s + 2
+    assert not alive(pid)
 
 
 # ---------------------------------------------------------------------------- persistence

@@ -6,6 +6,7 @@ a minute here. The tests run in file order; each leaves v1 active and v2 ready a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, NotReady, Sampling, TranslationRequest
-from engine.backend import State
+from engine import BackendFailed, Engine, NotReady, Restart, Sampling, TranslationRequest
+from engine.states import State
 
 from .conftest import ROOT, VLLM_FLAGS, vllm_settings
 from .test_engine_fast import alive, wait_for
@@ -78,7 +79,7 @@ async def test_backends_are_private_and_ready(eng):
         ours = [line.split()[3] for line in sockets if any(f"pid={p}," in line for p in pids)]
         assert f"127.0.0.1:{b.port}" in ours
         assert all(addr.startswith("127.0.0.1:") for addr in ours), ours  # nothing on other interfaces
-    assert eng.pool.get("v1").api_key != eng.pool.get("v2").api_key
+    assert eng.pool.get("v1").client.api_key != eng.pool.get("v2").client.api_key
     import httpx
 
     async with httpx.AsyncClient() as http:  # no key, no answer
@@ -144,7 +145,7 @@ async def test_switch_refusals_with_reasons(eng, data_dir):
         await eng.switch("v3")
     with pytest.raises(NotReady, match="'ghost' is not loaded"):
         await eng.switch("ghost")
-    with pytest.raises(Exception):
+    with pytest.raises(NotReady, match="'broken' failed to start: process exited unexpectedly"):
         await eng.wait_loaded("broken")
     with pytest.raises(NotReady, match=r"'broken' is failed: process exited unexpectedly \(exit code 1\)"):
         await eng.switch("broken")
@@ -157,12 +158,36 @@ async def test_switch_refusals_with_reasons(eng, data_dir):
     await eng.unload("broken")
 
 
-async def test_killed_active_backend_fails_over_and_restarts(eng):
+async def streaming(eng: Engine, conv: str = "c"):
+    """A translation in the background; its visible tokens (reset when it is translated again)."""
+    pieces: list[str] = []
+    restarts: list[Restart] = []
+
+    async def on_token(t: str) -> None:
+        pieces.append(t)
+
+    async def on_restart(r: Restart) -> None:
+        restarts.append(r)
+        pieces.clear()
+
+    task = asyncio.create_task(eng.translate(TranslationRequest("Good morning", "French", conversation_id=conv),
+                                             on_token, on_restart=on_restart))
+    return task, pieces, restarts
+
+
+async def test_killed_mid_answer_the_answer_comes_whole_from_the_standby(eng):
     v1 = eng.pool.get("v1")
     pgid = v1.pid
-    os.kill(v1.pid, signal.SIGKILL)
+    task, pieces, restarts = await streaming(eng)
+    await wait_for(lambda: len(pieces) >= 1, 60)
+    os.killpg(pgid, signal.SIGKILL)
     noticed = await wait_for(lambda: v1.state is not State.READY, 5)
     assert noticed < 1.5
+    r = await task
+    assert [x.version for x in restarts] == ["v1"]
+    assert (r.version, r.role, r.served_by) == ("v2", "standby", "v2")  # vLLM itself says who answered
+    assert "".join(pieces) == r.text and r.completion_tokens == SAMPLING.max_tokens  # whole, one version
+    assert "Version v1" in r.retranslated
     r = await translate(eng)
     assert (r.version, r.role) == ("v2", "standby") and "answered by standby v2" in r.failover_note
     await wait_for(lambda: not group_members(pgid), 5)  # vLLM's workers went with it
@@ -170,6 +195,47 @@ async def test_killed_active_backend_fails_over_and_restarts(eng):
     assert (await translate(eng)).version == "v1"
     audit = [(a.action, a.outcome) for a in await eng.audit(20)]
     assert ("crash", "failed") in audit and ("restart", "ok") in audit
+
+
+async def test_frozen_backend_is_noticed_and_its_answer_comes_from_the_standby(eng):
+    """SIGSTOP freezes the server with its port open: only the liveness probe's timeout (or the
+    request's stall deadline) can notice it."""
+    v1 = eng.pool.get("v1")
+    pgid = v1.pid
+    task, pieces, restarts = await streaming(eng)
+    await wait_for(lambda: len(pieces) >= 1, 60)
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        noticed = await wait_for(lambda: v1.state is not State.READY, 10)
+        limit = eng.settings.liveness_interval_s + eng.settings.liveness_timeout_s
+        assert noticed < limit + 1, f"a hang was noticed after {noticed:.1f} s"
+        r = await task
+        assert r.version == "v2" and [x.version for x in restarts] == ["v1"]
+        assert "".join(pieces) == r.text and r.completion_tokens == SAMPLING.max_tokens
+        await wait_for(lambda: not group_members(pgid), 10)  # the frozen processes were killed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGCONT)
+    await wait_for(lambda: v1.state is State.READY, 240, step=0.5)
+    assert (await translate(eng)).version == "v1"
+    audit = await eng.audit(20)
+    assert any(a.action == "unhealthy" and "/health did not answer" in a.detail for a in audit)
+
+
+async def test_vllm_states_its_context_and_refuses_an_oversized_prompt(eng):
+    """What the engine takes from vLLM itself: `max_model_len` in /v1/models (checked against a
+    version's --max-tokens at load) and a 400 for a prompt its context cannot hold."""
+    v1 = eng.pool.get("v1")
+    import httpx
+
+    async with httpx.AsyncClient(base_url=v1.url, headers={"Authorization": f"Bearer {v1.client.api_key}"}) as http:
+        card = (await http.get("/v1/models")).json()["data"][0]
+    assert (card["id"], card["max_model_len"]) == ("v1", 512)
+    started = time.monotonic()
+    with pytest.raises(BackendFailed, match="Version v1 refused the request: .*maximum context length") as err:
+        await translate(eng, text="bonjour tout le monde " * 180)
+    assert err.value.refused and time.monotonic() - started < 10
+    assert v1.state is State.READY  # a refused request says nothing about the backend's health
 
 
 async def test_unload_drains_a_stream_in_flight(eng):
@@ -180,7 +246,7 @@ async def test_unload_drains_a_stream_in_flight(eng):
     await eng.switch("long")
     stream = asyncio.create_task(translate(eng))
     backend = eng.pool.get("long")
-    await wait_for(lambda: backend.in_flight == 1, 30)
+    await wait_for(lambda: backend.traffic.in_flight == 1, 30)
     await eng.switch("v1")  # the stream keeps its lease on "long"
     assert await eng.unload("long")
     r = stream.result()  # finished before its process was stopped
