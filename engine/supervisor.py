@@ -253,15 +253,17 @@ class Supervisor:
 
     async def _fail(self, b: Backend, kind: str, why: str) -> None:
         """A ready backend crashed or stopped answering: move its traffic, end it, report it."""
+        # Out of `ready` first: the router stops sending it traffic before the (slow) teardown.
         if kind == "unhealthy":
             b.cell.cas(State.READY, State.UNHEALTHY, why)
             metrics.UNHEALTHY.labels(b.name).inc()
         else:
+            b.cell.cas(State.READY, State.FAILED, f"{why}; restarting")
             metrics.BACKEND_CRASHES.labels(b.name).inc()
         b.traffic.revoke_all("it hung" if kind == "unhealthy" else "it crashed")
         assert b.process is not None
         await b.process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped
-        b.cell.cas({State.READY, State.UNHEALTHY}, State.FAILED, f"{why}; restarting")
+        b.cell.cas(State.UNHEALTHY, State.FAILED, f"{why}; restarting")
         await self._forget(b)
         await self.audit("crash" if kind == "crash" else "unhealthy", b.name, "failed", why)
 
@@ -271,7 +273,8 @@ class Supervisor:
         process = b.process
         if not self.closing and b.cell.cas({State.READY, State.UNHEALTHY}, State.DRAINING):
             exited = process.exited if process else asyncio.Event()
-            drained = await first_set([b.traffic.idle, exited], self.settings.drain_timeout_s) and not b.traffic.in_flight
+            drained = (await first_set([b.traffic.idle, exited], self.settings.drain_timeout_s)
+                       and not b.traffic.in_flight)
             if not drained:
                 b.traffic.revoke_all("it was unloaded")
         b.cell.cas(ALIVE | {State.FAILED}, State.STOPPING)
@@ -285,7 +288,8 @@ class Supervisor:
         if not self.closing:
             self.pool.remove(b)
             await self.audit("stop", b.name, "ok", "drained" if drained else
-                             f"the drain timeout ({self.settings.drain_timeout_s:g} s) ran out; its requests went elsewhere")
+                             f"the drain timeout ({self.settings.drain_timeout_s:g} s) ran out; "
+                             "its requests went elsewhere")
 
     # records -------------------------------------------------------------------
     async def _record(self, b: Backend, process: BackendProcess) -> None:

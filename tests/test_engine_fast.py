@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from engine import (
     NoBackendAvailable,
     NotFound,
     NotReady,
+    Restart,
     StoreUnavailable,
     TranslationRequest,
 )
@@ -63,6 +65,46 @@ async def wait_for(predicate, timeout: float, step: float = 0.02) -> float:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
     return time.monotonic() - start
+
+
+async def stream_in_background(eng: Engine, conv: str = "c", text: str = "good morning"):
+    """Start a translation; return its task, its visible tokens (cleared when the answer is
+    translated again, as the chat does) and the restarts it was told about."""
+    pieces: list[str] = []
+    restarts: list[Restart] = []
+
+    async def on_token(t: str) -> None:
+        pieces.append(t)
+
+    async def on_restart(r: Restart) -> None:
+        restarts.append(r)
+        pieces.clear()
+
+    task = asyncio.create_task(eng.translate(TranslationRequest(text, "French", conversation_id=conv),
+                                             on_token, on_restart=on_restart))
+    return task, pieces, restarts
+
+
+async def add_version(eng: Engine, name: str, *, switch: bool = False, **knobs):
+    """Register, load and wait for a fake version; make it active if asked. Its backend."""
+    await eng.register(name, fake_model(eng.settings, name, **knobs))
+    await eng.load(name)
+    await eng.wait_loaded(name)
+    if switch:
+        await eng.switch(name)
+    return eng.pool.get(name)
+
+
+@contextlib.contextmanager
+def locked_database(path: Path):
+    """Another process holds the SQLite file's write lock meanwhile."""
+    locker = sqlite3.connect(path, timeout=1)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        locker.rollback()
+        locker.close()
 
 
 # ---------------------------------------------------------------------------- switching
@@ -215,20 +257,8 @@ async def test_restarts_back_off_exponentially(tmp_path):
 async def test_drain_timeout_runs_out_and_the_answer_moves(fake_engine):
     eng = fake_engine
     eng.supervisor.settings = eng.settings.model_copy(update={"drain_timeout_s": 0.5})
-    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.5))
-    await eng.load("slow")
-    await eng.wait_loaded("slow")
-    await eng.switch("slow")
-    pieces: list[str] = []
-
-    async def on_token(t: str) -> None:
-        pieces.append(t)
-
-    async def on_restart(_) -> None:
-        pieces.clear()
-
-    task = asyncio.create_task(eng.translate(TranslationRequest("good morning", "French"), on_token,
-                                             on_restart=on_restart))
+    await add_version(eng, "slow", switch=True, token_delay_s=0.5)
+    task, pieces, _ = await stream_in_background(eng)
     await wait_for(lambda: bool(pieces), 5)
     await eng.switch("v1")
     started = time.monotonic()
@@ -242,10 +272,7 @@ async def test_drain_timeout_runs_out_and_the_answer_moves(fake_engine):
 
 async def test_sigterm_escalates_to_sigkill_after_the_grace_period(fake_engine):
     eng = fake_engine
-    await eng.register("stubborn", fake_model(eng.settings, "stubborn", ignore_sigterm=True))
-    await eng.load("stubborn")
-    await eng.wait_loaded("stubborn")
-    pid = eng.pool.get("stubborn").pid
+    pid = (await add_version(eng, "stubborn", ignore_sigterm=True)).pid
     started = time.monotonic()
     assert await eng.unload("stubborn")
     took = time.monotonic() - started
@@ -274,14 +301,9 @@ async def test_new_engine_on_same_database_serves_same_version(tmp_path):
 async def test_database_locked_switch_fails_cleanly(fake_engine, tmp_path):
     eng = fake_engine
     before = await snapshot(eng)
-    locker = sqlite3.connect(tmp_path / "baton.db", timeout=1)
-    locker.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(StoreUnavailable, match="database is locked.*nothing was changed"):
-            await eng.switch("v2")
-    finally:
-        locker.rollback()
-        locker.close()
+    with locked_database(tmp_path / "baton.db"), \
+            pytest.raises(StoreUnavailable, match="database is locked.*nothing was changed"):
+        await eng.switch("v2")
     assert await snapshot(eng) == before
     assert (await translate(eng)).version == "v1"  # still serving
 
@@ -332,10 +354,7 @@ async def test_hanging_startup_times_out_and_cleans_up(tmp_path):
 async def test_unload_drains_in_flight_stream(fake_engine, tmp_path):
     eng = fake_engine
     settings = eng.settings
-    await eng.register("slow", fake_model(settings, "slow", token_delay_s=0.3))
-    await eng.load("slow")
-    await eng.wait_loaded("slow")
-    await eng.switch("slow")
+    await add_version(eng, "slow", switch=True, token_delay_s=0.3)
     stream = asyncio.create_task(translate(eng))
     await wait_for(lambda: eng.pool.get("slow").traffic.in_flight == 1, 5)
     await eng.switch("v1")  # the stream keeps its lease on "slow"

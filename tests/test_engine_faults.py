@@ -8,17 +8,16 @@ import asyncio
 import logging
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from engine import Desired, Engine, NotReady, Restart, StoreUnavailable, TranslationRequest
+from engine import Desired, Engine, NotReady, StoreUnavailable
 from engine.states import State
 
 from .conftest import fake_model, fake_settings, loaded_engine
-from .test_engine_fast import alive, translate, wait_for
+from .test_engine_fast import add_version, alive, locked_database, stream_in_background, translate, wait_for
 
 
 def processes_serving(name: str) -> list[int]:
@@ -60,23 +59,6 @@ async def check_invariant(eng: Engine) -> None:
         if name:
             b = eng.pool.get(name)
             assert b is not None and b.desired is not Desired.UNLOADED, f"{name} is named but not loaded"
-
-
-async def stream_in_background(eng: Engine, conv: str = "c"):
-    """Start a translation; return its task, its tokens, and the restarts it was told about."""
-    pieces: list[str] = []
-    restarts: list[Restart] = []
-
-    async def on_token(t: str) -> None:
-        pieces.append(t)
-
-    async def on_restart(r: Restart) -> None:
-        restarts.append(r)
-        pieces.clear()  # what a chat does: the partial text is replaced
-
-    task = asyncio.create_task(eng.translate(TranslationRequest("good morning", "French", conversation_id=conv),
-                                             on_token, on_restart=on_restart))
-    return task, pieces, restarts
 
 
 # 1 ------------------------------------------------------------------------------------
@@ -222,12 +204,8 @@ async def test_5_two_loads_at_once_start_one_process(tmp_path):
 # 6 ------------------------------------------------------------------------------------
 async def test_6_a_crash_while_draining_ends_stopped_not_restarted(fake_engine):
     eng = fake_engine
-    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.3))
-    await eng.load("slow")
-    await eng.wait_loaded("slow")
-    await eng.switch("slow")
+    slow = await add_version(eng, "slow", switch=True, token_delay_s=0.3)
     task, pieces, restarts = await stream_in_background(eng)
-    slow = eng.pool.get("slow")
     await wait_for(lambda: len(pieces) >= 1, 5)
     await eng.switch("v1")
     unloading = asyncio.create_task(eng.unload("slow"))
@@ -246,14 +224,9 @@ async def test_6_a_crash_while_draining_ends_stopped_not_restarted(fake_engine):
 async def test_7_a_load_that_cannot_be_recorded_starts_nothing(fake_engine, tmp_path):
     eng = fake_engine
     await eng.register("v3", fake_model(eng.settings, "v3"))
-    locker = sqlite3.connect(tmp_path / "baton.db", timeout=1)
-    locker.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(StoreUnavailable, match="database is locked.*nothing was changed"):
-            await eng.load("v3")
-    finally:
-        locker.rollback()
-        locker.close()
+    with locked_database(tmp_path / "baton.db"), \
+            pytest.raises(StoreUnavailable, match="database is locked.*nothing was changed"):
+        await eng.load("v3")
     assert eng.pool.get("v3") is None and not processes_serving("v3")
     status = await eng.status()
     assert status.version("v3").state == "registered"
@@ -262,12 +235,8 @@ async def test_7_a_load_that_cannot_be_recorded_starts_nothing(fake_engine, tmp_
 # 8 ------------------------------------------------------------------------------------
 async def test_8_a_backend_killed_mid_answer_gives_a_whole_answer_from_one_version(fake_engine):
     eng = fake_engine
-    await eng.register("slow", fake_model(eng.settings, "slow", token_delay_s=0.3))
-    await eng.load("slow")
-    await eng.wait_loaded("slow")
-    await eng.switch("slow")
+    slow = await add_version(eng, "slow", switch=True, token_delay_s=0.3)
     task, pieces, restarts = await stream_in_background(eng)
-    slow = eng.pool.get("slow")
     await wait_for(lambda: len(pieces) >= 2, 5)
     os.kill(slow.pid, signal.SIGKILL)
     r = await task
@@ -323,13 +292,8 @@ async def test_11_logs_are_capped_and_health_answers_from_memory(tmp_path):
         assert log_file.stat().st_size + log_file.with_name("v1.log.1").stat().st_size < 8 * 300_000
         assert len(await eng.logs("v1", 3)) == 3
 
-        locker = sqlite3.connect(tmp_path / "baton.db", timeout=1)
-        locker.execute("BEGIN EXCLUSIVE")
-        try:
+        with locked_database(tmp_path / "baton.db"):
             assert eng.health().status == "ok"  # a locked database does not make it look down
             assert (await translate(eng)).version == "v1"
-        finally:
-            locker.rollback()
-            locker.close()
     finally:
         await eng.close()

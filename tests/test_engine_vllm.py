@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import BackendFailed, Engine, NotReady, Restart, Sampling, TranslationRequest
+from engine import BackendFailed, Engine, NotReady, Sampling, TranslationRequest
 from engine.states import State
 
 from .conftest import ROOT, VLLM_FLAGS, vllm_settings
-from .test_engine_fast import alive, wait_for
+from .test_engine_fast import alive, stream_in_background, wait_for
 
 pytestmark = pytest.mark.vllm
 
@@ -158,27 +158,10 @@ async def test_switch_refusals_with_reasons(eng, data_dir):
     await eng.unload("broken")
 
 
-async def streaming(eng: Engine, conv: str = "c"):
-    """A translation in the background; its visible tokens (reset when it is translated again)."""
-    pieces: list[str] = []
-    restarts: list[Restart] = []
-
-    async def on_token(t: str) -> None:
-        pieces.append(t)
-
-    async def on_restart(r: Restart) -> None:
-        restarts.append(r)
-        pieces.clear()
-
-    task = asyncio.create_task(eng.translate(TranslationRequest("Good morning", "French", conversation_id=conv),
-                                             on_token, on_restart=on_restart))
-    return task, pieces, restarts
-
-
 async def test_killed_mid_answer_the_answer_comes_whole_from_the_standby(eng):
     v1 = eng.pool.get("v1")
     pgid = v1.pid
-    task, pieces, restarts = await streaming(eng)
+    task, pieces, restarts = await stream_in_background(eng, text="Good morning")
     await wait_for(lambda: len(pieces) >= 1, 60)
     os.killpg(pgid, signal.SIGKILL)
     noticed = await wait_for(lambda: v1.state is not State.READY, 5)
@@ -202,7 +185,7 @@ async def test_frozen_backend_is_noticed_and_its_answer_comes_from_the_standby(e
     request's stall deadline) can notice it."""
     v1 = eng.pool.get("v1")
     pgid = v1.pid
-    task, pieces, restarts = await streaming(eng)
+    task, pieces, restarts = await stream_in_background(eng, text="Good morning")
     await wait_for(lambda: len(pieces) >= 1, 60)
     os.killpg(pgid, signal.SIGSTOP)
     try:
