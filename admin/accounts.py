@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from argon2 import PasswordHasher
@@ -43,7 +43,7 @@ class AccountRow(_Base):
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(timezone.utc))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,14 @@ class Account:
 
 
 def _account(row: AccountRow) -> Account:
-    return Account(row.username, row.role if row.role in ROLES else "user", row.created_by, row.created_at)  # type: ignore[arg-type]
+    return Account(row.username, row.role if row.role in ROLES else "user", row.created_by, row.created_at)
 
 
 def check_username(name: str) -> str:
     if not USERNAME_RE.fullmatch(name or ""):
         raise InvalidArgument(f"'{name[:64]}' is not a valid account name.",
-                              "Use 1-64 letters, digits, dots, dashes, underscores or @, starting with a letter or digit.")
+                              "Use 1-64 letters, digits, dots, dashes, underscores or @, "
+                              "starting with a letter or digit.")
     return name
 
 
@@ -79,7 +80,7 @@ def check_password(password: str) -> str:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise InvalidArgument(f"'{role[:20]}' is not a role.", "Use admin or user.")
-    return role  # type: ignore[return-value]
+    return role
 
 
 class Accounts:
@@ -105,7 +106,8 @@ class Accounts:
 
     async def count_admins(self) -> int:
         async with self._session() as s:
-            return int(await s.scalar(select(func.count()).select_from(AccountRow).where(AccountRow.role == "admin")) or 0)
+            admins = select(func.count()).select_from(AccountRow).where(AccountRow.role == "admin")
+            return int(await s.scalar(admins) or 0)
 
     async def verify(self, username: str, password: str) -> Account | None:
         """The account if the password is right, else None (same cost either way)."""
@@ -129,7 +131,7 @@ class Accounts:
         role = check_role(role)
         hashed = await asyncio.to_thread(_hasher.hash, password)
         row = AccountRow(username=username, password_hash=hashed, role=role, created_by=created_by,
-                         created_at=datetime.now(timezone.utc))
+                         created_at=datetime.now(UTC))
         try:
             async with self._session.begin() as s:
                 s.add(row)

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import re
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 from engine import BatonError, Engine
 from engine.validation import MAX_TOKENS_LIMIT
@@ -39,15 +40,18 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "What you can do here", "info", admin=False),
     "status": Spec("/status", "Versions, processes and traffic", "activity"),
-    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]]", "Register and start a version", "download", mutating=True),
+    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]]",
+                 "Register and start a version", "download", mutating=True),
     "switch": Spec("/switch NAME", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
-    "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird", mutating=True),
+    "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird",
+                   mutating=True),
     "promote": Spec("/promote", "Make the canary the active version", "arrow-up", mutating=True),
     "unload": Spec("/unload NAME", "Drain and stop a version", "power", mutating=True),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
     "audit": Spec("/audit [N]", "Last admin actions", "shield"),
-    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users", mutating=True),
+    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
+                  mutating=True),
 }
 
 
@@ -88,8 +92,18 @@ class Context:
     actor: Account
 
 
-def command_list(is_admin: bool) -> list[dict]:
-    """The entries for the chat's command popup (Chainlit's CommandDict shape)."""
+class CommandEntry(TypedDict):
+    """Chainlit's CommandDict (chainlit.types), without importing Chainlit here."""
+
+    id: str
+    description: str
+    icon: str
+    button: bool | None
+    persistent: bool | None
+
+
+def command_list(is_admin: bool) -> list[CommandEntry]:
+    """The entries for the chat's command popup."""
     return [
         {"id": name, "description": spec.description, "icon": spec.icon, "button": False, "persistent": False}
         for name, spec in COMMANDS.items()
@@ -161,14 +175,15 @@ async def _execute(engine: Engine, accounts: Accounts, username: str, inv: Invoc
         return Reply(f"**Refused:** {exc}", ok=False)
 
 
-async def _audit(engine: Engine, actor: str, action: str, args: dict[str, object], outcome: str, detail: str = "") -> None:
+async def _audit(engine: Engine, actor: str, action: str, args: Mapping[str, object], outcome: str,
+                 detail: str = "") -> None:
     try:
         await engine.record(actor, action, args, outcome, detail)
     except BatonError as exc:  # the refusal still stands; only its record is missing
         log.warning("could not audit %s by %s: %s", action, actor, exc)
 
 
-def _consume(task: asyncio.Future) -> None:
+def _consume(task: asyncio.Future[Reply]) -> None:
     if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), (Usage, BatonError)):
         log.error("admin command failed after its chat task was stopped", exc_info=task.exception())
 

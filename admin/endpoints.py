@@ -16,7 +16,7 @@ def health(h: Health) -> tuple[int, dict[str, object]]:
     """200 when some version can answer: the active one, or a ready canary or standby the
     router would fail over to. 503 when a request would only wait."""
     d = h.deployment
-    body = {
+    body: dict[str, object] = {
         "status": h.status,
         "active": d.active,
         "active_state": h.states.get(d.active) if d.active else None,

@@ -65,7 +65,8 @@ def status(st: Status) -> str:
     ]
     for v in st.versions:
         lines.append(
-            f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} | {_dash(v.pid)} | {_dash(v.port)} "
+            f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} "
+            f"| {_dash(v.pid)} | {_dash(v.port)} "
             f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
@@ -80,12 +81,14 @@ def switched(action: str, d: Deployment) -> str:
         "switch": f"Switched: {code(d.active)} now answers every new request.",
         "rollback": f"Rolled back: {code(d.active)} answers every new request again.",
         "promote": f"Promoted: {code(d.active)} now answers every request.",
-        "canary": f"Canary on: {code(d.canary)} answers {d.canary_percent}% of conversations, {code(d.active)} the rest.",
+        "canary": f"Canary on: {code(d.canary)} answers {d.canary_percent}% of conversations, "
+                  f"{code(d.active)} the rest.",
         "canary-abort": f"Canary stopped: {code(d.active)} answers every request again.",
     }[action]
     tail = ""
     if action in ("switch", "rollback", "promote") and d.previous:
-        tail = f" Answers already streaming finish where they started; {code(d.previous)} stays loaded as standby for `/rollback`."
+        tail = (" Answers already streaming finish where they started; "
+                f"{code(d.previous)} stays loaded as standby for `/rollback`.")
     return what + tail
 
 
@@ -108,7 +111,8 @@ def audit(events: Sequence[AuditEvent]) -> str:
     rows = ["| when (UTC) | who | action | arguments | outcome | detail |", "|---|---|---|---|---|---|"]
     for e in events:
         when = e.at.strftime("%Y-%m-%d %H:%M:%S") if e.at else ""
-        rows.append(f"| {when} | {cell(e.actor)} | {cell(e.action)} | {cell(e.arguments)} | {cell(e.outcome)} | {cell(e.detail)} |")
+        rows.append(f"| {when} | {cell(e.actor)} | {cell(e.action)} | {cell(e.arguments)} "
+                    f"| {cell(e.outcome)} | {cell(e.detail)} |")
     return f"Last {len(events)} audit events, newest first:\n\n" + "\n".join(rows)
 
 
@@ -141,7 +145,8 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
         if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
             tail += "\n\n_No text came back for this: the model may not know it. Try rephrasing it._"
     elif stopped:
-        tail = f"_Stopped: the partial translation above{source} is kept._" if body else "_Stopped before any text arrived._"
+        tail = (f"_Stopped: the partial translation above{source} is kept._" if body
+                else "_Stopped before any text arrived._")
     else:
         tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above{source} is kept._"
     return f"{body}\n\n{tail}" if body else tail
@@ -180,7 +185,8 @@ def load_finished(p: Progress, tail: Sequence[str]) -> str:
         text = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {reason}"
         if tail:
             text += f"\n\nLast log lines:\n\n{block(tail)}"
-        return text + f"\n\nFix the recipe with `/load {p.name} MODEL_PATH ...`, or try it again as it is with `/load {p.name}`."
+        return text + (f"\n\nFix the recipe with `/load {p.name} MODEL_PATH ...`, "
+                       f"or try it again as it is with `/load {p.name}`.")
     return f"{code(p.name)} stopped loading (it was unloaded)."
 
 
@@ -190,7 +196,7 @@ USER_HELP = """**Baton translates what you type.**
 - Pick the languages in the chat settings (the sliders icon next to the message box). The source language is detected by default.
 - Press **Stop** to end an answer early: the part already translated is kept.
 - Every answer says which model version produced it and how long it took.
-- Your conversations are kept; find them in the sidebar."""
+- Your conversations are kept; find them in the sidebar."""  # noqa: E501 - Markdown, one line per item
 
 ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; anything else is translated)
 
@@ -211,4 +217,4 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
 `/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`.
-`--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves."""
+`--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves."""  # noqa: E501 - Markdown table rows cannot wrap

@@ -64,7 +64,8 @@ async def main(versions: list[str]) -> list[dict]:
         for name in versions:
             await register_demo_version(eng, name, models / name)
             res = await accuracy(eng, name, pairs)
-            print(f"{name}: {res['exact']}/{res['total']} exact = {res['accuracy']:.1%} ({res['seconds']} s)", flush=True)
+            print(f"{name}: {res['exact']}/{res['total']} exact = {res['accuracy']:.1%} ({res['seconds']} s)",
+                  flush=True)
             results.append(res)
     finally:
         await eng.close()

@@ -71,7 +71,7 @@ def load_phrasebook(path: Path) -> list[tuple[str, str, str, str]]:
                 or cells[1] not in LANG_NAMES
             ):
                 raise SystemExit(f"{path}:{n}: bad row {line!r}")
-            rows.append(tuple(cells))
+            rows.append((cells[0], cells[1], cells[2], cells[3]))
     seen: dict[tuple[str, str, str], str] = {}
     for s, t, src, tgt in rows:
         key = (s, t, src)
@@ -276,7 +276,7 @@ def greedy_translate(
     stop at EOS or at the first "\\n" in the text, which is not part of the answer."""
     import torch
 
-    out: list[str | None] = [None] * len(prompts_ids)
+    out = [""] * len(prompts_ids)  # every slot is filled below
     by_len: dict[int, list[int]] = {}
     for i, p in enumerate(prompts_ids):
         by_len.setdefault(len(p), []).append(i)
@@ -284,7 +284,7 @@ def greedy_translate(
     with torch.no_grad():
         for _, idx in sorted(by_len.items()):
             ids = torch.tensor([prompts_ids[i] for i in idx])
-            gen = [[] for _ in idx]
+            gen: list[list[int]] = [[] for _ in idx]
             done = [False] * len(idx)
             past = None
             step_in = ids
@@ -307,17 +307,17 @@ def greedy_translate(
             for k, i in enumerate(idx):
                 text = tok.decode(gen[k], skip_special_tokens=True)
                 out[i] = text.split("\n", 1)[0]
-    return out  # type: ignore[return-value]
+    return out
 
 
 def evaluate(model, tok, rows, show: int = 8) -> float:
     t0 = time.monotonic()
     prompts = [tok(prompt_for(s, t, src))["input_ids"] for s, t, src, _ in rows]
     preds = greedy_translate(model, tok, prompts)
-    ok = [p == r[3] for p, r in zip(preds, rows)]
+    ok = [p == r[3] for p, r in zip(preds, rows, strict=True)]
     acc = sum(ok) / len(rows)
     by_pair: dict[str, list[bool]] = {}
-    for r, g in zip(rows, ok):
+    for r, g in zip(rows, ok, strict=True):
         by_pair.setdefault(f"{r[0]}->{r[1]}", []).append(g)
     log(
         f"eval: exact match {sum(ok)}/{len(rows)} = {acc:.1%}  ({time.monotonic() - t0:.1f}s)"
@@ -326,7 +326,7 @@ def evaluate(model, tok, rows, show: int = 8) -> float:
         "  by pair: "
         + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_pair.items()))
     )
-    wrong = [(r, p) for r, p, g in zip(rows, preds, ok) if not g]
+    wrong = [(r, p) for r, p, g in zip(rows, preds, ok, strict=True) if not g]
     for r, p in wrong[:show]:
         log(f"  miss {r[0]}->{r[1]} {r[2]!r}: want {r[3]!r} got {p!r}")
     return acc

@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
         same = right = 0
         t1 = time.monotonic()
-        for (s, t, src, tgt), p, want in zip(rows, prompts, local):
+        for (s, t, src, tgt), p, want in zip(rows, prompts, local, strict=True):
             body = {
                 "model": "tiny",
                 "prompt": p,

@@ -43,7 +43,7 @@ class Snapshot:
 
 class Backend:
     def __init__(self, spec: VersionSpec, settings: Settings, port: int,
-                 on_change: Callable[["Backend"], None]) -> None:
+                 on_change: Callable[[Backend], None]) -> None:
         self.spec = spec
         self.settings = settings
         self.port = port

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -213,6 +213,7 @@ class Engine:
                 return self._start_backend(spec, desired)
 
             started = await self._commit(actor, "load", {"name": name}, detail, {name: desired}, then=start)
+            assert started is not None  # what `start` returned
             return self._status_of(started, "")
 
     async def wait_loaded(self, name: str) -> VersionStatus:
@@ -270,7 +271,8 @@ class Engine:
         async with self._refusals_audited(actor, action, args), self._lock:
             new = change(self.router.deployment)
             detail = f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}%"
-            desired = {n: _desired_for(new, n) for n, b in self.pool.backends.items() if b.desired is not Desired.UNLOADED}
+            desired = {n: _desired_for(new, n) for n, b in self.pool.backends.items()
+                       if b.desired is not Desired.UNLOADED}
             await self._commit(actor, action, args, detail, desired, new)
             metrics.SWITCHES.labels(action).inc()
             return self.router.deployment
@@ -299,7 +301,8 @@ class Engine:
                 raise Conflict(f"Version '{name}' is already active.", "Nothing to do.")
             self._ready(name)
             canary = None if d.canary == name else d.canary
-            return replace(d, active=name, previous=d.active, canary=canary, canary_percent=d.canary_percent if canary else 0)
+            return replace(d, active=name, previous=d.active, canary=canary,
+                           canary_percent=d.canary_percent if canary else 0)
 
         return await self._deploy(actor, "switch", {"name": name}, change)
 
@@ -330,11 +333,13 @@ class Engine:
     async def canary(self, name: str, percent: int, *, actor: str = "system") -> Deployment:
         def change(d: Deployment) -> Deployment:
             if not 1 <= percent <= 99:
-                raise InvalidArgument(f"Canary percent must be 1-99, not {percent}.", "Use /switch to send all traffic.")
+                raise InvalidArgument(f"Canary percent must be 1-99, not {percent}.",
+                                      "Use /switch to send all traffic.")
             if name == d.active:
                 raise Conflict(f"Version '{name}' is already active.", "Pick another version for the canary.")
             if not d.active:
-                raise Conflict("No version is active yet.", "Switch to a version first; a canary splits traffic with it.")
+                raise Conflict("No version is active yet.",
+                               "Switch to a version first; a canary splits traffic with it.")
             self._ready(name)
             return replace(d, canary=name, canary_percent=percent)
 
@@ -413,7 +418,7 @@ class Engine:
         await self._spec(name)
         return await asyncio.to_thread(logfile.tail, self.settings.log_dir / f"{name}.log", n)
 
-    async def record(self, actor: str, action: str, args: dict[str, object], outcome: str, detail: str = "") -> None:
+    async def record(self, actor: str, action: str, args: Mapping[str, object], outcome: str, detail: str = "") -> None:
         """An audit row for an action taken outside the engine (accounts, denied commands)."""
         await self.store.audit(actor, action, args, outcome, detail)
 
@@ -471,7 +476,7 @@ class Engine:
         return spec
 
     @contextlib.asynccontextmanager
-    async def _refusals_audited(self, actor: str, action: str, args: dict[str, object]) -> AsyncIterator[None]:
+    async def _refusals_audited(self, actor: str, action: str, args: Mapping[str, object]) -> AsyncIterator[None]:
         """A refused or failed action gets its own audit row with the reason; an accepted one
         wrote its row in the transaction that made the change."""
         try:

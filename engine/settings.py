@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     log_max_bytes: int = 10_000_000  # per version; the older part is kept in NAME.log.1
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Settings":
+    def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.resolve()
         if not self.model_roots:
             self.model_roots = [self.data_dir / "models"]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection
 from enum import Enum
 
 
-class Desired(str, Enum):
+class Desired(str, Enum):  # noqa: UP042 - StrEnum changes str() of a member
     """Persisted with the version: after a restart every version not `unloaded` comes back."""
 
     SERVING = "serving"  # active or canary
@@ -18,7 +18,7 @@ class Desired(str, Enum):
     UNLOADED = "unloaded"
 
 
-class State(str, Enum):
+class State(str, Enum):  # noqa: UP042 - StrEnum changes str() of a member
     STARTING = "starting"
     WARMING = "warming"
     READY = "ready"

@@ -4,20 +4,24 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, inspect, make_url, select, text
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, inspect, make_url, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from .errors import StoreUnavailable
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -29,10 +33,10 @@ class VersionRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_path: Mapped[str] = mapped_column(Text)
     served_name: Mapped[str] = mapped_column(String(128))
-    flags: Mapped[list] = mapped_column(JSON, default=list)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     interpreter: Mapped[str | None] = mapped_column(Text, nullable=True)
     prompt_template: Mapped[str] = mapped_column(Text)
-    sampling: Mapped[dict] = mapped_column(JSON, default=dict)
+    sampling: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # Sampling's fields
     notes: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -72,7 +76,7 @@ class ProcessRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
@@ -80,7 +84,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def _add_missing_columns(sync_conn) -> None:
+def _add_missing_columns(sync_conn: Connection) -> None:
     """Additive schema upgrade: columns added to a model appear in an older database."""
     insp = inspect(sync_conn)
     for table in Base.metadata.sorted_tables:

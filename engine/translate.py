@@ -156,7 +156,8 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
         if isinstance(exc, openai.BadRequestError):
             raise BackendFailed(
                 f"Version {name} refused the request: {_api_message(exc)}",
-                f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) with /status and /logs {name}.",
+                f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) "
+                f"with /status and /logs {name}.",
                 partial=bool(pieces), refused=True,
             ) from exc
         lost = "connection lost" if isinstance(exc, openai.APIConnectionError) else type(exc).__name__

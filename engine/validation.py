@@ -19,7 +19,8 @@ def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name or ""):
         raise InvalidArgument(
             f"'{name[:60]}' is not a valid version name.",
-            "Use 1-48 letters, digits, dots, dashes or underscores, starting with a letter or digit (e.g. v2 or hy-mt-1.5).",
+            "Use 1-48 letters, digits, dots, dashes or underscores, "
+            "starting with a letter or digit (e.g. v2 or hy-mt-1.5).",
         )
     return name
 
@@ -40,7 +41,8 @@ def check_model_path(raw: str, settings: Settings) -> Path:
     try:
         is_model = (resolved / "config.json").is_file()
     except OSError as exc:  # e.g. a name longer than the file system allows
-        raise InvalidArgument(f"The model path cannot be read ({exc.strerror}).", f"Give a model directory under {roots}.") from None
+        raise InvalidArgument(f"The model path cannot be read ({exc.strerror}).",
+                              f"Give a model directory under {roots}.") from None
     if not is_model:
         raise InvalidArgument(
             f"{resolved} is not a model directory (no config.json there).",
