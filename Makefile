@@ -51,7 +51,8 @@ test-fast: install-app lint
 	$(PYTEST) -q -m "not vllm and not browser"
 
 # Engine switches under load, the real app under load over its websocket (docs/latency.png),
-# then nginx + `nginx -s reload` against Baton on the same backends. About 15 minutes on 2 cores.
+# nginx + `nginx -s reload` against Baton on the same backends, then chaos: backends killed, frozen
+# and stalled under traffic, on real vLLM and on the fake server. About 35 minutes on 2 cores.
 bench: install
 	$(APP)/bin/pip install -q -e '.[test,bench]'
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
@@ -60,6 +61,8 @@ bench: install
 	$(APP)/bin/python -m benchmarks.engine_bench
 	$(APP)/bin/python -m benchmarks.load_bench
 	$(APP)/bin/python -m benchmarks.nginx_baseline
+	$(APP)/bin/python -m benchmarks.chaos_bench --backend vllm
+	$(APP)/bin/python -m benchmarks.chaos_bench --backend fake
 	$(APP)/bin/python -m benchmarks.report
 
 clean:

@@ -55,7 +55,7 @@ import openai
 from openai import AsyncOpenAI
 
 from benchmarks import benchutil as bu
-from engine import Engine, Settings, TranslationRequest
+from engine import Engine, RouteInfo, Settings, TranslationRequest
 from engine.translate import BackendFailed
 from engine.types import DEFAULT_TEMPLATE
 
@@ -261,14 +261,15 @@ async def baton_request(eng: Engine, conv: str, text: str) -> dict:
             rec["ttft"] = time.monotonic() - rec["start"]
         rec["tokens"] += 1
 
-    async def on_route(route) -> None:
-        rec["version"] = route.backend.spec.name
+    async def on_route(route: RouteInfo) -> None:
+        rec["version"] = route.version
 
     try:
         result = await eng.translate(TranslationRequest(text, TARGET_LANG, conversation_id=conv), on_token,
                                      on_route=on_route)
         rec["outcome"] = "ok" if result.finish_reason else "truncated"
         rec["served_by"] = result.served_by
+        rec["retranslated"] = bool(result.retranslated)
     except BackendFailed as exc:
         rec["outcome"] = "truncated" if exc.partial else "failed"
         rec["detail"] = str(exc)[:200]

@@ -136,12 +136,144 @@ vLLM or nginx processes left after the run: {n.get('processes_left_behind', '–
 ![latency across switches, nginx and Baton](latency_nginx.png)
 """
 
+def _ms(d: dict | None, *keys: str) -> str:
+    """'p50 / p99' (or with max) of a summary in ms, '–' when nothing was measured."""
+    if not d or not d.get("n"):
+        return "–"
+    return " / ".join(num(d.get(k)) for k in keys) + f" (n={d['n']})"
+
+
+def chaos_section(c: dict) -> str:
+    backends = [b for b in ("vllm", "fake") if b in c]
+    names = {"vllm": "real vLLM", "fake": "fake server"}
+
+    def row(label: str, value, target_text: str = "", check=None) -> list[str]:
+        cells = [label]
+        verdicts = []
+        for b in backends:
+            r = c[b]
+            try:
+                cells.append(value(r))
+            except (KeyError, TypeError):
+                cells.append("–")
+            if check is not None:
+                try:
+                    ok = check(r)
+                except (KeyError, TypeError):
+                    ok = None
+                verdicts.append(f"{names[b]}: " + ("–" if ok is None else target(ok)))
+        cells += [target_text, " · ".join(verdicts)]
+        return cells
+
+    def p99_within(r: dict, key: str, sub: str, limit: float) -> bool | None:
+        d = r[key][sub]
+        return None if not d.get("n") else d["p99"] <= limit
+
+    f = lambda r: r["faults"]  # noqa: E731
+    q = lambda r: r["requests"]  # noqa: E731
+    rows = [
+        row("faults injected (kill / hang / stall)",
+            lambda r: f"{f(r)['injected']} ({f(r)['by_kind']['kill']} / {f(r)['by_kind']['hang']} / {f(r)['by_kind']['stall']})",
+            "≥ 50", lambda r: f(r)["injected"] >= 50),
+        row("… into the active / standby / canary",
+            lambda r: " / ".join(str(f(r)["by_role"][k]) for k in ("active", "standby", "canary"))),
+        row("… detected / restored", lambda r: f"{f(r)['detected']} / {f(r)['restored']}", "all",
+            lambda r: f(r)["detected"] == f(r)["injected"]),
+        row("user requests (chat / API-style)", lambda r: f"{q(r)['total']} ({q(r)['chat']['total']} / {q(r)['api']['total']})"),
+        row("failed", lambda r: str(q(r)["failed"]), "0", lambda r: q(r)["failed"] == 0),
+        row("truncated", lambda r: str(q(r)["truncated"]), "0", lambda r: q(r)["truncated"] == 0),
+        row("translated again whole (🔁)", lambda r: str(q(r)["retranslated"])),
+        row("answered by a standby while the active was down", lambda r: str(q(r)["failover_answers"])),
+        row("streamed text ≠ final text; answer not whole (fake only)",
+            lambda r: f"{q(r)['stream_mismatch']}; {q(r)['not_whole'] if r['backend'] == 'fake' else '–'}", "0",
+            lambda r: q(r)["stream_mismatch"] == 0 and q(r)["not_whole"] == 0),
+        row("request latency p50 / p99 (ms)", lambda r: _ms(q(r)["latency"], "p50", "p99")),
+        row("hang detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["hang"], "p50", "p99", "max"),
+            "p99 ≤ 3000", lambda r: p99_within(r, "detect_ms", "hang", 3000)),
+        row("stall detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["stall"], "p50", "p99", "max")),
+        row("kill detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["kill"], "p50", "p99", "max")),
+        row("first good answer after a kill with a ready standby, p50 / p99 / max (ms)",
+            lambda r: _ms(r["first_good_answer_ms"]["kill_with_ready_standby"], "p50", "p99", "max"),
+            "p99 ≤ 1000", lambda r: p99_within(r, "first_good_answer_ms", "kill_with_ready_standby", 1000)),
+        row("… after a kill of the active, p50 / p99 (ms)",
+            lambda r: _ms(r["first_good_answer_ms"].get("kill_of_the_active"), "p50", "p99")),
+        row("first good answer after any fault, p50 / p99 (ms)",
+            lambda r: _ms(r["first_good_answer_ms"]["all"], "p50", "p99")),
+        row("an answer cut by a fault, whole again after, p50 / p99 (ms)",
+            lambda r: _ms(r["cut_answer_whole_ms"]["all"], "p50", "p99")),
+        row("restored (ready again) after a kill, p50 / p99 (ms)", lambda r: _ms(r["restore_ms"]["kill"], "p50", "p99")),
+        row("… after a hang, p50 / p99 (ms)", lambda r: _ms(r["restore_ms"]["hang"], "p50", "p99")),
+        row("… after a stall, p50 / p99 (ms)", lambda r: _ms(r["restore_ms"]["stall"], "p50", "p99")),
+        row("admin commands ok / refused with a reason / other",
+            lambda r: " / ".join(str(sum(a[k] for a in r["admin"].values())) for k in ("ok", "refused", "other")), "other = 0",
+            lambda r: sum(a["other"] for a in r["admin"].values()) == 0),
+        row("supervisor audit rows: crash / unhealthy / restart ok",
+            lambda r: " / ".join(str(r["audit_supervisor"].get(k, 0)) for k in ("crash failed", "unhealthy failed", "restart ok"))),
+        row("backends taken down that no fault hit", lambda r: str(len(r.get("supervisor_failures_without_a_fault", []))), "0",
+            lambda r: not r.get("supervisor_failures_without_a_fault")),
+        row("/healthz answer time p50 / p99 / max (ms)", lambda r: _ms(r["healthz"].get("answer_ms"), "p50", "p99", "max")),
+        row("stopped processes left behind", lambda r: str(r["stopped_processes_left"]), "0",
+            lambda r: r["stopped_processes_left"] == 0),
+        row("processes left after the app stopped", lambda r: str(r["processes_left_behind"]), "0",
+            lambda r: r["processes_left_behind"] == 0),
+    ]
+    header = ["", *[names[b] for b in backends], "target", ""]
+    runs = "\n".join(
+        f"- {names[b]}: `{c[b]['command']}`, {c[b]['duration_s']:.0f} s of faults, {c[b]['users']} chat users and "
+        f"{c[b]['api_clients']} API-style clients, a fault every ~{c[b]['fault_every_s']:g} s and an admin command every "
+        f"~{c[b]['admin_every_s']:g} s; settings {', '.join(f'`{k}={v}`' for k, v in c[b]['settings'].items())}. "
+        f"Load average during the run {num(c[b]['healthz'].get('load_average_mean'))} (max "
+        f"{num(c[b]['healthz'].get('load_average_max'))}). "
+        f"Measured {c[b].get('measured_at', '–')} ({c[b].get('machine', '–')})." for b in backends)
+    notes = []
+    if "vllm" in c:
+        v = c["vllm"]
+        notes.append(f"- On real vLLM a restart takes about {num(v['restore_ms']['kill'].get('p50'))} ms (the server loads "
+                     f"the model again on 2 busy cores), and a fault only goes into a version that is ready with "
+                     f"another ready version to take its traffic, so a run of {v['duration_s']:.0f} s injects "
+                     f"{v['faults']['injected']} faults, not 50; the fake server restarts in about a second and gets past 50.")
+        notes.append("- A stall freezes only vLLM's EngineCore process: the API server and its `/health` keep answering, "
+                     "so only a request's token deadline (`BATON_FIRST_TOKEN_TIMEOUT_S`, `BATON_BETWEEN_TOKENS_TIMEOUT_S`) "
+                     "notices it. A stall of a version that gets no traffic (a standby) is not noticed until traffic "
+                     "reaches it; its detection time includes that wait.")
+    if "fake" in c:
+        notes.append("- The fake server is one process, so its \"stall\" is a SIGSTOP of the whole group, the same "
+                     "fault as a hang (labelled as such in the results).")
+    for b in backends:
+        if c[b].get("notes"):
+            notes.append(f"- {names[b]}, injector notes: " + "; ".join(c[b]["notes"][:6]) + ".")
+        if c[b].get("app_log_error_lines"):
+            notes.append(f"- {names[b]}: {c[b]['app_log_error_lines']} error lines in the app log, e.g. "
+                         f"`{c[b]['app_log_error_sample'][0][:200]}`.")
+    return f"""## Chaos: faults under traffic (`benchmarks/chaos_bench.py`)
+
+The real app (`chainlit run app.py`) with three versions. Chat users keep one session each and send
+one text after another; API-style clients open a fresh session for every request. The admin keeps
+switching (`/switch`, `/canary NAME 30`, `/promote`, `/rollback`, `/canary abort`, only towards versions
+`/healthz` calls ready; a refusal with a reason is fine). Every few seconds one ready version among
+the active, standby and canary ones (never the last one that could serve) gets a fault: **kill**
+(SIGKILL of the server's process group, pid from `/status`), **hang** (SIGSTOP of the group), or
+**stall** (SIGSTOP of vLLM's EngineCore child only). `/healthz` is polled every 20 ms: *detected* is
+the injection until the version is no longer `ready`, *restored* until it is `ready` again; *first
+good answer* is the injection until the first complete, attributed answer to any request in flight
+or sent after it; *whole again* until the first answer that a fault cut and that came back whole
+(🔁). Failed: an error or no final message; truncated: text without the attribution line.
+Per-fault detail: `benchmarks/chaos_vllm.json`, `benchmarks/chaos_fake.json`.
+
+{table(header, rows)}
+
+{runs}
+
+{chr(10).join(notes)}
+"""
+
 
 FAULTS = """## Faults and bad input (tests in `make test`)
 
 | case | what a user sees | test |
 |---|---|---|
-| SIGKILL of the active vLLM backend mid-stream | the stream ends with "stopped answering, the partial answer is kept"; the next request is answered by the standby and says so; the backend is restarted and audited | `test_engine_vllm.py::test_killed_active_backend_fails_over_and_restarts`, `test_engine_fast.py::test_backend_killed_mid_stream_reports_clear_error`, `test_chat_fast.py::test_a_crash_fails_over_to_the_standby_and_the_answer_says_so` |
+| SIGKILL of the active vLLM backend mid-answer | the partial text is replaced and the answer comes whole from the standby, with a 🔁 line saying why; the backend is restarted and audited (`crash`, `restart`) | `test_engine_vllm.py::test_killed_mid_answer_the_answer_comes_whole_from_the_standby`, `test_engine_faults.py::test_8_a_backend_killed_mid_answer_gives_a_whole_answer_from_one_version`, `test_chat_fast.py::test_an_answer_cut_by_a_dying_backend_is_replaced_by_a_whole_one` |
+| a backend frozen (SIGSTOP) or a stream that stalls with /health still fine | noticed by the liveness probe or the request's token deadline; the answer comes whole from a ready version; the process group is killed and restarted (`unhealthy`, `restart`) | `test_engine_vllm.py::test_frozen_backend_is_noticed_and_its_answer_comes_from_the_standby`, `test_engine_faults.py::test_2_a_frozen_backend_is_noticed_its_traffic_moves_and_it_restarts`, `test_engine_faults.py::test_2_a_stalled_stream_with_a_healthy_port_is_noticed` |
 | SIGKILL of the process owning the engine | no vLLM process survives; a restart serves the same version | `test_engine_vllm.py::test_sigkill_of_engine_owner_leaves_no_vllm_process`, `test_chat_vllm.py` (restart) |
 | a version whose model path is broken | refused with the reason, nothing registered, the active version untouched | `test_engine_fast.py::test_bad_registrations_are_refused_and_save_nothing`, `test_chat_fast.py::test_a_version_that_cannot_start_reports_why_with_its_log` |
 | a backend that hangs at start-up | failed after BATON_STARTUP_TIMEOUT_S, its process group stopped | `test_engine_fast.py::test_hanging_startup_times_out_and_cleans_up` |
@@ -157,7 +289,8 @@ def main() -> None:
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
              "All numbers are from 2-core machines without a GPU, serving tiny models on the CPU build of "
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
-    for key, section in (("engine", engine_section), ("load", load_section), ("nginx", nginx_section)):
+    for key, section in (("engine", engine_section), ("load", load_section), ("nginx", nginx_section),
+                         ("chaos", chaos_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")
     parts.append(FAULTS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)

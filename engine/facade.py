@@ -130,9 +130,9 @@ class Engine:
         wanted = await self.store.desired_states()
         for spec in await self.store.list_versions():
             desired = wanted.get(spec.name)
-            # A database from before desired states: the active and canary versions come back.
-            if desired is None and spec.name in (dep.active, dep.canary):
-                desired = Desired.SERVING.value
+            # A database from before desired states: the versions the deployment names come back.
+            if desired is None and spec.name in (dep.active, dep.canary, dep.previous):
+                desired = _desired_for(dep, spec.name).value
             if desired in (Desired.SERVING.value, Desired.STANDBY.value):
                 self._start_backend(spec, _desired_for(dep, spec.name))
         for name in (dep.active, dep.canary, dep.previous):
