@@ -379,7 +379,13 @@ class ChatClient:
         await self.sio.emit("stop")
 
     async def change_settings(self, **values: str) -> None:
+        """Submit the chat settings, and return once the server has handled them: Chainlit runs
+        on_settings_update as a task (task_start ... task_end), which must not be taken later
+        for the end of a message's task."""
+        await self.wait_for(lambda: not self.busy, 30, "the previous task to end")
+        before_end = self.count("task_end")
         await self.sio.emit("chat_settings_change", values)
+        await self.wait_for(lambda: self.count("task_end") > before_end, 30, f"the settings change {values} to be handled")
 
     def find(self, pattern: str, *, after: int = 0, type: str | None = "assistant_message") -> Msg | None:
         """The first message (of `type`; None for any step) after position `after` matching `pattern`."""
