@@ -59,13 +59,17 @@ def fake_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+# A vLLM start-up takes about a minute on a 2-core machine; a busy one may take a few.
+VLLM_STARTUP_TIMEOUT_S = 300
+
+
 def vllm_env(data_dir: Path) -> dict[str, str]:
     """Settings for a Baton on real vLLM (.venv-vllm), CPU-sized."""
     return {
         "BATON_DATA_DIR": str(data_dir),
         "BATON_VLLM_PYTHON": str(ROOT / ".venv-vllm" / "bin" / "python"),
         "BATON_REQUEST_WAIT_S": "180",
-        "BATON_STARTUP_TIMEOUT_S": "400",
+        "BATON_STARTUP_TIMEOUT_S": str(VLLM_STARTUP_TIMEOUT_S),
     }
 
 
