@@ -7,6 +7,7 @@ InvalidArgument that says what to do; a refusal saves nothing and starts no proc
 from __future__ import annotations
 
 import asyncio
+import functools
 import string
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, InvalidArgument
+from engine.settings import DEFAULT_ALLOWED_FLAGS
 from engine.validation import FLAG_VALUE_RE, NAME_RE, check_flags, check_model_path, check_name, check_template
 
 from .conftest import fake_model, fake_settings
@@ -34,19 +36,24 @@ def test_names_are_safe_or_refused(name):
     assert NAME_RE.fullmatch(name) and set(name) <= set(string.ascii_letters + string.digits + "._-")
 
 
-SETTINGS = fake_settings(Path("/nonexistent/baton-props"), _env_file=None)  # flag checks only: no file is touched
+@functools.cache
+def flag_settings():
+    """Built on first use, inside the session (tests/conftest.py hermetic_settings), not at import."""
+    return fake_settings(Path("/nonexistent/baton-props"))  # flag checks only: no file is touched
 
 
-@given(st.lists(st.one_of(NASTY, st.sampled_from(SETTINGS.allowed_flags + ["--host", "--api-key", "--download-dir"])),
+@given(st.lists(st.one_of(NASTY, st.sampled_from(DEFAULT_ALLOWED_FLAGS + ["--host", "--api-key", "--download-dir"])),
                 max_size=6))
 def test_flags_are_allowed_plain_values_or_refused(flags):
+    settings_ = flag_settings()
+    assert settings_.allowed_flags == DEFAULT_ALLOWED_FLAGS
     try:
-        out = check_flags(flags, SETTINGS)
+        out = check_flags(flags, settings_)
     except InvalidArgument as exc:
         assert "is not allowed" in str(exc)
         return
     for token in out:
-        assert token in SETTINGS.allowed_flags or FLAG_VALUE_RE.fullmatch(token)
+        assert token in settings_.allowed_flags or FLAG_VALUE_RE.fullmatch(token)
     assert "--host" not in out and "--api-key" not in out
 
 
@@ -62,7 +69,7 @@ OUTSIDE_PATHS = ("/etc", "/", "../../etc", "/proc/self", "models/../..", "escape
 def test_model_paths_stay_under_the_roots(tmp_path):
     """A path is accepted only when it resolves to a model directory under a model root; both
     outcomes occur (the root holds real model directories, a plain directory, links out of it)."""
-    settings_ = fake_settings(tmp_path / "data", _env_file=None)
+    settings_ = fake_settings(tmp_path / "data")
     root = settings_.model_roots[0]
     for name in MODEL_DIRS:
         (root / name).mkdir(parents=True)
@@ -146,7 +153,7 @@ def test_templates_use_only_known_fields():
 @pytest.fixture(scope="module")
 def engine_for_props(tmp_path_factory):
     loop = asyncio.new_event_loop()
-    eng = Engine(fake_settings(tmp_path_factory.mktemp("props"), _env_file=None))
+    eng = Engine(fake_settings(tmp_path_factory.mktemp("props")))
     loop.run_until_complete(eng.start())
     fake_model(eng.settings, "good")
     yield loop, eng
