@@ -26,10 +26,14 @@ $(VLLM)/.installed:
 	touch $@
 
 # Debian's chromium for the headless browser test (playwright cannot download browsers here).
+# The test launches exactly /usr/bin/chromium, so that is the path checked (not `command -v`):
+# under CI a missing browser fails the test instead of skipping it.
+CHROMIUM := /usr/bin/chromium
 install-browser:
-	@command -v chromium >/dev/null || { \
+	@[ -x $(CHROMIUM) ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; }
+	@[ -x $(CHROMIUM) ] || { echo "install-browser: $(CHROMIUM) is still missing after installing Debian's chromium" >&2; exit 1; }
 
 # Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000.
 demo: install-app install-vllm

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -58,13 +59,17 @@ def fake_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+# A vLLM start-up takes about a minute on a 2-core machine; a busy one may take a few.
+VLLM_STARTUP_TIMEOUT_S = 300
+
+
 def vllm_env(data_dir: Path) -> dict[str, str]:
     """Settings for a Baton on real vLLM (.venv-vllm), CPU-sized."""
     return {
         "BATON_DATA_DIR": str(data_dir),
         "BATON_VLLM_PYTHON": str(ROOT / ".venv-vllm" / "bin" / "python"),
         "BATON_REQUEST_WAIT_S": "180",
-        "BATON_STARTUP_TIMEOUT_S": "400",
+        "BATON_STARTUP_TIMEOUT_S": str(VLLM_STARTUP_TIMEOUT_S),
     }
 
 
@@ -101,22 +106,43 @@ class App:
         return self.proc.returncode
 
 
+# What Chainlit reads from its working directory (its app root), linked from the repo; `tests`
+# lets the app start tests/fake_vllm.py backends (`python -m tests.fake_vllm`) from there.
+APP_ROOT_ITEMS = (".chainlit", "public", "chainlit.md", "tests")
+
+
+def app_root(data_dir: Path) -> Path:
+    """The app's working directory: the repo's Chainlit files and nothing else, so neither Chainlit
+    (which loads `.env` from its cwd into the environment) nor engine.Settings / ChatConfig (which
+    read `.env` from the cwd) can see a developer's `.env` in the repo."""
+    run = data_dir / "app-cwd"
+    run.mkdir(parents=True, exist_ok=True)
+    for item in APP_ROOT_ITEMS:
+        link = run / item
+        if not link.is_symlink():
+            link.symlink_to(ROOT / item)
+    assert not (run / ".env").exists()
+    return run
+
+
 def launch_app(env: dict[str, str], *, admin: tuple[str, str] = ("root", "root-password-1"),
                port: int | None = None, timeout: float = 60) -> App:
-    """Start `chainlit run app.py` from the repo root, the way it is deployed, and wait until
-    /healthz answers. CI is removed from the environment: under CI=true Chainlit replaces
-    OPENAI_API_KEY with a fake one."""
+    """Start `chainlit run <repo>/app.py` the way it is deployed and wait until /healthz answers.
+    Only `env` configures it: the app runs from app_root(), with no BATON_* or CHAINLIT_* variable
+    of the caller's, and without CI (under CI=true Chainlit replaces OPENAI_API_KEY with a fake one)."""
     port = port or free_port()
     data_dir = Path(env["BATON_DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("BATON_")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k != "CI" and not k.startswith(("BATON_", "CHAINLIT_"))}
     full_env.update({"BATON_ADMIN_USER": admin[0], "BATON_ADMIN_PASSWORD": admin[1], **env})
-    full_env.pop("CHAINLIT_AUTH_SECRET", None)
     log_path = data_dir / f"app-{port}.log"
     log_file = open(log_path, "ab")
+    # The chainlit script of the interpreter running the tests (the app venv).
+    chainlit = Path(sys.executable).with_name("chainlit")
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "chainlit"), "run", "app.py", "--headless", "--port", str(port)],
-        cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+        [str(chainlit), "run", str(ROOT / "app.py"), "--headless", "--port", str(port)],
+        cwd=app_root(data_dir), env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     log_file.close()
     app = App(f"http://127.0.0.1:{port}", port, data_dir, env, proc, log_path)
@@ -130,6 +156,36 @@ def launch_app(env: dict[str, str], *, admin: tuple[str, str] = ("root", "root-p
         time.sleep(0.2)
     app.stop()
     raise RuntimeError(f"the app did not answer within {timeout} s:\n{app.log()[-3000:]}")
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *,
+                     interval: float = 0.05, detail: Callable[[], Any] | None = None) -> Any:
+    """Poll `predicate` (plain or async) until it returns something truthy, and return that. When
+    `timeout` runs out, raise AssertionError naming `what` (and `detail()`, the state to look at)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = ""
+            if detail is not None:
+                shown = detail()
+                extra = f"; last seen: {(await shown) if inspect.isawaitable(shown) else shown!r}"
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
+        await asyncio.sleep(interval)
+
+
+def wait_until_sync(predicate: Callable[[], Any], timeout: float, what: str, *, interval: float = 0.05) -> Any:
+    """wait_until for plain (non-async) code."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return value
 
 
 async def login(base_url: str, username: str, password: str) -> str:
@@ -152,6 +208,7 @@ class Msg:
     type: str = ""
     output: str = ""
     tokens: list[str] = field(default_factory=list)
+    token_at: list[float] = field(default_factory=list)  # time.monotonic() when each token arrived
     streamed: bool = False
     final: bool = False  # new_message/update_message seen after streaming, or sent whole
     removed: bool = False
@@ -218,6 +275,7 @@ class ChatClient:
             m = self._msg(data)
             m.output = data.get("output", "")
             m.tokens.append(m.output)
+            m.token_at.append(time.monotonic())
             m.streamed = True
         elif name == "stream_token":
             m = self.messages.get(data["id"])
@@ -227,6 +285,7 @@ class ChatClient:
                 else:
                     m.output += data["token"]
                 m.tokens.append(data["token"])
+                m.token_at.append(time.monotonic())
         elif name == "delete_message":
             if (m := self.messages.get(data["id"])) is not None:
                 m.removed = True
@@ -324,7 +383,13 @@ class ChatClient:
         await self.sio.emit("stop")
 
     async def change_settings(self, **values: str) -> None:
+        """Submit the chat settings, and return once the server has handled them: Chainlit runs
+        on_settings_update as a task (task_start ... task_end), which must not be taken later
+        for the end of a message's task."""
+        await self.wait_for(lambda: not self.busy, 30, "the previous task to end")
+        before_end = self.count("task_end")
         await self.sio.emit("chat_settings_change", values)
+        await self.wait_for(lambda: self.count("task_end") > before_end, 30, f"the settings change {values} to be handled")
 
     def find(self, pattern: str, *, after: int = 0, type: str | None = "assistant_message") -> Msg | None:
         """The first message (of `type`; None for any step) after position `after` matching `pattern`."""

@@ -6,6 +6,7 @@ The tests in this module share one app and run in file order: the last one resta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -26,10 +27,11 @@ NOT_ALLOWED = "not allowed to run admin commands"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("baton-chat")
-    ck.make_fake_model(d, "v1", token_delay_s=0.05)
-    # v2 takes 2 s to start (so a load can be watched) and streams slowly (so a switch
-    # happens while answers are in flight, and Stop can interrupt one).
-    ck.make_fake_model(d, "v2", startup_s=2, token_delay_s=0.15)
+    # Both stream slowly (7 tokens, about a second per answer), so a switch happens while an
+    # answer is in flight and Stop can interrupt one. v2 takes 3 s to start, so a load can be
+    # watched: its state is `starting` for those 3 s.
+    ck.make_fake_model(d, "v1", token_delay_s=0.15)
+    ck.make_fake_model(d, "v2", startup_s=3, token_delay_s=0.15)
     ck.make_fake_model(d, "broken", exit_at_start=True)
     return d
 
@@ -71,6 +73,17 @@ def body(msg: ck.Msg) -> str:
 
 async def active_version(app) -> str | None:
     return (await ck.healthz(app.url))[1]["active"]
+
+
+async def active_not_ready(app) -> dict | None:
+    """/healthz's body once the active version is no longer ready, else None."""
+    health = (await ck.healthz(app.url))[1]
+    return health if health["active_state"] != "ready" else None
+
+
+async def serving_ok(app) -> dict | None:
+    code, health = await ck.healthz(app.url)
+    return health if code == 200 and health["status"] == "ok" else None
 
 
 # ------------------------------------------------------------------------------------
@@ -151,14 +164,15 @@ async def test_admin_loads_and_switches_while_a_user_translates(app, admin, alic
     try:
         await alice.wait_for(lambda: len(answers) >= 2, 30, "two answers from v1")
 
-        # Load v2 (2 s start-up): the command returns before v2 could possibly be ready.
+        # Load v2 (3 s start-up): the command returns before v2 could possibly be ready.
         mark = len(admin.order)
         started = time.monotonic()
         reply = await admin.reply("/load v2 v2")
         assert time.monotonic() - started < 2.0 and "Loading `v2`" in reply
-        # The chat stays usable meanwhile, for the admin too.
+        # The chat stays usable meanwhile, for the admin too: /status answers while v2 starts.
         status = await admin.reply("/status")
-        assert "| v2 | starting |" in status or "| v2 | warming |" in status, status
+        assert time.monotonic() - started < 3.0, "/status answered while v2 was still starting"
+        assert "| v2 | starting |" in status, status
         # The live step showed the process while it started.
         step = await admin.wait_for(lambda: next((m for m in admin.messages.values()
                                                   if m.type == "tool" and m.name == "Loading v2"), None), 10, "the v2 step")
@@ -166,12 +180,15 @@ async def test_admin_loads_and_switches_while_a_user_translates(app, admin, alic
         progress_updates = [d["output"] for n, d in admin.events if n == "update_message" and d.get("id") == step.id]
         assert any("pid" in o and "port" in o and "starting" in o for o in progress_updates), progress_updates
 
-        # Switch while an answer is streaming from v1.
+        # Switch while an answer is streaming from v1: one that has just begun (about a second to go).
         in_flight = await alice.wait_for(
-            lambda: next((m for m in alice.messages.values() if m.streamed and not m.final), None), 30, "a stream in flight")
+            lambda: next((m for m in alice.messages.values() if m.streamed and not m.final and len(m.tokens) <= 2), None),
+            30, "an answer that has just begun streaming")
+        switch_sent = time.monotonic()
         switch_reply = await admin.reply("/switch v2")
         assert "Switched: `v2` now answers" in switch_reply and "`v1` stays loaded as standby" in switch_reply
-        switched_at = time.monotonic()
+        switched_at = time.monotonic()  # the reply came after the switch was committed
+        await alice.wait_for(lambda: in_flight.final, 30, "the answer in flight during the switch to end")
         await alice.wait_for(lambda: len([a for a in answers if a.attribution and a.attribution[0] == "v2"]) >= 2,
                              60, "two answers from v2")
     finally:
@@ -184,6 +201,8 @@ async def test_admin_loads_and_switches_while_a_user_translates(app, admin, alic
         assert version in ("v1", "v2") and role == "active", a.output
         assert body(a).startswith(f"{version} says:"), "the answer comes from the version it names"
         assert "".join(a.tokens) == body(a), "the streamed tokens are the final text"
+    assert in_flight.token_at[0] < switch_sent and in_flight.token_at[-1] > switched_at, \
+        "the answer was streaming before the switch was sent and still streaming after it was committed"
     assert in_flight.attribution == ("v1", "active"), "the answer in flight when the switch came finished on v1"
     later = [a for a in answers if sent_at[a.id] > switched_at]
     assert later and all(a.attribution[0] == "v2" for a in later), "answers started after the switch come from v2"
@@ -260,16 +279,14 @@ async def test_a_crash_fails_over_to_the_standby_and_the_answer_says_so(app, adm
     status = await admin.reply("/status")
     row = next(line for line in status.splitlines() if line.startswith("| v2 |"))
     os.kill(int(row.split("|")[5]), 9)
-    deadline = time.monotonic() + 10
-    while (await ck.healthz(app.url))[1]["active_state"] == "ready" and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    health = await ck.wait_until(lambda: active_not_ready(app), 10, "the crash of v2 to be noticed")
+    assert health["status"] == "degraded" and health["standby"] == "v1", health
     answer = (await alice.ask("the active version just crashed"))[-1]
     assert answer.attribution == ("v1", "standby"), answer.output
     assert "answered by standby v1" in answer.output
-    deadline = time.monotonic() + 30
-    while (await ck.healthz(app.url))[1]["status"] != "ok" and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    assert (await ck.healthz(app.url))[1]["active_state"] == "ready", "the supervisor restarted v2"
+    health = await ck.wait_until(lambda: serving_ok(app), 30, "the supervisor to restart v2",
+                                 detail=lambda: ck.healthz(app.url))
+    assert health["active"] == "v2" and health["active_state"] == "ready", health
     assert (await alice.ask("and it is back"))[-1].attribution == ("v2", "active")
 
 
@@ -308,10 +325,9 @@ async def test_stop_keeps_the_partial_translation(alice):
 
 
 async def test_language_settings_are_used_and_checked(alice):
-    await alice.change_settings(source_lang="en", target_lang="de")
-    await asyncio.sleep(0.3)
+    await alice.change_settings(source_lang="en", target_lang="de")  # returns once the server applied them
     answer = await alice.ask("hello")
-    assert answer, alice.events[-20:]
+    assert answer, [n for n, _ in alice.events[-20:]]
     assert "English to German" in body(answer[-1])
     await alice.change_settings(source_lang="en", target_lang="klingon")
     await alice.wait_message(r"'klingon' is not a target language Baton knows.* did not change")
@@ -325,8 +341,16 @@ async def test_users_add_keeps_no_password_in_history(app, admin):
     masked = await admin.wait_for(lambda: admin.messages.get(typed), 5, "the typed line to be masked")
     assert masked.output == "/users add bob ••••••••"
     assert await ck.login_status(app.url, "bob", "bob-secret-pw") == 200
-    await asyncio.sleep(1)  # the data layer writes in background tasks
-    with sqlite3.connect(app.data_dir / "baton.db") as db:
+
+    # The data layer writes in background tasks. The last write for a message is its run step
+    # (the reply's parent), closed with the masked input: wait for it, then look for the password.
+    def stored() -> bool:
+        with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db:
+            return db.execute("""SELECT count(*) FROM steps reply JOIN steps run ON run.id = reply.parentId
+                                 WHERE reply.output LIKE 'Added `bob` as user%' AND run.name = 'on_message'
+                                 AND run.input = '/users add bob ••••••••' AND run."end" IS NOT NULL""").fetchone()[0] == 1
+    await ck.wait_until(stored, 10, "the reply and its closed run step, with the masked command, in the history")
+    with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db:
         leaks = db.execute("SELECT count(*) FROM steps WHERE output LIKE '%bob-secret-pw%' OR input LIKE '%bob-secret-pw%'"
                            ).fetchone()[0]
         leaks += db.execute("SELECT count(*) FROM threads WHERE name LIKE '%bob-secret-pw%'").fetchone()[0]

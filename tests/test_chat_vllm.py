@@ -1,6 +1,10 @@
 """The chat end to end on real vLLM: the same app and client as test_chat_fast.py, with
 BATON_VLLM_PYTHON=.venv-vllm/bin/python and the default server module. Tiny random-weight
 models (tests/conftest.py `tiny_models`) make each start-up about a minute on CPU.
+
+One scenario, three vLLM start-ups (v1, v2, v2 again after the app restart); everything else
+reuses the versions already loaded: switch while translating, rollback, canary, promote, Stop,
+restart.
 """
 from __future__ import annotations
 
@@ -10,31 +14,58 @@ import time
 
 import pytest
 
+from engine.router import canary_bucket
 from tests import chatkit as ck
 
-from .conftest import VLLM_FLAGS
+from .conftest import VLLM_FLAGS, VLLM_PYTHON, require
 
 pytestmark = pytest.mark.vllm
 
 ADMIN = ("root", "root-password-1")
 USER = ("dave", "dave-password-1")
-START = 400  # seconds a vLLM start-up may take on a busy 2-core machine
 FLAGS = " ".join(VLLM_FLAGS)
+CANARY = 50
+
+# Time budget, in seconds. The engine gives a start-up STARTUP_S before it stops the process and
+# reports the load failed; the test waits a little longer for that report.
+STARTUP_S = ck.VLLM_STARTUP_TIMEOUT_S
+START = STARTUP_S + 30
+STARTS = 3            # v1, v2, and v2 again after the restart
+BUILD = 180           # tests/conftest.py tiny_models: two tiny models built with the vLLM venv (once per session)
+APP = 2 * (60 + 60)   # two app launches (launch_app) and two stops (App.stop)
+ANSWER = 120          # the longest wait for one answer
+ANSWERS = 300         # all the answers of the scenario together (about a dozen; an uncapped v2 answer takes seconds)
+BUDGET = BUILD + STARTS * START + APP + ANSWERS
+
+
+@pytest.fixture(scope="session")
+def vllm_venv() -> None:
+    require(VLLM_PYTHON.exists(), f"no vLLM interpreter at {VLLM_PYTHON}: make install-vllm")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_models) -> dict[str, str]:
+def env(vllm_venv, tmp_path_factory, tiny_models) -> dict[str, str]:
     d = tmp_path_factory.mktemp("vllm-chat")
     (d / "models").symlink_to(tiny_models)
     return {**ck.vllm_env(d), "BATON_PORT_MIN": "24000", "BATON_PORT_MAX": "24999"}
 
 
 def body(msg: ck.Msg) -> str:
-    return msg.output.rsplit("\n\n_Translated by", 1)[0]
+    """The translation in an answer, without its attribution ('' when no text came back)."""
+    text, sep, _ = msg.output.rpartition("\n\n_Translated by")
+    return text if sep else ("" if msg.output.startswith("_Translated by") else msg.output)
 
 
+def side(client: ck.ChatClient) -> tuple[str, str]:
+    """Who should answer this conversation while v2 is a CANARY % canary beside v1."""
+    assert client.thread_id
+    return ("v2", "canary") if canary_bucket(client.thread_id) < CANARY else ("v1", "active")
+
+
+@pytest.mark.timeout(BUDGET)
 async def test_load_switch_translate_and_restart_on_real_vllm(env):
     app = ck.launch_app(env, admin=ADMIN)
+    others: list[ck.ChatClient] = []
     try:
         admin = await ck.connect(app.url, *ADMIN)
         assert "Added `dave`" in await admin.reply(f"/users add {USER[0]} {USER[1]}")
@@ -49,17 +80,17 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
         assert any("pid" in o and "last log line" in o for o in updates), "the live step showed vLLM's log"
         assert "Switched: `v1`" in await admin.reply("/switch v1")
 
-        first = (await user.ask("Good morning", timeout=120))[-1]
+        first = (await user.ask("Good morning", timeout=ANSWER))[-1]
         assert first.attribution == ("v1", "active"), first.output
         assert 0 < len(first.tokens) <= 24, "a random-weight model runs to the cap, never past it"
 
-        # Load v2 while the user keeps translating on v1, then switch mid-stream.
+        # Load v2 while the user keeps translating on v1, then switch while the user translates.
         answers: list[ck.Msg] = []
         stop = asyncio.Event()
 
         async def user_loop() -> None:
             while not stop.is_set():
-                answers.extend(await user.ask("Where is the station?", timeout=120))
+                answers.extend(await user.ask("Where is the station?", timeout=ANSWER))
 
         loop = asyncio.create_task(user_loop())
         try:
@@ -69,21 +100,57 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
             assert time.monotonic() - started < 10, "/load returns at once"
             await admin.wait_message(r"`v2` is ready", timeout=START, after=mark)
             assert "Switched: `v2`" in await admin.reply("/switch v2")
-            await user.wait_for(lambda: any(a.attribution and a.attribution[0] == "v2" for a in answers), 120, "a v2 answer")
+            await user.wait_for(lambda: any(a.attribution and a.attribution[0] == "v2" for a in answers), ANSWER, "a v2 answer")
         finally:
             stop.set()
             await loop
         for a in answers:
             assert a.attribution and a.attribution[0] in ("v1", "v2"), a.output
-            assert "".join(a.tokens) == body(a) or not a.streamed
+            assert "".join(a.tokens) == body(a), "what streamed is what the answer kept"
         assert {a.attribution[0] for a in answers} == {"v1", "v2"}
+
+        # Rollback, canary and promote move real traffic between the two loaded versions.
+        assert "Rolled back: `v1`" in await admin.reply("/rollback")
+        assert (await user.ask("Thank you", timeout=ANSWER))[-1].attribution == ("v1", "active")
+        reply = await admin.reply(f"/canary v2 {CANARY}")
+        assert f"Canary on: `v2` answers {CANARY}% of conversations, `v1` the rest." in reply, reply
+        answer = (await user.ask("Thank you", timeout=ANSWER))[-1]
+        assert answer.attribution == side(user), (side(user), answer.output)
+        # New conversations until both sides of the split have answered (each lands on either with p = 1/2).
+        sides = {side(user)}
+        for i in range(12):
+            if len(sides) == 2:
+                break
+            other = await ck.connect(app.url, *USER)
+            others.append(other)
+            answer = (await other.ask(f"Good evening {i}", timeout=ANSWER))[-1]
+            assert answer.attribution == side(other), (side(other), answer.output)
+            sides.add(side(other))
+        assert sides == {("v1", "active"), ("v2", "canary")}
+        assert "Promoted: `v2`" in await admin.reply("/promote")
+        for client in (user, *others):
+            assert (await client.ask("Good night", timeout=ANSWER))[-1].attribution == ("v2", "active")
+
+        # Stop keeps the partial translation (v2 is uncapped: a random-weight answer runs for hundreds of tokens).
+        mark = len(user.order)
+        await user.send("Can you help me?")
+        streaming = await user.wait_for(
+            lambda: next((user.messages[i] for i in user.order[mark:]
+                          if user.messages[i].streamed and len(user.messages[i].tokens) >= 3), None), ANSWER, "a few tokens")
+        await user.stop()
+        await user.wait_for(lambda: streaming.final, 30, "the stopped answer to be completed")
+        await user.wait_for(lambda: not user.busy, 30, "the stopped task to end")
+        partial, sep, tail = streaming.output.partition("\n\n_Stopped: ")
+        assert sep and tail.startswith("the partial translation above (from `v2`) is kept."), streaming.output[-300:]
+        assert partial == "".join(streaming.tokens) and partial, "the text that streamed is kept, whole"
 
         status = await admin.reply("/status")
         pids = [int(c.strip()) for line in status.splitlines() if line.startswith("| v")
                 for c in [line.split("|")[5]] if c.strip().isdigit()]
+        assert len(pids) == 2, status
         token, thread_id = user.token, user.thread_id
-        await admin.close()
-        await user.close()
+        for client in (admin, user, *others):
+            await client.close()
     finally:
         app.stop(timeout=60)
     for pid in pids:
@@ -91,16 +158,18 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
 
     again = ck.launch_app(env, admin=ADMIN)
     try:
-        deadline = time.monotonic() + START
-        while (health := await ck.healthz(again.url))[0] != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(2)
-        assert health[1]["active"] == "v2" and health[1]["status"] == "ok", health
+        async def serving() -> dict | None:
+            code, health = await ck.healthz(again.url)
+            return health if code == 200 else None
+        health = await ck.wait_until(serving, START, "the active version to serve again after the restart",
+                                     interval=1, detail=lambda: ck.healthz(again.url))
+        assert health["active"] == "v2" and health["status"] == "ok", health
         client = ck.ChatClient(again.url, token, USER[0])
         await client.connect(thread_id)
         resumed = await client.wait_for(lambda: next((d for n, d in client.events if n == "resume_thread"), None),
                                         10, "the resumed thread")
         assert sum("_Translated by" in s.get("output", "") for s in resumed["steps"]) >= len(answers)
-        after = (await client.ask("Good night", timeout=120))[-1]
+        after = (await client.ask("Good night", timeout=ANSWER))[-1]
         assert after.attribution == ("v2", "active"), after.output
         await client.close()
     finally:
