@@ -65,6 +65,10 @@ class StateCell:
         self._on_change(new, reason)
         return True
 
+    def explain(self, reason: str) -> None:
+        """A better reason for the current state, once it is known (e.g. a crash's exit code)."""
+        self.reason = reason
+
     async def wait_change(self, timeout: float | None = None) -> None:
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)

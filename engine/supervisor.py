@@ -25,7 +25,6 @@ from .store import Store
 
 log = logging.getLogger("baton.supervisor")
 SUPERVISOR = "supervisor"
-EXIT_GRACE_S = 1.0
 
 
 async def first_set(events: list[asyncio.Event], timeout: float | None) -> bool:
@@ -208,7 +207,7 @@ class Supervisor:
         if b.process is not None:
             await b.process.kill()
         if not b.cell.cas(ALIVE, State.FAILED, why):
-            b.cell.reason = why
+            b.cell.explain(why)
         return why
 
     async def _check_alive(self, b: Backend, process: BackendProcess) -> None:
@@ -232,7 +231,7 @@ class Supervisor:
         while True:
             b.nudge.clear()
             if process.exited.is_set():
-                return "crash", await self._exit_reason(b, process)
+                return "crash", ""
             if not self.wanted(b):
                 return None
             if b.stall:
@@ -241,9 +240,11 @@ class Supervisor:
                 await asyncio.wait_for(b.nudge.wait(), s.liveness_interval_s)
                 continue
             why, refused = await prober.live(s.liveness_timeout_s)
-            # A killed server refuses connections a moment before its guard is seen to exit:
-            # give the exit a moment, so that a crash is reported as one.
-            if why and not (refused and await first_set([process.exited], EXIT_GRACE_S)):
+            if refused:
+                # A live server never refuses a connection: it is dead or dying. A killed vLLM
+                # refuses at once but takes a second to be torn down and seen to exit.
+                return "crash", why
+            if why:
                 failures += 1
                 if failures >= s.liveness_failures:
                     return "unhealthy", why
@@ -258,11 +259,16 @@ class Supervisor:
             b.cell.cas(State.READY, State.UNHEALTHY, why)
             metrics.UNHEALTHY.labels(b.name).inc()
         else:
-            b.cell.cas(State.READY, State.FAILED, f"{why}; restarting")
+            b.cell.cas(State.READY, State.FAILED, "crashed; restarting")
             metrics.BACKEND_CRASHES.labels(b.name).inc()
         b.traffic.revoke_all("it hung" if kind == "unhealthy" else "it crashed")
-        assert b.process is not None
-        await b.process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped
+        process = b.process
+        assert process is not None
+        await process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped
+        if kind == "crash":
+            exited = await self._exit_reason(b, process)
+            why = f"{why}; {exited}" if why else exited
+            b.cell.explain(f"{why}; restarting")
         b.cell.cas(State.UNHEALTHY, State.FAILED, f"{why}; restarting")
         await self._forget(b)
         await self.audit("crash" if kind == "crash" else "unhealthy", b.name, "failed", why)

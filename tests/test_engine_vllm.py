@@ -158,14 +158,22 @@ async def test_switch_refusals_with_reasons(eng, data_dir):
     await eng.unload("broken")
 
 
+async def settled(eng: Engine) -> None:
+    """Both versions ready, v1 active: what each test starts from, even after one that failed."""
+    await wait_for(lambda: all(eng.pool.get(n).state is State.READY for n in ("v1", "v2")), 300, step=0.5)
+    if eng.router.deployment.active != "v1":
+        await eng.switch("v1")
+
+
 async def test_killed_mid_answer_the_answer_comes_whole_from_the_standby(eng):
+    await settled(eng)
     v1 = eng.pool.get("v1")
     pgid = v1.pid
     task, pieces, restarts = await stream_in_background(eng, text="Good morning")
     await wait_for(lambda: len(pieces) >= 1, 60)
     os.killpg(pgid, signal.SIGKILL)
     noticed = await wait_for(lambda: v1.state is not State.READY, 5)
-    assert noticed < 1.5
+    assert noticed < 3, "a crash is noticed within seconds, even on a loaded 2-core machine"
     r = await task
     assert [x.version for x in restarts] == ["v1"]
     assert (r.version, r.role, r.served_by) == ("v2", "standby", "v2")  # vLLM itself says who answered
@@ -183,6 +191,7 @@ async def test_killed_mid_answer_the_answer_comes_whole_from_the_standby(eng):
 async def test_frozen_backend_is_noticed_and_its_answer_comes_from_the_standby(eng):
     """SIGSTOP freezes the server with its port open: only the liveness probe's timeout (or the
     request's stall deadline) can notice it."""
+    await settled(eng)
     v1 = eng.pool.get("v1")
     pgid = v1.pid
     task, pieces, restarts = await stream_in_background(eng, text="Good morning")
@@ -208,6 +217,7 @@ async def test_frozen_backend_is_noticed_and_its_answer_comes_from_the_standby(e
 async def test_vllm_states_its_context_and_refuses_an_oversized_prompt(eng):
     """What the engine takes from vLLM itself: `max_model_len` in /v1/models (checked against a
     version's --max-tokens at load) and a 400 for a prompt its context cannot hold."""
+    await settled(eng)
     v1 = eng.pool.get("v1")
     import httpx
 
@@ -238,6 +248,7 @@ async def test_unload_drains_a_stream_in_flight(eng):
 
 
 async def test_new_engine_on_same_database_serves_same_version(eng, data_dir):
+    await settled(eng)
     await eng.switch("v2")
     await eng.close()
     again = Engine(vllm_settings(data_dir))
