@@ -2,8 +2,11 @@
 
 Every process a benchmark starts (the app, vLLM servers, nginx, and whatever they fork)
 inherits BENCH_TAG=<random> in its environment. `reap(tag)` ends, by pid, every process
-still carrying that tag: the backstop that keeps a failed or interrupted run from leaving
-a vLLM or nginx process behind. Nothing without the tag is touched.
+still carrying that tag, and their descendants and process-group members: the backstop that
+keeps a failed or interrupted run from leaving a vLLM or nginx process behind. vLLM's
+EngineCore and Worker processes need the second rule: they rename themselves with
+setproctitle, which overwrites the memory /proc/PID/environ reads, so the tag no longer shows
+there. Nothing else is touched.
 """
 from __future__ import annotations
 
@@ -83,16 +86,27 @@ def new_tag() -> str:
 
 
 def tagged_pids(tag: str) -> list[int]:
+    """Processes of this run: those whose environment carries the tag, plus their descendants
+    and the members of process groups a tagged process leads (renamed processes lose the tag)."""
     needle = f"{TAG_ENV}={tag}".encode()
     me = os.getpid()
-    found = []
+    procs: dict[int, tuple[int, int, bool]] = {}  # pid -> (ppid, pgid, tagged)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = b""
+            with contextlib.suppress(OSError):
+                environ = (entry / "environ").read_bytes()
+            procs[int(entry.name)] = (int(fields[1]), int(fields[2]), needle in environ.split(b"\0"))
+    ours = {pid for pid, (_, _, tagged) in procs.items() if tagged}
+    while True:
+        more = {pid for pid, (ppid, pgid, _) in procs.items()
+                if pid not in ours and (ppid in ours or (pgid in ours and pgid != me))}
+        if not more:
+            return sorted(ours)
+        ours |= more
 
 
 def reap(tag: str, grace_s: float = 10.0) -> list[int]:

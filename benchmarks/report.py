@@ -190,11 +190,16 @@ def chaos_section(c: dict) -> str:
         row("request latency p50 / p99 (ms)", lambda r: _ms(q(r)["latency"], "p50", "p99")),
         row("hang detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["hang"], "p50", "p99", "max"),
             "p99 ≤ 3000", lambda r: p99_within(r, "detect_ms", "hang", 3000)),
+        row("… a hang within 10 s of the version's restart / any other hang, p50 / max (ms)",
+            lambda r: f"{_ms(r['detect_ms'].get('hang_within_10_s_of_a_restart'), 'p50', 'max')}; "
+                      f"{_ms(r['detect_ms'].get('hang_otherwise'), 'p50', 'max')}"),
         row("stall detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["stall"], "p50", "p99", "max")),
         row("kill detected, p50 / p99 / max (ms)", lambda r: _ms(r["detect_ms"]["kill"], "p50", "p99", "max")),
         row("first good answer after a kill with a ready standby, p50 / p99 / max (ms)",
             lambda r: _ms(r["first_good_answer_ms"]["kill_with_ready_standby"], "p50", "p99", "max"),
             "p99 ≤ 1000", lambda r: p99_within(r, "first_good_answer_ms", "kill_with_ready_standby", 1000)),
+        row("… after a kill while the failover target was itself frozen or stalled, unnoticed yet, p50 / max (ms)",
+            lambda r: _ms(r["first_good_answer_ms"].get("kill_with_an_unnoticed_faulty_standby"), "p50", "max")),
         row("… after a kill of the active, p50 / p99 (ms)",
             lambda r: _ms(r["first_good_answer_ms"].get("kill_of_the_active"), "p50", "p99")),
         row("first good answer after any fault, p50 / p99 (ms)",
@@ -211,6 +216,10 @@ def chaos_section(c: dict) -> str:
             lambda r: " / ".join(str(r["audit_supervisor"].get(k, 0)) for k in ("crash failed", "unhealthy failed", "restart ok"))),
         row("backends taken down that no fault hit", lambda r: str(len(r.get("supervisor_failures_without_a_fault", []))), "0",
             lambda r: not r.get("supervisor_failures_without_a_fault")),
+        row("supervisor audit rows the database refused (locked)", lambda r: str(len(r["audit_writes_failed"])), "0",
+            lambda r: not r["audit_writes_failed"]),
+        row("chat history writes Chainlit dropped (database locked)",
+            lambda r: str(r["chat_history_writes_failed_database_locked"])),
         row("/healthz answer time p50 / p99 / max (ms)", lambda r: _ms(r["healthz"].get("answer_ms"), "p50", "p99", "max")),
         row("stopped processes left behind", lambda r: str(r["stopped_processes_left"]), "0",
             lambda r: r["stopped_processes_left"] == 0),
@@ -228,17 +237,58 @@ def chaos_section(c: dict) -> str:
     notes = []
     if "vllm" in c:
         v = c["vllm"]
-        notes.append(f"- On real vLLM a restart takes about {num(v['restore_ms']['kill'].get('p50'))} ms (the server loads "
-                     f"the model again on 2 busy cores), and a fault only goes into a version that is ready with "
-                     f"another ready version to take its traffic, so a run of {v['duration_s']:.0f} s injects "
-                     f"{v['faults']['injected']} faults, not 50; the fake server restarts in about a second and gets past 50.")
-        notes.append("- A stall freezes only vLLM's EngineCore process: the API server and its `/health` keep answering, "
-                     "so only a request's token deadline (`BATON_FIRST_TOKEN_TIMEOUT_S`, `BATON_BETWEEN_TOKENS_TIMEOUT_S`) "
-                     "notices it. A stall of a version that gets no traffic (a standby) is not noticed until traffic "
-                     "reaches it; its detection time includes that wait.")
+        back = v["restore_ms"]["all"].get("p50")
+        notes.append(f"- On real vLLM a faulted version is ready again "
+                     f"{'after about ' + format(back / 1000, '.0f') + ' s (p50)' if back else 'only after the run'}: "
+                     f"the server loads the model again on 2 busy cores. A fault only goes into a version that is "
+                     f"ready with another ready version to take its traffic, so a run of {v['duration_s']:.0f} s "
+                     f"injects {v['faults']['injected']} faults, not 50 "
+                     f"({v['faults']['skipped_ticks_no_eligible_target']} ticks found no eligible version); "
+                     f"the fake server restarts in about a second and gets past 50.")
+    if "vllm" in c:
+        v = c["vllm"]
+        k = v["detect_ms"]["kill"]
+        if k.get("n"):
+            notes.append(f"- A killed vLLM backend stays `ready` in `/healthz` (and to the router) until its whole process "
+                         f"group is gone: the engine marks it failed after reaping the group, {num(k['p50'])} ms (p50) "
+                         f"for vLLM's four processes here (API server, resource tracker, EngineCore, Worker). Requests sent to it meanwhile cannot connect and are "
+                         f"translated on another version.")
+        st = v["detect_ms"]["stall"]
+        if st.get("n"):
+            env = v["settings"]
+            notes.append(f"- vLLM stalls were noticed after {num(st['p50'])} ms (p50), max {num(st['max'])} ms: only a "
+                         f"request's token deadline notices a stall, the between-tokens one "
+                         f"(`BATON_BETWEEN_TOKENS_TIMEOUT_S={env.get('BATON_BETWEEN_TOKENS_TIMEOUT_S')}`) when an answer "
+                         f"is streaming from the version, otherwise the first-token one of the next request sent to it "
+                         f"(`BATON_FIRST_TOKEN_TIMEOUT_S={env.get('BATON_FIRST_TOKEN_TIMEOUT_S')}`). Until then the "
+                         "version is `ready`: the router sends it traffic (failover traffic too), and an admin may switch to "
+                         "it; a stalled standby that gets no traffic is noticed only once traffic reaches it.")
+    for b in backends:
+        try:
+            faults = json.loads((ROOT / "benchmarks" / f"chaos_{b}.json").read_text())["faults"]
+        except (OSError, ValueError, KeyError):
+            continue
+        slow = [f for f in faults if f["kind"] == "kill" and (f.get("first_good_s") or 0) > 1]
+        if slow:
+            notes.append(f"- {names[b]}, kills after which the first good answer took over 1 s: " + "; ".join(
+                f"fault {f['n']} ({f['role']} `{f['target']}`): {f['first_good_s'] * 1000:.0f} ms"
+                + (f", the app's event loop answered `/healthz` {f['app_stalled_ms']} ms late meanwhile"
+                   if f.get("app_stalled_ms") else "")
+                + ("" if f.get("standby_ready", True) else ", its failover target was itself faulted")
+                for f in slow) + ".")
+    for b in backends:
+        r = c[b]
+        lost = len(r.get("audit_writes_failed") or [])
+        dropped = r.get("chat_history_writes_failed_database_locked") or 0
+        if lost or dropped:
+            notes.append(f"- {names[b]}: SQLite refused writes under this load (`database is locked`): Chainlit dropped "
+                         f"{dropped} chat-history writes, and {lost} supervisor audit row(s) were lost"
+                         + (f" (`{r['audit_writes_failed'][0][:120]}`)" if lost else "") + ".")
     if "fake" in c:
         notes.append("- The fake server is one process, so its \"stall\" is a SIGSTOP of the whole group, the same "
-                     "fault as a hang (labelled as such in the results).")
+                     "fault as a hang (labelled as such in the results). Its answers are 7 chunks "
+                     f"{c['fake'].get('fake_token_delay_s') or 0.1:g} s apart: after a kill of the active version, the "
+                     "first good answer is at least one whole answer streamed again by another version.")
     for b in backends:
         if c[b].get("notes"):
             notes.append(f"- {names[b]}, injector notes: " + "; ".join(c[b]["notes"][:6]) + ".")
@@ -253,12 +303,13 @@ switching (`/switch`, `/canary NAME 30`, `/promote`, `/rollback`, `/canary abort
 `/healthz` calls ready; a refusal with a reason is fine). Every few seconds one ready version among
 the active, standby and canary ones (never the last one that could serve) gets a fault: **kill**
 (SIGKILL of the server's process group, pid from `/status`), **hang** (SIGSTOP of the group), or
-**stall** (SIGSTOP of vLLM's EngineCore child only). `/healthz` is polled every 20 ms: *detected* is
+**stall** (SIGSTOP of vLLM's EngineCore and its Worker only, the API server left running). `/healthz` is polled every 20 ms: *detected* is
 the injection until the version is no longer `ready`, *restored* until it is `ready` again; *first
 good answer* is the injection until the first complete, attributed answer to any request in flight
 or sent after it; *whole again* until the first answer that a fault cut and that came back whole
 (🔁). Failed: an error or no final message; truncated: text without the attribution line.
-Per-fault detail: `benchmarks/chaos_vllm.json`, `benchmarks/chaos_fake.json`.
+Per-fault detail: `benchmarks/chaos_vllm.json`, `benchmarks/chaos_fake.json`. The machine was shared
+with other test runs (real vLLM among them) while these were measured: the load averages below count them.
 
 {table(header, rows)}
 
