@@ -24,6 +24,7 @@ def health(h: Health) -> tuple[int, dict[str, object]]:
         "canary_percent": d.canary_percent if d.canary else 0,
         "standby": d.previous,
         "versions": h.states,
+        "detail": h.detail,
     }
     return (200 if h.serving else 503), body
 

@@ -64,6 +64,7 @@ class Health:
     status: Literal["ok", "degraded", "unavailable"]
     deployment: Deployment
     states: dict[str, str]
+    detail: str  # why the active version is not serving, in a sentence; "" when it is
 
     @property
     def serving(self) -> bool:
@@ -370,7 +371,7 @@ class Engine:
         serving = [n for n in (d.active, d.canary, d.previous) if self.router.usable(n)]
         status: Literal["ok", "degraded", "unavailable"] = (
             "ok" if d.active in serving else "degraded" if serving else "unavailable")
-        return Health(status, d, states)
+        return Health(status, d, states, "" if status == "ok" else self.router.describe_wait())
 
     async def status(self) -> Status:
         d = self.router.deployment

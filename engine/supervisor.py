@@ -145,7 +145,7 @@ class Supervisor:
                     continue
             else:
                 detail = f"pid {b.pid}, port {b.port}"
-                await self.audit("restart" if again else "load", b.name, "ok",
+                self.report("restart" if again else "load", b.name, "ok",
                                  f"ready again, {detail}" if again else f"ready in {b.ready_at_s:.1f} s, {detail}")
                 verdict = await self._watch(b)
                 if verdict is None:
@@ -271,7 +271,7 @@ class Supervisor:
             b.cell.explain(f"{why}; restarting")
         b.cell.cas(State.UNHEALTHY, State.FAILED, f"{why}; restarting")
         await self._forget(b)
-        await self.audit("crash" if kind == "crash" else "unhealthy", b.name, "failed", why)
+        self.report("crash" if kind == "crash" else "unhealthy", b.name, "failed", why)
 
     async def _retire(self, b: Backend) -> None:
         """Drain (bounded, unless the engine closes), stop, and leave the pool."""
@@ -311,6 +311,11 @@ class Supervisor:
                 await self.store.forget_process(b.pid)
             except Exception:  # noqa: BLE001 - a stale record is ended safely at the next start
                 log.warning("could not forget process %s of %s", b.pid, b.name, exc_info=True)
+
+    def report(self, action: str, name: str, outcome: str, detail: str) -> None:
+        """Audit without waiting: a busy database must not delay watching a backend that was
+        just restarted, or restarting one that just failed."""
+        self.own(self.audit(action, name, outcome, detail), f"audit-{action}-{name}")
 
     async def audit(self, action: str, name: str, outcome: str, detail: str) -> None:
         log.log(logging.INFO if outcome == "ok" else logging.WARNING, "%s %s: %s %s", action, name, outcome, detail)

@@ -108,8 +108,11 @@ def check_template(template: str) -> str:
     if unknown or "text" not in fields:
         what = f"unknown fields {sorted(unknown)}" if unknown else "no {text} field"
         raise InvalidArgument(f"The prompt template has {what}.", hint)
+    marker = "\x00text\x00"
     try:  # nested fields in format specs ("{text:{x}}") only show up when formatting
-        template.format(source_lang="", target_lang="", text="")
+        filled = template.format(source_lang="", target_lang="", text=marker)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise InvalidArgument(f"The prompt template cannot be filled in ({type(exc).__name__}: {exc}).", hint) from None
+    if marker not in filled:  # e.g. "{text:.0}" fills in as nothing: the model would never see the text
+        raise InvalidArgument("The prompt template drops the text ({text} has a format that cuts it).", hint)
     return template

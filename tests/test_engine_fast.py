@@ -380,6 +380,8 @@ async def test_nothing_ready_waits_with_progress_then_clear_error(tmp_path):
         with pytest.raises(NoBackendAvailable, match="No model version could answer within 2 s. No version is active yet"):
             await eng.translate(TranslationRequest("hi", "French"), lambda t: asyncio.sleep(0), on_wait)
         assert waits and "No version is active yet" in waits[0].detail
+        health = eng.health()  # what /healthz says, with its 503
+        assert health.status == "unavailable" and health.detail.startswith("No version is active yet")
     finally:
         await eng.close()
 
@@ -466,7 +468,7 @@ asyncio.run(main())
 def test_sigkill_of_engine_owner_leaves_no_backend(tmp_path):
     owner = subprocess.Popen(
         [sys.executable, "-c", OWNER.format(root=str(ROOT), data=str(tmp_path))],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, text=True,
     )
     pids = [int(p) for p in owner.stdout.readline().split()]
     assert len(pids) == 2 and all(alive(p) for p in pids)
@@ -517,6 +519,7 @@ async def test_bad_registrations_are_refused_and_save_nothing(tmp_path):
             (dict(name="v1", model_path=good, flags=["--dtype", "$(reboot)"]), "value '\\$\\(reboot\\)' for --dtype"),
             (dict(name="v1", model_path=good, prompt_template="no field"), "no \\{text\\} field"),
             (dict(name="v1", model_path=good, prompt_template="{text.__class__}"), "unknown fields"),
+            (dict(name="v1", model_path=good, prompt_template="Translate: {text:.0}"), "drops the text"),
             (dict(name="v1", model_path=good, interpreter="/bin/sh"), "not one the operator allowed"),
         ]
         for kwargs, message in cases:

@@ -282,7 +282,7 @@ asyncio.run(main())
 def test_sigkill_of_engine_owner_leaves_no_vllm_process(tmp_path, tiny_models):
     (tmp_path / "models").symlink_to(tiny_models)
     owner = subprocess.Popen([sys.executable, "-c", OWNER.format(root=str(ROOT), data=str(tmp_path))],
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                             stdout=subprocess.PIPE, text=True)
     try:
         pgid = int(owner.stdout.readline())
         members = group_members(pgid)
