@@ -70,6 +70,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import benchutil as bu
+from benchmarks.load_bench import exchange  # same protocol: one message, its task's end
 from tests import chatkit as ck
 
 ROOT = bu.ROOT
@@ -200,22 +201,6 @@ async def open_client(url: str, token: str, username: str) -> ChaosClient:
 async def close_client(c: ChaosClient) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(c.close(), 10)
-
-
-async def exchange(c: ChaosClient, text: str, timeout: float) -> tuple[float, float | None, list[ck.Msg]]:
-    """Send one message; (sent at, its task ended at or None on timeout, assistant messages after it)."""
-    await c.wait_for(lambda: not c.busy, timeout, "the previous task to end")
-    before_end, before = c.task_ends, len(c.order)
-    t0 = time.monotonic()
-    await c.send(text)
-    try:
-        await c.wait_for(lambda: c.task_ends > before_end, timeout, f"the answer to {text!r}")
-        t1: float | None = c.task_end_at
-    except AssertionError:
-        t1 = None
-    msgs = [c.messages[i] for i in c.order[before:]
-            if c.messages[i].type == "assistant_message" and not c.messages[i].removed]
-    return t0, t1, msgs
 
 
 def body_of(output: str) -> str:

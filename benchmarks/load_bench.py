@@ -76,8 +76,9 @@ async def connect(url: str, user: str, password: str) -> TimedClient:
     return client
 
 
-async def exchange(c: TimedClient, text: str, timeout: float) -> tuple[float, float | None, list[ck.Msg]]:
-    """Send one message; (sent at, task ended at or None on timeout, the assistant messages after it)."""
+async def exchange(c: ck.ChatClient, text: str, timeout: float) -> tuple[float, float | None, list[ck.Msg]]:
+    """Send one message; (sent at, task ended at or None on timeout, the assistant messages after it).
+    `c` counts task ends (`task_ends`, `task_end_at`), as TimedClient and chaos_bench's client do."""
     await c.wait_for(lambda: not c.busy, timeout, "the previous task to end")
     before_end, before = c.task_ends, len(c.order)
     t0 = time.monotonic()
