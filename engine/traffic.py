@@ -63,11 +63,3 @@ class Traffic:
         for lease in list(self.leases):
             lease.revoke(reason)
         return len(self.leases)
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """True once no request holds a lease; False if `timeout` ran out first."""
-        try:
-            await asyncio.wait_for(self.idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
