@@ -254,9 +254,12 @@ async def test_new_engine_on_same_database_serves_same_version(eng, data_dir):
     again = Engine(vllm_settings(data_dir))
     dep = await again.start()
     try:
-        assert dep.active == "v2"
+        assert (dep.active, dep.previous) == ("v2", "v1")
+        # Both start again; until v2 is ready the standby v1 may answer (with a failover note).
+        await again.wait_loaded("v2")
         r = await translate(again)
-        assert (r.version, r.served_by) == ("v2", "v2")
+        assert (r.version, r.role, r.served_by) == ("v2", "active", "v2")
+        await again.wait_loaded("v1")  # the standby came back too: /rollback works at once
     finally:
         await again.close()
 
