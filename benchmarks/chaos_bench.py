@@ -70,7 +70,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import benchutil as bu
-from benchmarks.load_bench import exchange  # same protocol: one message, its task's end
+from benchmarks.load_bench import TimedClient, exchange
 from tests import chatkit as ck
 
 ROOT = bu.ROOT
@@ -158,21 +158,20 @@ def serves(pid: int, version: str, tag: str) -> bool:
 
 
 # the chat client ------------------------------------------------------------------------
-class ChaosClient(ck.ChatClient):
-    """chatkit's client, plus: task_end counting, the tokens of each message since its content
-    was last reset (the chat empties an answer that is translated again), and no stored
-    stream_token events (they would be rescanned on every event)."""
+class ChaosClient(TimedClient):
+    """load_bench's client (task_end counting, no stored stream_token events), plus the tokens of
+    each message since its content was last reset (the chat empties an answer that is
+    translated again)."""
 
     def __init__(self, base_url: str, token: str, username: str) -> None:
-        self.task_ends = 0
-        self.task_end_at = 0.0
         self.fresh_tokens: dict[str, list[str]] = {}
         self.resets: dict[str, int] = {}
         super().__init__(base_url, token, username)
 
     def _handler(self, name: str):
+        counted = super()._handler(name)
+
         async def handle(data=None) -> None:
-            now = time.monotonic()
             if name == "stream_token" and data:
                 self.fresh_tokens.setdefault(data["id"], []).append(data.get("token", ""))
             elif name == "stream_start" and data:
@@ -181,14 +180,7 @@ class ChaosClient(ck.ChatClient):
                   and data["id"] in self.fresh_tokens):
                 self.fresh_tokens[data["id"]] = []
                 self.resets[data["id"]] = self.resets.get(data["id"], 0) + 1
-            self._apply(name, data)
-            if name == "task_end":
-                self.task_ends += 1
-                self.task_end_at = now
-            async with self._changed:
-                if name != "stream_token":
-                    self.events.append((name, data))
-                self._changed.notify_all()
+            await counted(data)
         return handle
 
 
