@@ -7,11 +7,12 @@ from .facade import Engine, Health, Progress, Status, VersionStatus
 from .router import RouteInfo, WaitInfo
 from .settings import Settings
 from .states import Desired, State
-from .translate import BackendFailed, Restart, TranslationRequest, TranslationResult
+from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
 from .types import Deployment, Sampling, VersionSpec
 
 __all__ = [
-    "BackendFailed", "BatonError", "Conflict", "Deployment", "Desired", "Engine", "Health", "InvalidArgument",
-    "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart", "RouteInfo", "Sampling", "Settings", "State",
-    "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
+    "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired", "Engine",
+    "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart", "RouteInfo",
+    "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult",
+    "VersionSpec", "VersionStatus", "WaitInfo",
 ]

@@ -25,7 +25,16 @@ from .settings import Settings
 from .states import LOADING, Desired, State
 from .store import Change, Store
 from .supervisor import Supervisor
-from .translate import BackendFailed, Limits, Restart, TranslationRequest, TranslationResult
+from .translate import (
+    BackendFailed,
+    BackendRequest,
+    Chunk,
+    CompletionRequest,
+    Limits,
+    Restart,
+    TranslationRequest,
+    TranslationResult,
+)
 from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, Sampling, VersionSpec
 
 log = logging.getLogger("baton.engine")
@@ -437,21 +446,55 @@ class Engine:
         on_route: Callable[[RouteInfo], Awaitable[None]] | None = None,
         on_restart: Callable[[Restart], Awaitable[None]] | None = None,
     ) -> TranslationResult:
-        """Stream one translation. `on_route` hears which version answers before any token.
-        When a backend dies, hangs or stalls during the answer, the answer is translated again
-        from the start on a ready version (`on_restart` hears it first, to discard the partial
-        text): an answer is never stitched from two versions."""
+        """Stream one translation, with each version's own prompt template. `on_route` hears which
+        version answers before any token. When a backend dies, hangs or stalls during the answer,
+        the answer is translated again from the start on a ready version (`on_restart` hears it
+        first, to discard the partial text): an answer is never stitched from two versions."""
         translate.validate(req)
+
+        async def on_chunk(chunk: Chunk) -> None:
+            if chunk.text:
+                await on_token(chunk.text)
+
+        return await self._answer(req.conversation_id, None, translate.for_translation(req), on_chunk,
+                                  on_wait, on_route, on_restart)
+
+    async def complete(
+        self,
+        req: CompletionRequest,
+        on_chunk: Callable[[Chunk], Awaitable[None]],
+        on_route: Callable[[RouteInfo], Awaitable[None]] | None = None,
+        on_restart: Callable[[Restart], Awaitable[None]] | None = None,
+    ) -> TranslationResult:
+        """A client's own completion or chat request, through the same router, leases, stall
+        deadlines and failover as a translation. Without `on_restart` the caller cannot take back
+        what it relayed, so a backend failing after the first text raises BackendFailed instead
+        of answering again. A pinned `req.version` gets no failover."""
+        return await self._answer(req.conversation_id, req.version, translate.for_completion(req), on_chunk,
+                                  None, on_route, on_restart)
+
+    async def _answer(
+        self,
+        conversation_id: str,
+        pinned: str | None,
+        request_for: Callable[[VersionSpec], BackendRequest],
+        on_chunk: Callable[[Chunk], Awaitable[None]],
+        on_wait: Callable[[WaitInfo], Awaitable[None]] | None,
+        on_route: Callable[[RouteInfo], Awaitable[None]] | None,
+        on_restart: Callable[[Restart], Awaitable[None]] | None,
+    ) -> TranslationResult:
         failed: set[tuple[str, int]] = set()
         note = ""
-        for attempt in range(1, self.settings.request_attempts + 1):
-            route: Route = await self.router.acquire(req.conversation_id, on_wait, failed)
+        attempts = 1 if pinned else self.settings.request_attempts
+        for attempt in range(1, attempts + 1):
+            route: Route = (self.router.pinned(pinned) if pinned else
+                            await self.router.acquire(conversation_id, on_wait, failed))
             if on_route:
                 await on_route(route.info)
             try:
-                result = await translate.stream(route, req, on_token, self._limits)
+                result = await translate.stream(route, request_for(route.backend.spec), on_chunk, self._limits)
             except BackendFailed as exc:
-                if exc.refused or attempt == self.settings.request_attempts:
+                if exc.refused or attempt == attempts or (exc.partial and on_restart is None):
                     raise
                 failed.add((route.backend.name, route.backend.generation))
                 note = f"{exc.what} The answer was translated again from the start."

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from .backend import Backend
-from .errors import NoBackendAvailable
+from .errors import NoBackendAvailable, NotReady
 from .pool import Pool
 from .states import Desired, State
 from .types import Deployment
@@ -82,6 +82,15 @@ class Router:
             if b := self.usable(name, avoid):
                 return Route(b, "standby", f"{why}; answered by standby {name}")
         return None
+
+    def pinned(self, name: str) -> Route:
+        """A route to exactly this version, for evaluation: no canary, no failover, no waiting."""
+        if (b := self.usable(name)) is None:
+            down = self.pool.get(name)
+            state = f"is {down.state.value}" if down else "is not loaded"
+            raise NotReady(f"Version {name} {state}, so it cannot answer a request addressed to it.",
+                           "Ask for the service's alias instead, or retry when /status shows it ready.")
+        return Route(b, "pinned")
 
     def describe_wait(self) -> str:
         d = self.deployment

@@ -1,17 +1,21 @@
-"""Prompt per version + streaming call through AsyncOpenAI, with attribution and timings."""
+"""What goes to a backend (a translation prompt from the version's template, or a client's own
+completion or chat request) and the streaming call through AsyncOpenAI, with stall deadlines,
+attribution and timings."""
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import openai
+from openai import AsyncOpenAI
 
 from . import metrics
 from .errors import BatonError, InvalidArgument
 from .router import Route
-from .types import VersionSpec
+from .types import Sampling, VersionSpec
 
 MAX_TEXT_CHARS = 4000
 
@@ -22,6 +26,41 @@ class TranslationRequest:
     target_lang: str
     source_lang: str = "auto"
     conversation_id: str = ""
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A client's own OpenAI request, routed like a translation: a prompt (completions) or chat
+    messages, with sampling that overrides the version's defaults within its caps."""
+
+    prompt: str | None = None
+    messages: tuple[Mapping[str, Any], ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # seed, penalties: passed as given
+    conversation_id: str = ""
+    version: str | None = None  # pinned to this version (no failover); None: routed
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """Exactly what one attempt sends to the version it was routed to."""
+
+    sampling: Sampling
+    prompt: str | None = None
+    messages: tuple[Mapping[str, Any], ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed chunk: its text, and the backend's own chunk for a caller that relays it."""
+
+    text: str
+    finish_reason: str | None
+    raw: Any  # openai's Completion or ChatCompletionChunk
 
 
 @dataclass(frozen=True)
@@ -67,6 +106,48 @@ def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
     return spec.prompt_template.format(source_lang=source, target_lang=req.target_lang, text=req.text)
 
 
+def for_translation(req: TranslationRequest) -> Callable[[VersionSpec], BackendRequest]:
+    """Each version's own prompt template and sampling: switching a version switches its prompt."""
+    return lambda spec: BackendRequest(spec.sampling, prompt=build_prompt(spec, req))
+
+
+def for_completion(req: CompletionRequest) -> Callable[[VersionSpec], BackendRequest]:
+    """The client's sampling over the version's defaults; max_tokens never above the version's cap."""
+
+    def build(spec: VersionSpec) -> BackendRequest:
+        d = spec.sampling
+        cap = d.max_tokens
+        asked = req.max_tokens
+        sampling = Sampling(
+            temperature=d.temperature if req.temperature is None else req.temperature,
+            top_p=d.top_p if req.top_p is None else req.top_p,
+            max_tokens=min(asked, cap) if asked is not None and cap is not None else asked or cap,
+            stop=d.stop if req.stop is None else req.stop,
+        )
+        return BackendRequest(sampling, req.prompt, req.messages, req.options)
+
+    return build
+
+
+async def _open(client: AsyncOpenAI, model: str, r: BackendRequest) -> Any:
+    s = r.sampling
+    common: dict[str, Any] = dict(model=model, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                  stop=list(s.stop) or None, stream=True, stream_options={"include_usage": True},
+                                  **r.options)
+    if r.messages:
+        # The gateway validated the messages' shape; the SDK's TypedDicts cannot see that.
+        return await client.chat.completions.create(messages=list(r.messages), **common)  # type: ignore[arg-type]
+    return await client.completions.create(prompt=r.prompt or "", **common)
+
+
+def _pieces(raw: Any) -> Iterator[tuple[str, str | None]]:
+    """(text, finish_reason) of each choice, for completion and chat chunks alike."""
+    for choice in raw.choices:
+        delta = getattr(choice, "delta", None)
+        text = (delta.content if delta is not None else choice.text) or ""
+        yield text, choice.finish_reason
+
+
 def _api_message(exc: openai.APIError) -> str:
     """vLLM's own words from an error body ({"error": {"message": ...}} or {"message": ...})."""
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -90,7 +171,7 @@ def _failed(name: str, why: str, pieces: list[str]) -> BackendFailed:
                          partial=bool(pieces))
 
 
-async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str], Awaitable[None]],
+async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], Awaitable[None]],
                  limits: Limits) -> TranslationResult:
     """Stream one completion from the routed backend, under a lease and a stall deadline: no
     first token within `limits.first_token_s`, or no next one within `limits.between_tokens_s`,
@@ -99,7 +180,6 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
     backend = route.backend
     spec = backend.spec
     name = spec.name
-    s = spec.sampling
     start = time.perf_counter()
     ttft = 0.0
     pieces: list[str] = []
@@ -113,30 +193,24 @@ async def stream(route: Route, req: TranslationRequest, on_token: Callable[[str]
             try:
                 async with asyncio.timeout(limits.first_token_s) as deadline:
                     lease.bind(deadline)
-                    response = await client.completions.create(
-                        model=spec.served_name,
-                        prompt=build_prompt(spec, req),
-                        max_tokens=s.max_tokens,
-                        temperature=s.temperature,
-                        top_p=s.top_p,
-                        stop=list(s.stop) or None,
-                        stream=True,
-                        stream_options={"include_usage": True},
-                    )
+                    response = await _open(client, spec.served_name, req)
                     async with response:  # closing it on cancel aborts the generation in vLLM
-                        async for chunk in response:
-                            served_by = chunk.model or served_by
-                            if chunk.usage:
-                                usage = chunk.usage
-                            for choice in chunk.choices:
-                                if choice.text:
-                                    if not pieces:
-                                        ttft = time.perf_counter() - start
-                                    pieces.append(choice.text)
-                                    await on_token(choice.text)
+                        async for raw in response:
+                            served_by = raw.model or served_by
+                            if raw.usage:
+                                usage = raw.usage
+                            if not raw.choices:
+                                await on_chunk(Chunk("", None, raw))
+                            for text, finish_reason in _pieces(raw):
+                                if text and not pieces:
+                                    ttft = time.perf_counter() - start
+                                if text:
+                                    pieces.append(text)
+                                await on_chunk(Chunk(text, finish_reason, raw))
+                                if text:
                                     deadline.reschedule(loop.time() + limits.between_tokens_s)
-                                if choice.finish_reason:
-                                    finish = choice.finish_reason
+                                if finish_reason:
+                                    finish = finish_reason
             except TimeoutError:
                 if lease.revoked:
                     raise _failed(name, lease.revoked, pieces) from None

@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible server with vLLM's command line, for fast router race and fault tests.
 
 Started by the same backend code as vLLM (BATON_SERVER_MODULE=tests.fake_vllm). It answers
-each completion with `<served-name> says: <prompt words>` one word per chunk. Behaviour knobs
+each completion with `<served-name> says: <prompt words>` one word per chunk; a chat completion
+answers the same to its messages' text joined (what a chat template that concatenates does). Behaviour knobs
 come from `fake.json` in the model directory, so one engine can hold versions that behave
 differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
 (pause between chunks), exit_at_start (exit at once with code 3), stall_after (stop sending
@@ -39,6 +40,12 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         return JSONResponse({}, status_code=200 if ok else 503)
 
     async def completions(request: Request):
+        return await answer(request, chat=False)
+
+    async def chat_completions(request: Request):
+        return await answer(request, chat=True)
+
+    async def answer(request: Request, chat: bool):
         if request.headers.get("authorization") != f"Bearer {api_key}":
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         body = await request.json()
@@ -46,29 +53,41 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             print("x" * log_line_bytes, flush=True)
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
-        prompt_tokens = len(body["prompt"].split())
+        prompt = "".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
+        prompt_tokens = len(prompt.split())
         max_tokens = body.get("max_tokens")
         if max_tokens is not None and prompt_tokens + max_tokens > max_model_len:
             message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
                        f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
-        words = [f"{served_name} says:"] + body["prompt"].split()[-6:]
+        words = [f"{served_name} says:"] + prompt.split()[-6:]
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 
-        def chunk(text: str, finish: str | None, with_usage: bool = False) -> str:
-            data = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": served_name,
-                    "choices": [] if with_usage else [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+        def choice(text: str, finish: str | None, first: bool = False) -> dict:
+            if chat:
+                delta = {"role": "assistant", "content": text} if first else {"content": text}
+                return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+        def chunk(text: str, finish: str | None, with_usage: bool = False, first: bool = False) -> str:
+            data = {"id": "cmpl-fake", "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": 0, "model": served_name,
+                    "choices": [] if with_usage else [choice(text, finish, first)]}
             if with_usage:
                 data["usage"] = usage
             return f"data: {json.dumps(data)}\n\n"
 
         if not body.get("stream"):
-            return JSONResponse({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": served_name,
-                                 "choices": [{"index": 0, "text": " ".join(words), "finish_reason": "length"}],
-                                 "usage": usage})
+            text = " ".join(words)
+            whole = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"} if chat
+                     else {"index": 0, "text": text, "finish_reason": "length"})
+            return JSONResponse({"id": "cmpl-fake", "object": "chat.completion" if chat else "text_completion",
+                                 "created": 0, "model": served_name, "choices": [whole], "usage": usage})
 
         async def events():
+            if chat:
+                yield chunk("", None, first=True)
             for i, word in enumerate(words):
                 await asyncio.sleep(delay)
                 if stall_after is not None and i >= stall_after:
@@ -85,7 +104,8 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         return JSONResponse({"object": "list", "data": [{"id": served_name, "object": "model", "max_model_len": max_model_len}]})
 
     return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
-                             Route("/v1/completions", completions, methods=["POST"])])
+                             Route("/v1/completions", completions, methods=["POST"]),
+                             Route("/v1/chat/completions", chat_completions, methods=["POST"])])
 
 
 def main() -> None:
