@@ -1,0 +1,226 @@
+"""admin/throttle.py: failed logins slowed, then refused for a while, per account and per address.
+
+A fake clock and a fake sleep (which only records the delay) keep these instant."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from admin.config import ChatConfig
+from admin.throttle import Locked, LoginThrottle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+
+
+def make(clock: Clock, **policy: float) -> LoginThrottle:
+    knobs = {"slow_after": 3, "lock_after": 10, "window_s": 900.0, "lock_s": 300.0,
+             "delay_s": 0.5, "max_delay_s": 4.0, "max_keys": 1000, **policy}
+    return LoginThrottle(**knobs, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+
+
+async def fail(t: LoginThrottle, account: str | None, address: str) -> Locked | None:
+    await t.admit(account, address)
+    return t.failed(account, address)
+
+
+async def test_delays_start_after_slow_after_failures_and_grow_to_a_cap():
+    clock = Clock()
+    t = make(clock)
+    for _ in range(9):
+        assert await fail(t, "alice", "10.0.0.1") is None
+    assert clock.slept == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]  # no wait at all before
+
+
+async def test_the_lock_after_failures_refuses_both_keys_until_it_ends():
+    clock = Clock()
+    t = make(clock)
+    for _ in range(9):
+        await fail(t, "alice", "10.0.0.1")
+    locked = await fail(t, "alice", "10.0.0.1")
+    assert isinstance(locked, Locked) and locked.retry_after_s == 300
+    assert set(locked.keys) == {"account:alice", "address:10.0.0.1"}
+    clock.now += 100
+    with pytest.raises(Locked) as refused:
+        await t.admit("alice", "10.0.0.2")  # the account, from elsewhere
+    assert refused.value.retry_after_s == 200
+    assert "this account" in str(refused.value) and "200 s" in str(refused.value)
+    with pytest.raises(Locked) as refused:
+        await t.admit("bob", "10.0.0.1")  # the address, for another account
+    assert "your network address" in str(refused.value)
+    clock.now += 200
+    clock.slept.clear()
+    await t.admit("alice", "10.0.0.1")  # the lock is over, and the key starts afresh
+    assert clock.slept == []
+
+
+async def test_failures_older_than_the_window_do_not_count():
+    clock = Clock()
+    t = make(clock, window_s=60)
+    for _ in range(30):
+        assert await fail(t, "alice", "10.0.0.1") is None
+        clock.now += 15  # four failures a minute: slowed, never locked
+    assert max(clock.slept) == 0.5
+
+
+async def test_a_success_clears_the_account_but_not_the_address():
+    """An attacker who owns one account must not reset their address by logging in to it
+    between guesses at other accounts."""
+    clock = Clock()
+    t = make(clock)
+    for _ in range(5):
+        await fail(t, "alice", "10.0.0.1")
+    await t.admit("alice", "10.0.0.1")
+    t.succeeded("alice", "10.0.0.1")
+    clock.slept.clear()
+    await t.admit("alice", "10.0.0.2")
+    t.succeeded("alice", "10.0.0.2")
+    assert clock.slept == []  # the account is clear
+    await t.admit("mallory", "10.0.0.1")
+    assert clock.slept[-1] == 2.0  # the address still has its 5 failures
+
+
+async def test_an_api_key_failure_counts_for_the_address_only():
+    clock = Clock()
+    t = make(clock, lock_after=3)
+    for _ in range(2):
+        assert await fail(t, None, "10.0.0.9") is None
+    locked = await fail(t, None, "10.0.0.9")
+    assert locked is not None and locked.keys == ("address:10.0.0.9",)
+    with pytest.raises(Locked):
+        await t.admit(None, "10.0.0.9")
+    await t.admit(None, "10.0.0.8")
+
+
+async def test_a_refusal_is_reported_as_first_once_per_lock():
+    """So the caller audits one refusal per lock, not one per attempt."""
+    clock = Clock()
+    t = make(clock, lock_after=2, lock_s=10)
+    for _ in range(2):
+        await fail(t, "alice", "10.0.0.1")
+    firsts = []
+    for _ in range(5):
+        with pytest.raises(Locked) as refused:
+            await t.admit("alice", "10.0.0.1")
+        firsts.append(refused.value.first_refusal)
+    assert firsts == [True, False, False, False, False]
+    clock.now += 10
+    for _ in range(2):
+        await fail(t, "alice", "10.0.0.1")
+    with pytest.raises(Locked) as refused:
+        await t.admit("alice", "10.0.0.1")
+    assert refused.value.first_refusal  # a new lock
+
+
+async def test_attempts_in_flight_count_so_a_burst_gets_no_more_guesses():
+    """30 parallel guesses must not all pass admit() before the first failure is recorded."""
+    clock = Clock()
+    t = make(clock)
+    admitted, refused = 0, []
+    for _ in range(30):
+        try:
+            await t.admit("alice", "10.0.0.1")
+            admitted += 1
+        except Locked as exc:
+            refused.append(exc)
+    assert admitted == 10 and len(refused) == 20
+    assert "at once" in str(refused[0]) and not refused[0].first_refusal
+    starts = [t.failed("alice", "10.0.0.1") for _ in range(10)]
+    assert starts[-1] is not None and starts[:-1] == [None] * 9
+
+
+async def test_a_cancelled_wait_gives_its_place_back():
+    clock = Clock()
+    t = make(clock, lock_after=2, slow_after=0)
+
+    async def forever(s: float) -> None:
+        await asyncio.Event().wait()
+
+    t._sleep = forever  # type: ignore[attr-defined]
+    waiting = asyncio.create_task(t.admit("alice", "10.0.0.1"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    t._sleep = clock.sleep  # type: ignore[attr-defined]
+    await t.admit("alice", "10.0.0.1")
+    await t.admit("alice", "10.0.0.1")  # two in flight: the cancelled one is not among them
+
+
+async def test_a_reservation_that_is_never_settled_expires():
+    clock = Clock()
+    t = make(clock, lock_after=1)
+    await t.admit("alice", "10.0.0.1")  # the caller crashed before failed()/succeeded()
+    with pytest.raises(Locked):
+        await t.admit("alice", "10.0.0.1")
+    clock.now += 120
+    await t.admit("alice", "10.0.0.1")
+
+
+async def test_memory_stays_bounded_and_locks_outlive_a_spray_of_names():
+    clock = Clock()
+    t = make(clock, lock_after=2, max_keys=50)
+    for _ in range(2):
+        await fail(t, "alice", "10.0.0.1")
+    for i in range(500):
+        await fail(t, f"user{i}", f"10.1.{i // 256}.{i % 256}")
+        clock.now += 0.01
+    assert len(t) <= 50
+    with pytest.raises(Locked):
+        await t.admit("alice", "10.9.9.9")
+
+
+async def test_expired_entries_are_pruned():
+    clock = Clock()
+    t = make(clock, max_keys=10)
+    for i in range(5):
+        await fail(t, f"user{i}", "10.0.0.1")
+    clock.now += 901
+    for i in range(5, 9):
+        await fail(t, f"user{i}", "10.0.0.2")
+    assert len(t) <= 10
+    assert not any(k.startswith("account:user0") for k in t._entries)  # type: ignore[attr-defined]
+
+
+async def test_huge_names_are_cut_to_a_bounded_key():
+    clock = Clock()
+    t = make(clock)
+    await fail(t, "x" * 100_000, "10.0.0.1")
+    assert max(len(k) for k in t._entries) < 200  # type: ignore[attr-defined]
+
+
+def test_the_policy_comes_from_baton_settings(monkeypatch):
+    monkeypatch.setenv("BATON_LOGIN_LOCK_AFTER", "4")
+    monkeypatch.setenv("BATON_LOGIN_LOCK_S", "7")
+    config = ChatConfig(_env_file=None)  # type: ignore[call-arg]
+    assert (config.login_slow_after, config.login_window_s) == (3, 900)
+    t = LoginThrottle.from_config(config)
+    assert (t.lock_after, t.lock_s) == (4, 7)
+
+
+def test_lock_messages_say_what_happened_and_when_to_retry():
+    clock = Clock()
+    t = make(clock, lock_after=1, lock_s=300)
+    locked = t.failed("alice", "10.0.0.1")
+    assert locked is not None
+    text = str(locked)
+    assert "Too many failed logins" in text and "5 min" in text, text
+
+
+async def test_a_table_full_of_locks_still_takes_new_keys():
+    clock = Clock()
+    t = make(clock, lock_after=1, max_keys=20)
+    for i in range(50):
+        await fail(t, f"user{i}", f"10.0.0.{i}")
+    assert len(t) <= 20
+    await t.admit("newcomer", "10.9.9.9")
