@@ -20,9 +20,12 @@ from chainlit.server import app as http_app
 from chainlit.types import CommandDict, ThreadDict
 from chainlit.utils import utc_now
 
+import gateway
 from admin import auth_secret, commands, datalayer, endpoints, languages, render
 from admin.accounts import Account, Accounts
 from admin.config import ChatConfig
+from admin.keys import Keys
+from admin.throttle import LoginThrottle
 from engine import BatonError, Engine, Progress, Restart, RouteInfo, Settings, TranslationRequest, WaitInfo
 
 log = logging.getLogger("baton.app")
@@ -40,9 +43,17 @@ UNEXPECTED = "⚠️ Something went wrong on our side (it is in the server log).
 
 _engine: Engine | None = None
 _accounts: Accounts | None = None
+_keys: Keys | None = None
 _background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
+THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
+
+
+async def _record(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> None:
+    await engine().record(actor, action, args, outcome, detail)
+
 
 endpoints.install(http_app, lambda: _engine)
+gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
 
 
 def engine() -> Engine:
@@ -57,6 +68,12 @@ def accounts() -> Accounts:
     return _accounts
 
 
+def keys() -> Keys:
+    if _keys is None:
+        raise RuntimeError("the API keys store is not ready yet")
+    return _keys
+
+
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(coro)
     _background.add(task)
@@ -66,14 +83,16 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 # process life -------------------------------------------------------------------
 @cl.on_app_startup
 async def startup() -> None:
-    global _engine, _accounts
+    global _engine, _accounts, _keys
     eng = Engine(SETTINGS)
     await eng.start()  # schema, orphans, and the active version loading again in the background
     await datalayer.create_schema(eng.store.engine)
     accts = Accounts(eng.store.engine)
     await accts.create_schema()
+    keys = Keys(eng.store.engine)
+    await keys.create_schema()
     await _bootstrap_admin(eng, accts)
-    _engine, _accounts = eng, accts
+    _engine, _accounts, _keys = eng, accts, keys
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 
 
@@ -196,7 +215,7 @@ async def on_message(message: cl.Message) -> None:
 
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
     try:
-        reply = await commands.execute(engine(), accounts(), username, inv)
+        reply = await commands.execute(engine(), accounts(), keys(), username, inv)
     except Exception:
         log.exception("command /%s by %s failed", inv.name, username)
         reply = commands.Reply(UNEXPECTED, ok=False)
@@ -204,7 +223,11 @@ async def _run_command(inv: commands.Invocation, username: str, typed: cl.Messag
         await _redact(typed, reply.redacted)
     actions = [cl.Action(name=ACTION, payload={"command": b.command}, label=b.label) for b in reply.buttons]
     out = cl.Message(content=f"{echo}{reply.markdown}", actions=actions)
+    dl = get_data_layer() if reply.shown_once is not None else None
+    out.persisted = dl is not None  # Chainlit must not store it as sent
     await out.send()
+    if dl is not None:  # the browser got the secret this once; the history gets the masked reply
+        await dl.create_step({**out.to_dict(), "output": f"{echo}{reply.shown_once}"})
     if reply.follow_load:
         _spawn(_follow_load(reply.follow_load, out.id))
 

@@ -8,19 +8,19 @@ meets the same check as a typed command.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from engine import BatonError, Engine
 from engine.validation import MAX_TOKENS_LIMIT
 
-from . import render
+from . import render, shield
 from .accounts import Account, Accounts
+from .keys import Audited, Keys
 
 log = logging.getLogger("baton.admin")
 
@@ -52,6 +52,7 @@ COMMANDS: dict[str, Spec] = {
     "audit": Spec("/audit [N]", "Last admin actions", "shield"),
     "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
                   mutating=True),
+    "keys": Spec("/keys add NAME [user|admin] | revoke NAME | list", "Manage API keys", "key-round", mutating=True),
 }
 
 
@@ -79,6 +80,7 @@ class Reply:
     buttons: tuple[Button, ...] = ()
     follow_load: str | None = None  # a version whose load the chat should follow live
     redacted: str | None = None  # the command as it may be shown and stored (a password masked)
+    shown_once: str | None = None  # the reply holds a secret: store this instead, show the reply once
 
 
 class Usage(Exception):
@@ -89,6 +91,7 @@ class Usage(Exception):
 class Context:
     engine: Engine
     accounts: Accounts
+    keys: Keys
     actor: Account
 
 
@@ -138,14 +141,14 @@ def redact(inv: Invocation) -> str | None:
     return "/users " + " ".join(shown)
 
 
-async def execute(engine: Engine, accounts: Accounts, username: str, inv: Invocation) -> Reply:
+async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation) -> Reply:
     """Run one command for `username`. Never raises for bad input: the reply says what was wrong."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, username, inv)
-    return Reply(reply.markdown, reply.ok, reply.buttons, reply.follow_load, hidden) if hidden else reply
+    reply = await _execute(engine, accounts, keys, username, inv)
+    return replace(reply, redacted=hidden) if hidden else reply
 
 
-async def _execute(engine: Engine, accounts: Accounts, username: str, inv: Invocation) -> Reply:
+async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -159,14 +162,11 @@ async def _execute(engine: Engine, accounts: Accounts, username: str, inv: Invoc
         args = shlex.split(inv.argtext)
     except ValueError as exc:
         return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
-    ctx = Context(engine, accounts, actor)
+    ctx = Context(engine, accounts, keys, actor)
     work = HANDLERS[inv.name](ctx, args)
     try:
-        if spec.mutating:
-            # Stop cancels the chat task; a half-done deployment change must not depend on it.
-            task = asyncio.ensure_future(work)
-            task.add_done_callback(_consume)  # if nobody is left to read its outcome
-            return await asyncio.shield(task)
+        if spec.mutating:  # Stop cancels the chat task
+            return await shield.to_completion(work, (Usage,))
         return await work
     except Usage as exc:
         detail = f"{exc} " if str(exc) else ""
@@ -181,11 +181,6 @@ async def _audit(engine: Engine, actor: str, action: str, args: Mapping[str, obj
         await engine.record(actor, action, args, outcome, detail)
     except BatonError as exc:  # the refusal still stands; only its record is missing
         log.warning("could not audit %s by %s: %s", action, actor, exc)
-
-
-def _consume(task: asyncio.Future[Reply]) -> None:
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), (Usage, BatonError)):
-        log.error("admin command failed after its chat task was stopped", exc_info=task.exception())
 
 
 def _int(raw: str, what: str, low: int, high: int) -> int:
@@ -343,10 +338,25 @@ async def _users(ctx: Context, args: list[str]) -> Reply:
     raise Usage()
 
 
+async def _keys(ctx: Context, args: list[str]) -> Reply:
+    sub, rest = (args[0].lower(), args[1:]) if args else ("", [])
+    audited = Audited(ctx.engine, ctx.keys, ctx.actor.username)
+    if sub == "list" and not rest:
+        return Reply(render.api_keys(await ctx.keys.list()))
+    if sub == "add" and len(rest) in (1, 2):
+        made, secret = await audited.add(rest[0], rest[1].lower() if len(rest) == 2 else "user")
+        shown = render.key_made(made, secret)
+        return Reply(shown, shown_once=render.key_made(made, None))
+    if sub == "revoke" and len(rest) == 1:
+        gone = await audited.revoke(rest[0])
+        return Reply(f"Revoked the key {render.code(gone.name)}. Requests with it are refused from now on.")
+    raise Usage()
+
+
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
     "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
     "canary": _canary, "promote": _promote, "unload": _unload, "logs": _logs, "audit": _audit_log,
-    "users": _users,
+    "users": _users, "keys": _keys,
 }
 assert HANDLERS.keys() == COMMANDS.keys()
 

@@ -7,6 +7,7 @@ from engine import Progress, RouteInfo, Status, TranslationResult, WaitInfo
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
+from .keys import ApiKey
 
 
 # pieces ---------------------------------------------------------------------
@@ -124,6 +125,24 @@ def accounts(items: Sequence[Account]) -> str:
     return f"{len(items)} accounts:\n\n" + "\n".join(rows)
 
 
+def api_keys(items: Sequence[ApiKey]) -> str:
+    rows = ["| key | role | starts | created by | created (UTC) | revoked (UTC) |", "|---|---|---|---|---|---|"]
+    for k in items:
+        made = k.created_at.strftime("%Y-%m-%d %H:%M") if k.created_at else ""
+        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else ""
+        rows.append(f"| {cell(k.name)} | {k.role} | `{k.hint}…` | {cell(k.created_by)} | {made} | {revoked} |")
+    return f"{len(items)} API keys:\n\n" + "\n".join(rows)
+
+
+def key_made(key: ApiKey, secret: str | None) -> str:
+    """The reply to /keys add; with `secret=None`, what the chat history keeps instead."""
+    shown = (f"```\n{secret}\n```\nCopy it now: it is shown only this once and stored only as a hash "
+             "(this message keeps a masked copy in the history)." if secret else
+             f"`{key.hint}…` (shown once when it was made; the history keeps only this).")
+    return (f"Made the {key.role} key {code(key.name)}:\n\n{shown}\n\n"
+            "Use it as `Authorization: Bearer KEY`, e.g. `OPENAI_BASE_URL=<this server>/v1 OPENAI_API_KEY=KEY`.")
+
+
 # translation ----------------------------------------------------------------
 def attribution(r: TranslationResult) -> str:
     line = (f"_Translated by **{cell(r.version)}** ({cell(r.role)}) in {r.total_ms / 1000:.2f} s"
@@ -213,6 +232,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/logs NAME [N]` | the last N (default 50) log lines of a version |
 | `/audit [N]` | the last N (default 20) admin actions |
 | `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts |
+| `/keys add NAME [user\\|admin]` · `/keys revoke NAME` · `/keys list` | API keys for `/v1` (user) and `/admin/v1` (admin) |
 
 A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.

@@ -8,11 +8,11 @@ from .router import RouteInfo, WaitInfo
 from .settings import Settings
 from .states import Desired, State
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
-from .types import Deployment, Sampling, VersionSpec
+from .types import AuditEvent, Deployment, Sampling, VersionSpec
 
 __all__ = [
-    "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired", "Engine",
-    "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart", "RouteInfo",
-    "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult",
-    "VersionSpec", "VersionStatus", "WaitInfo",
+    "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
+    "Engine", "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart",
+    "RouteInfo", "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest",
+    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]

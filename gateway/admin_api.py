@@ -1,0 +1,109 @@
+"""The admin API on /admin/v1: JSON over the same engine facade, validation and audit as the
+chat's commands, for pipelines and the `baton` CLI. Every call needs an admin key, and the
+audit names the key (`key:NAME`) as the actor."""
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+
+from admin import shield
+from admin.keys import ApiKey, Audited, Keys
+from engine import AuditEvent, Deployment, Engine, NotFound, VersionStatus
+
+from .auth import Auth
+from .errors import ErrorShapedRoute
+from .schemas import CanaryBody, KeyBody, LoadBody, Logs, NameBody, Unloaded
+
+
+def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth: Auth) -> APIRouter:
+    api = APIRouter(prefix="/admin/v1", route_class=ErrorShapedRoute, tags=["admin"])
+    Admin = Annotated[ApiKey, Depends(auth.admin)]
+
+    async def version(name: str) -> VersionStatus:
+        found = (await get_engine().status()).version(name)
+        if found is None:
+            raise NotFound(f"No version named '{name}' is registered.", "GET /admin/v1/versions lists them.")
+        return found
+
+    # versions -------------------------------------------------------------------------
+    @api.get("/versions", summary="Every registered version, its process and its traffic")
+    async def versions(key: Admin) -> list[VersionStatus]:
+        return (await get_engine().status()).versions
+
+    @api.get("/versions/{name}", summary="One version")
+    async def one_version(name: str, key: Admin) -> VersionStatus:
+        return await version(name)
+
+    @api.post("/versions", status_code=status.HTTP_202_ACCEPTED,
+              summary="Register (with model_path) and load a version; returns at once, poll until ready")
+    async def load(body: LoadBody, key: Admin) -> VersionStatus:
+        engine = get_engine()
+
+        async def work() -> VersionStatus:
+            if body.model_path is not None:
+                await engine.register(body.name, body.model_path, flags=body.flags, prompt_template=body.template,
+                                      max_tokens=body.max_tokens, actor=key.actor)
+            return await engine.load(body.name, actor=key.actor)
+
+        return await shield.to_completion(work())
+
+    @api.delete("/versions/{name}", summary="Drain (bounded) and stop a version that is not serving")
+    async def unload(name: str, key: Admin) -> Unloaded:
+        drained = await shield.to_completion(get_engine().unload(name, actor=key.actor))
+        return Unloaded(name=name, drained=drained)
+
+    @api.get("/versions/{name}/logs", summary="The last lines of a version's log")
+    async def logs(name: str, key: Admin, n: Annotated[int, Query(ge=1, le=5000)] = 50) -> Logs:
+        return Logs(name=name, lines=await get_engine().logs(name, n))
+
+    # deployment -----------------------------------------------------------------------
+    @api.get("/deployment", summary="Which version is active, canary and standby; can anything serve")
+    async def deployment(key: Admin) -> dict[str, Any]:
+        health = get_engine().health()
+        d = health.deployment
+        return {"active": d.active, "canary": d.canary, "canary_percent": d.canary_percent if d.canary else 0,
+                "standby": d.previous, "updated_by": d.updated_by, "updated_at": d.updated_at,
+                "status": health.status, "detail": health.detail, "versions": health.states}
+
+    @api.post("/deployment/switch", summary="Send all new requests to a ready version")
+    async def switch(body: NameBody, key: Admin) -> Deployment:
+        return await shield.to_completion(get_engine().switch(body.name, actor=key.actor))
+
+    @api.post("/deployment/rollback", summary="Switch back to the standby (previous) version")
+    async def rollback(key: Admin) -> Deployment:
+        return await shield.to_completion(get_engine().rollback(actor=key.actor))
+
+    @api.post("/deployment/canary", summary="Send a share of conversations to a ready version")
+    async def canary(body: CanaryBody, key: Admin) -> Deployment:
+        return await shield.to_completion(get_engine().canary(body.name, body.percent, actor=key.actor))
+
+    @api.delete("/deployment/canary", summary="End the canary: all traffic to the active version")
+    async def abort_canary(key: Admin) -> Deployment:
+        return await shield.to_completion(get_engine().abort_canary(actor=key.actor))
+
+    @api.post("/deployment/promote", summary="Make the canary the active version")
+    async def promote(key: Admin) -> Deployment:
+        return await shield.to_completion(get_engine().promote(actor=key.actor))
+
+    # audit and keys -------------------------------------------------------------------
+    @api.get("/audit", summary="The last admin actions, newest first")
+    async def audit(key: Admin, n: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[AuditEvent]:
+        return await get_engine().audit(n)
+
+    @api.get("/keys", summary="API keys (never their secrets)")
+    async def keys(key: Admin) -> list[ApiKey]:
+        return await get_keys().list()
+
+    @api.post("/keys", status_code=status.HTTP_201_CREATED,
+              summary="Make a key; its secret is in this answer and nowhere else")
+    async def add_key(body: KeyBody, key: Admin) -> dict[str, Any]:
+        made, secret = await shield.to_completion(
+            Audited(get_engine(), get_keys(), key.actor).add(body.name, body.role))
+        return {"key": made, "secret": secret}
+
+    @api.delete("/keys/{name}", summary="Revoke a key at once")
+    async def revoke_key(name: str, key: Admin) -> ApiKey:
+        return await shield.to_completion(Audited(get_engine(), get_keys(), key.actor).revoke(name))
+
+    return api

@@ -1,0 +1,127 @@
+"""OpenAI-compatible inference on /v1, through the same router, leases and failover as the chat."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from admin import languages
+from admin.keys import ApiKey
+from engine import CompletionRequest, Engine, TranslationRequest
+
+from .auth import Auth
+from .config import GatewayConfig
+from .errors import ApiError, ErrorShapedRoute, unavailable
+from .relay import Relay
+from .schemas import ChatBody, CompletionBody, TranslateBody, TranslateResult, Translation, _Sampling
+
+Conversation = Annotated[str | None, Header(alias="X-Baton-Conversation", max_length=256)]
+
+
+def _language(code: str | None, what: str, *, auto: bool) -> str:
+    if auto and code in (None, "", languages.AUTO):
+        return languages.AUTO
+    if code not in languages.NAMES:
+        raise ApiError(400, f"'{str(code)[:40]}' is not a {what} language Baton knows. Use a code such as fr, de or "
+                            "zh (GET /v1/translate/languages lists them all).", "unknown_language")
+    return code
+
+
+def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) -> APIRouter:
+    api = APIRouter(prefix="/v1", route_class=ErrorShapedRoute, tags=["inference"])
+    Key = Annotated[ApiKey, Depends(auth.key)]
+
+    def serving() -> Engine:
+        engine = get_engine()
+        health = engine.health()
+        if not health.serving:
+            raise unavailable(f"No version can answer right now. {health.detail}")
+        return engine
+
+    def pinned(engine: Engine, key: ApiKey, model: str | None) -> str | None:
+        """None for the alias (routed); a version name only for an admin key."""
+        if model in (None, config.model_alias):
+            return None
+        if model in engine.health().states:
+            if not key.is_admin:
+                raise ApiError(403, f"Only an admin key may address version '{model}' directly. Ask for "
+                                    f"'{config.model_alias}' to get the version that is serving.", "admin_key_required")
+            return model
+        raise ApiError(404, f"The model '{str(model)[:64]}' does not exist. Ask for '{config.model_alias}': "
+                            "whichever version is serving answers.", "model_not_found")
+
+    def completion(body: _Sampling, key: ApiKey, conversation: str | None, **what: Any) -> CompletionRequest:
+        engine = serving()
+        return CompletionRequest(
+            temperature=body.temperature, top_p=body.top_p, max_tokens=what.pop("max_tokens", body.max_tokens),
+            stop=body.stops(), options=body.options(), conversation_id=conversation or body.user or "",
+            version=pinned(engine, key, body.model), **what)
+
+    @api.get("/models", summary="The alias, and for an admin key every ready version")
+    async def models(key: Key) -> dict[str, Any]:
+        engine = get_engine()
+        health = engine.health()
+        created = int(time.time())
+        data = [{"id": config.model_alias, "object": "model", "created": created, "owned_by": "baton",
+                 "root": health.deployment.active}]
+        if key.is_admin:
+            data += [{"id": name, "object": "model", "created": created, "owned_by": "baton", "root": name,
+                      "state": state} for name, state in sorted(health.states.items())]
+        return {"object": "list", "data": data}
+
+    @api.post("/completions", summary="OpenAI completions, streamed (SSE) or whole")
+    async def completions(body: CompletionBody, key: Key, conversation: Conversation = None) -> Response:
+        req = completion(body, key, conversation, prompt=body.prompt)
+        relay = Relay(get_engine(), req, key.name, resumable=not body.stream)
+        return await (relay.stream(body.include_usage) if body.stream else relay.whole(chat=False))
+
+    @api.post("/chat/completions", summary="OpenAI chat completions, streamed (SSE) or whole")
+    async def chat_completions(body: ChatBody, key: Key, conversation: Conversation = None) -> Response:
+        req = completion(body, key, conversation, messages=tuple(m.plain() for m in body.messages),
+                         max_tokens=body.max_completion_tokens or body.max_tokens)
+        relay = Relay(get_engine(), req, key.name, resumable=not body.stream)
+        return await (relay.stream(body.include_usage) if body.stream else relay.whole(chat=True))
+
+    @api.post("/translate", summary="Translate texts with each version's own prompt template")
+    async def translate(body: TranslateBody, key: Key, conversation: Conversation = None) -> TranslateResult:
+        if len(body.text) > config.translate_max_texts:
+            raise ApiError(413, f"{len(body.text)} texts in one request; the limit is {config.translate_max_texts}. "
+                                "Split them over several requests.", "too_many_texts")
+        source = _language(body.source_lang, "source", auto=True)
+        target = _language(body.target_lang, "target", auto=False)
+        engine = serving()
+        if pinned(engine, key, body.model) is not None:
+            raise ApiError(400, "/v1/translate always uses the serving version; to evaluate one version, use "
+                                "/v1/completions with its name as the model.", "pinned_translate")
+        # One conversation for the whole request: its texts stay on one side of a canary split.
+        conv = conversation or f"translate-{uuid.uuid4()}"
+        source_name = languages.AUTO if source == languages.AUTO else languages.NAMES[source]
+        gate = asyncio.Semaphore(config.translate_concurrency)
+
+        async def one(text: str) -> Translation:
+            async with gate:
+                result = await engine.translate(
+                    TranslationRequest(text, languages.NAMES[target], source_name, conv), _ignore)
+            return Translation(text=result.text, version=result.version,
+                               detected_source_lang=None if source == languages.AUTO else source)
+
+        # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(t)) for t in body.text]
+        except ExceptionGroup as group:
+            raise group.exceptions[0] from None  # the first failure says why, in the error shape
+        return TranslateResult(translations=[t.result() for t in tasks], source_lang=source, target_lang=target)
+
+    @api.get("/translate/languages", summary="The language codes /v1/translate accepts")
+    async def translate_languages(key: Key) -> dict[str, str]:
+        return dict(languages.LANGUAGES)
+
+    return api
+
+
+async def _ignore(_: str) -> None:
+    """/v1/translate answers whole: the tokens are not relayed."""

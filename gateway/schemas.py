@@ -1,0 +1,135 @@
+"""Request bodies: OpenAI's fields that pass through, and the translation and admin calls.
+
+Unknown fields are ignored, as vLLM and OpenAI-compatible servers do, so clients that send
+more (logit_bias, metadata...) still work; fields that would change the answer's shape in a
+way Baton does not relay (n > 1, echo, logprobs, tools) are refused with a clear message.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from admin.accounts import Role
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    user: str | None = Field(None, max_length=256)  # sticky canary side, like a chat conversation
+    n: Literal[1] = 1
+    logprobs: Literal[None, False] = None
+    tools: None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k in ("seed", "presence_penalty", "frequency_penalty") if (v := getattr(self, k)) is not None}
+
+    def stops(self) -> tuple[str, ...] | None:
+        return None if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class CompletionBody(_Sampling):
+    prompt: str = Field(min_length=1, max_length=200_000)
+    echo: Literal[False] = False
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart]
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": self.role, "content": text}
+
+
+class ChatBody(_Sampling):
+    messages: list[Message] = Field(min_length=1, max_length=256)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)  # OpenAI's newer name for max_tokens
+
+
+class TranslateBody(BaseModel):
+    text: list[str] = Field(min_length=1, description="Texts to translate, each on its own.")
+    target_lang: str = Field(description="A language code, e.g. fr (GET /v1/translate/languages lists them).")
+    source_lang: str | None = Field(None, description="A language code; omitted or 'auto' to let the model tell.")
+    model: str | None = Field(None, description="The service's alias (default), or a version for an admin key.")
+
+
+class Translation(BaseModel):
+    text: str
+    version: str
+    detected_source_lang: str | None  # Baton has no detector yet: known only when source_lang was given
+
+
+class TranslateResult(BaseModel):
+    translations: list[Translation]
+    source_lang: str
+    target_lang: str
+
+
+# admin API --------------------------------------------------------------------------------
+class LoadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model_path: str | None = Field(None, description="Register (or re-register) the recipe; omit to load a saved one.")
+    flags: list[str] = Field(default_factory=list, description="vLLM flags from BATON_ALLOWED_FLAGS.")
+    template: str | None = Field(None, description="Prompt template with {source_lang}, {target_lang}, {text}.")
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+
+
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class CanaryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    percent: int = Field(ge=1, le=99)
+
+
+class KeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: Role = "user"
+
+
+class Unloaded(BaseModel):
+    name: str
+    drained: bool  # every request it was answering finished before it stopped
+
+
+class Logs(BaseModel):
+    name: str
+    lines: list[str]
