@@ -151,6 +151,9 @@ def encode_example(tok, s, t, src, tgt):
     return p, a
 
 
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
 def save_tokenizer(tok, out: Path) -> None:
     """tokenizer.json + tokenizer_config.json + special_tokens_map.json.
 
@@ -161,6 +164,9 @@ def save_tokenizer(tok, out: Path) -> None:
     cfg_path = out / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # /v1/chat/completions needs a chat template: the messages' text, joined, is the prompt the
+    # model was trained on (a client sends the translation prompt as its user message).
+    cfg["chat_template"] = CHAT_TEMPLATE
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD}
     (out / "special_tokens_map.json").write_text(

@@ -3,16 +3,20 @@ BATON_VLLM_PYTHON=.venv-vllm/bin/python and the default server module. Tiny rand
 models (tests/conftest.py `tiny_models`) make each start-up about a minute on CPU.
 
 One scenario, three vLLM start-ups (v1, v2, v2 again after the app restart); everything else
-reuses the versions already loaded: switch while translating, rollback, canary, promote, Stop,
-restart.
+reuses the versions already loaded: switch while translating, rollback, canary, promote, the
+OpenAI-compatible gateway with the official SDK while the admin API switches, Stop, restart.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
+import httpx
+import openai
 import pytest
+from openai import AsyncOpenAI
 
 from engine.router import canary_bucket
 from tests import chatkit as ck
@@ -34,7 +38,7 @@ STARTS = 3            # v1, v2, and v2 again after the restart
 BUILD = 180           # tests/conftest.py tiny_models: two tiny models built with the vLLM venv (once per session)
 APP = 2 * (60 + 60)   # two app launches (launch_app) and two stops (App.stop)
 ANSWER = 120          # the longest wait for one answer
-ANSWERS = 300         # all the answers of the scenario together (about a dozen; an uncapped v2 answer takes seconds)
+ANSWERS = 420         # all the answers of the scenario together (about a dozen in the chat, three dozen through the SDK)
 BUDGET = BUILD + STARTS * START + APP + ANSWERS
 
 
@@ -131,6 +135,8 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
         for client in (user, *others):
             assert (await client.ask("Good night", timeout=ANSWER))[-1].attribution == ("v2", "active")
 
+        await gateway_on_real_vllm(app, admin)
+
         # Stop keeps the partial translation (v2 is uncapped: a random-weight answer runs for hundreds of tokens).
         mark = len(user.order)
         await user.send("Can you help me?")
@@ -174,3 +180,71 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
         await client.close()
     finally:
         again.stop(timeout=60)
+
+
+async def gateway_on_real_vllm(app: ck.App, admin: ck.ChatClient) -> None:
+    """The official SDK through /v1 while the admin API switches between the two real versions:
+    every stream completes, whole, from one version, and `model` names it. Keys that may not are
+    refused. Leaves v2 active, as it found it."""
+    secrets = {}
+    for name, role in (("pipeline", "admin"), ("webui", "user"), ("old", "user")):
+        found = re.search(r"baton-[A-Za-z0-9_-]{20,}", await admin.reply(f"/keys add {name} {role}"))
+        assert found
+        secrets[name] = found.group(0)
+    client = AsyncOpenAI(base_url=f"{app.url}/v1", api_key=secrets["webui"], max_retries=0, timeout=ANSWER)
+    control = httpx.AsyncClient(base_url=f"{app.url}/admin/v1", timeout=ANSWER,
+                                headers={"Authorization": f"Bearer {secrets['pipeline']}"})
+    try:
+        raw = await client.completions.with_raw_response.create(model="baton", prompt="Good morning", max_tokens=8)
+        whole = raw.parse()
+        assert whole.model == raw.headers["X-Baton-Version"] == "v2" and whole.choices[0].finish_reason in ("length", "stop")
+        chat = await client.chat.completions.create(
+            model="baton", messages=[{"role": "user", "content": "Thank you"}], max_tokens=6, stream=True)
+        parts = [c async for c in chat]
+        assert {c.model for c in parts} == {"v2"} and parts[-1].choices[0].finish_reason in ("length", "stop")
+
+        async def streamed(i: int) -> tuple[set[str], str | None, int]:
+            stream = await client.completions.create(model="baton", prompt=f"Good evening {i}", max_tokens=16,
+                                                     stream=True, user=f"client-{i}")
+            models, finish, n = set(), None, 0
+            async for chunk in stream:
+                models.add(chunk.model)
+                for c in chunk.choices:
+                    n += bool(c.text)
+                    finish = c.finish_reason or finish
+            return models, finish, n
+
+        stop = asyncio.Event()
+        results: list[tuple[set[str], str | None, int]] = []
+
+        async def user(i: int) -> None:
+            while not stop.is_set():
+                results.append(await streamed(i))
+
+        users = [asyncio.create_task(user(i)) for i in range(4)]
+        try:
+            for target in ("v1", "v2", "v1", "v2"):
+                await asyncio.sleep(1.5)
+                r = await control.post("/deployment/switch", json={"name": target})
+                assert r.status_code == 200 and r.json()["active"] == target, r.text
+        finally:
+            stop.set()
+            await asyncio.gather(*users)
+        assert len(results) >= 8, results
+        for models, finish, n in results:
+            assert len(models) == 1 and models <= {"v1", "v2"}, models
+            assert finish in ("length", "stop")  # complete: to its cap or its end
+        assert {m for models, _, _ in results for m in models} == {"v1", "v2"}
+
+        # Refused: no key, a user key on the admin API, a revoked key.
+        async with httpx.AsyncClient(base_url=app.url) as anonymous:
+            assert (await anonymous.get("/v1/models")).status_code == 401
+        user_control = await control.post("/deployment/rollback", headers={"Authorization": f"Bearer {secrets['webui']}"})
+        assert user_control.status_code == 403, user_control.text
+        assert (await control.delete("/keys/old")).status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            await AsyncOpenAI(base_url=f"{app.url}/v1", api_key=secrets["old"], max_retries=0).models.list()
+        assert (await control.get("/deployment")).json()["active"] == "v2"
+    finally:
+        await control.aclose()
+        await client.close()
