@@ -16,7 +16,7 @@ from .auth import Auth
 from .config import GatewayConfig
 from .errors import ApiError, ErrorShapedRoute, unavailable
 from .relay import Relay
-from .schemas import ChatBody, CompletionBody, TranslateBody, TranslateResult, Translation, _Sampling
+from .schemas import ChatBody, CompletionBody, SamplingFields, TranslateBody, TranslateResult, Translation
 
 Conversation = Annotated[str | None, Header(alias="X-Baton-Conversation", max_length=256)]
 
@@ -53,12 +53,13 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         raise ApiError(404, f"The model '{str(model)[:64]}' does not exist. Ask for '{config.model_alias}': "
                             "whichever version is serving answers.", "model_not_found")
 
-    def completion(body: _Sampling, key: ApiKey, conversation: str | None, **what: Any) -> CompletionRequest:
+    def completion(body: SamplingFields, key: ApiKey, conversation: str | None, *, prompt: str | None = None,
+                   messages: tuple[dict[str, str], ...] = (), max_tokens: int | None = None) -> CompletionRequest:
         engine = serving()
         return CompletionRequest(
-            temperature=body.temperature, top_p=body.top_p, max_tokens=what.pop("max_tokens", body.max_tokens),
-            stop=body.stops(), options=body.options(), conversation_id=conversation or body.user or "",
-            version=pinned(engine, key, body.model), **what)
+            prompt=prompt, messages=messages, temperature=body.temperature, top_p=body.top_p,
+            max_tokens=max_tokens or body.max_tokens, stop=body.stops(), options=body.options(),
+            conversation_id=conversation or body.user or "", version=pinned(engine, key, body.model))
 
     @api.get("/models", summary="The alias, and for an admin key every ready version")
     async def models(key: Key) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from admin.accounts import Role
 
 
-class _Sampling(BaseModel):
+class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
@@ -49,7 +49,7 @@ class _Sampling(BaseModel):
         return None if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
-class CompletionBody(_Sampling):
+class CompletionBody(SamplingFields):
     prompt: str = Field(min_length=1, max_length=200_000)
     echo: Literal[False] = False
 
@@ -70,7 +70,7 @@ class Message(BaseModel):
         return {"role": self.role, "content": text}
 
 
-class ChatBody(_Sampling):
+class ChatBody(SamplingFields):
     messages: list[Message] = Field(min_length=1, max_length=256)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)  # OpenAI's newer name for max_tokens
 

@@ -128,6 +128,8 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
             other = await ck.connect(app.url, *USER)
             others.append(other)
             answer = (await other.ask(f"Good evening {i}", timeout=ANSWER))[-1]
+            # Chainlit names the thread from a task of its own, which a busy machine may run late.
+            await other.wait_for(lambda o=other: o.thread_id, 30, "the new thread's id")
             assert answer.attribution == side(other), (side(other), answer.output)
             sides.add(side(other))
         assert sides == {("v1", "active"), ("v2", "canary")}

@@ -19,6 +19,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from engine.router import canary_bucket
 from tests import chatkit as ck
 
 ADMIN = ("root", "root-password-1")
@@ -233,6 +234,24 @@ async def test_switches_through_the_admin_api_drop_no_stream(app, loaded):
         assert text == f"{version} says: request number {i} please"
     completion = await client.completions.create(model="baton", prompt="after the switches")
     assert completion.model == "v2"
+
+
+async def test_a_canary_split_is_sticky_by_user_or_conversation_header(app, loaded):
+    client = sdk(app, loaded["user"])
+    async with admin_http(app, loaded["admin"]) as http:
+        active = (await http.get("/deployment")).json()["active"]
+        canary = "v1" if active == "v2" else "v2"
+        assert (await http.post("/deployment/canary", json={"name": canary, "percent": 50})).status_code == 200
+        try:
+            for i in range(12):
+                conversation = f"client-{i}"
+                expected = canary if canary_bucket(conversation) < 50 else active
+                by_user = await client.completions.create(model="baton", prompt="hello", user=conversation)
+                header = sdk(app, loaded["user"], **{"X-Baton-Conversation": conversation})
+                by_header = await header.completions.create(model="baton", prompt="hello")
+                assert by_user.model == by_header.model == expected, (conversation, by_user.model, by_header.model)
+        finally:
+            assert (await http.delete("/deployment/canary")).json()["canary"] is None
 
 
 async def test_admin_api_changes_are_audited_with_the_key_name(app, loaded):
