@@ -19,13 +19,14 @@ from chainlit.input_widget import InputWidget, Select
 from chainlit.server import app as http_app
 from chainlit.types import CommandDict, ThreadDict
 from chainlit.utils import utc_now
+from starlette.middleware import Middleware
 
 import gateway
-from admin import auth_secret, commands, datalayer, endpoints, languages, render
-from admin.accounts import Account, Accounts
+from admin import auth_secret, commands, datalayer, endpoints, languages, login_guard, render
+from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.keys import Keys
-from admin.throttle import LoginThrottle
+from admin.throttle import Locked, LoginThrottle
 from engine import BatonError, Engine, Progress, Restart, RouteInfo, Settings, TranslationRequest, WaitInfo
 
 log = logging.getLogger("baton.app")
@@ -54,6 +55,9 @@ async def _record(actor: str, action: str, args: dict[str, object], outcome: str
 
 endpoints.install(http_app, lambda: _engine)
 gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
+# Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
+# middlewares then handle the guard's 429 like any other response.
+http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
 
 
 def engine() -> Engine:
@@ -130,11 +134,40 @@ def data_layer() -> SQLAlchemyDataLayer:
 # login and session ----------------------------------------------------------------
 @cl.password_auth_callback
 async def login(username: str, password: str) -> cl.User | None:
+    """Check the password, unless the throttle refuses the attempt (then POST /login answers 429,
+    see admin/login_guard.py). Failures, the start of a lock and its first refusal are audited;
+    attempts refused after that are not, so a locked-out attacker cannot fill the audit."""
+    attempt = login_guard.current()
+    address = attempt.address if attempt else "unknown"
+    try:
+        await THROTTLE.admit(username, address)
+    except Locked as refused:
+        if attempt:
+            attempt.refusal = refused
+        if refused.first_refusal:
+            await _audit_login(username, "login-refused", address, "refused", refused)
+        return None
     account = await accounts().verify(username, password)
     if account is None:
+        locked = THROTTLE.failed(username, address)
+        await _audit_login(username, "login-failed", address, "failed", None)
+        if locked:
+            await _audit_login(username, "login-locked", address, "locked", locked)
         return None
+    THROTTLE.succeeded(username, address)
     # The role here is informative only; every command reads it from the accounts table.
     return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials"})
+
+
+async def _audit_login(username: str, action: str, address: str, outcome: str, lock: Locked | None) -> None:
+    """An audit row for a login attempt. The name is shown only when such an account exists: a
+    password typed into the name field must not land in the audit."""
+    known = bool(USERNAME_RE.fullmatch(username)) and await accounts().get(username) is not None
+    detail = ""
+    if lock is not None:
+        what = " and ".join(("the account" if k.startswith("account:") else "the address") for k in lock.keys)
+        detail = f"{what} refused for {lock.retry_after_s} s"
+    await engine().record(username if known else "(unknown account)", action, {"address": address}, outcome, detail)
 
 
 async def _account() -> Account | None:

@@ -1,14 +1,21 @@
-"""admin/throttle.py: failed logins slowed, then refused for a while, per account and per address.
+"""Login hardening: failed logins slowed, then refused for a while, per account and per address.
 
-A fake clock and a fake sleep (which only records the delay) keep these instant."""
+The throttle itself (admin/throttle.py) with a fake clock and a fake sleep (which only records the
+delay), then the issue's "30 wrong passwords" on the real app (tests/chatkit.py), with small
+thresholds from BATON_LOGIN_* so it stays fast."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
+import time
 
+import httpx
 import pytest
 
 from admin.config import ChatConfig
 from admin.throttle import Locked, LoginThrottle
+from tests import chatkit as ck
 
 
 class Clock:
@@ -224,3 +231,88 @@ async def test_a_table_full_of_locks_still_takes_new_keys():
         await fail(t, f"user{i}", f"10.0.0.{i}")
     assert len(t) <= 20
     await t.admit("newcomer", "10.9.9.9")
+
+
+# the real app ------------------------------------------------------------------------
+ADMIN = ("root", "root-password-1")
+ALICE = ("alice", "alice-password-1")
+BOB = ("bob", "bob-password-12")
+# uvicorn takes the client address from X-Forwarded-For when the peer is 127.0.0.1 (a trusted
+# proxy by default): that is how one machine plays an attacker and a user at other addresses.
+ATTACKER, HOME = "10.66.0.1", "10.7.0.1"
+SLOW_AFTER, LOCK_AFTER, DELAY_S, MAX_DELAY_S, LOCK_S = 2, 6, 0.3, 0.6, 4
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("baton-throttle")
+    env = {**ck.fake_env(data_dir), "BATON_LOGIN_SLOW_AFTER": str(SLOW_AFTER),
+           "BATON_LOGIN_LOCK_AFTER": str(LOCK_AFTER), "BATON_LOGIN_DELAY_S": str(DELAY_S),
+           "BATON_LOGIN_MAX_DELAY_S": str(MAX_DELAY_S), "BATON_LOGIN_LOCK_S": str(LOCK_S)}
+    running = ck.launch_app(env, admin=ADMIN)
+    yield running
+    running.stop()
+
+
+async def post_login(app: ck.App, user: tuple[str, str], address: str) -> tuple[httpx.Response, float]:
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        start = time.monotonic()
+        r = await http.post("/login", data={"username": user[0], "password": user[1]},
+                            headers={"X-Forwarded-For": address})
+        return r, time.monotonic() - start
+
+
+def login_rows(app: ck.App) -> list[tuple[str, str, dict, str, str]]:
+    with sqlite3.connect(app.data_dir / "baton.db") as db:
+        rows = db.execute("SELECT actor, action, arguments, outcome, detail FROM audit_events "
+                          "WHERE action LIKE 'login-%' ORDER BY id").fetchall()
+    return [(a, act, json.loads(args), out, d) for a, act, args, out, d in rows]
+
+
+async def test_thirty_wrong_passwords_are_slowed_then_refused_and_audited(app):
+    root = await ck.connect(app.url, *ADMIN)
+    for name, password in (ALICE, BOB):
+        assert f"Added `{name}` as user" in await root.reply(f"/users add {name} {password} user")
+
+    answers = [await post_login(app, ("alice", f"wrong-password-{i}"), ATTACKER) for i in range(30)]
+    codes = [r.status_code for r, _ in answers]
+    assert codes == [401] * LOCK_AFTER + [429] * (30 - LOCK_AFTER), codes
+    # From the third failure on, each attempt waits before the password is even checked.
+    for i, (_, took) in enumerate(answers[SLOW_AFTER:LOCK_AFTER]):
+        assert took >= min(DELAY_S * 2 ** i, MAX_DELAY_S), (i, took)
+    for r, _ in answers[LOCK_AFTER:]:
+        assert 1 <= int(r.headers["Retry-After"]) <= LOCK_S
+        body = r.json()
+        assert body["detail"] == "tooManyLogins" and "Too many failed logins" in body["message"]
+
+    # The right password, from the user's own address: the account is locked.
+    r, _ = await post_login(app, ALICE, HOME)
+    assert r.status_code == 429 and "for this account" in r.json()["message"], r.text
+    assert "Try again in" in r.json()["message"]
+    # Another account from the user's address is fine; from the attacker's address it is not.
+    assert (await post_login(app, BOB, HOME))[0].status_code == 200
+    r, _ = await post_login(app, BOB, ATTACKER)
+    assert r.status_code == 429 and "your network address" in r.json()["message"], r.text
+    # A password typed into the name field is a failed login that must not reach the audit.
+    assert (await post_login(app, ("alice-password-typo", "x"), HOME))[0].status_code == 401
+
+    await asyncio.sleep(LOCK_S + 0.5)
+    assert (await post_login(app, ALICE, HOME))[0].status_code == 200
+
+    rows = login_rows(app)
+    alice = [(action, args["address"], outcome) for actor, action, args, outcome, _ in rows if actor == "alice"]
+    assert alice == [("login-failed", ATTACKER, "failed")] * LOCK_AFTER + [
+        ("login-locked", ATTACKER, "locked"), ("login-refused", ATTACKER, "refused")], alice
+    locked = next(r for r in rows if r[1] == "login-locked")
+    assert locked[4] == f"the account and the address refused for {LOCK_S} s"
+    # 27 refusals, one audit row: the rest would only let an attacker fill the audit.
+    assert sum(1 for r in rows if r[1] == "login-refused") == 1
+    assert ("(unknown account)", "login-failed", {"address": HOME}, "failed", "") in rows
+    with sqlite3.connect(app.data_dir / "baton.db") as db:
+        dump = "\n".join(str(r) for r in db.execute("SELECT * FROM audit_events"))
+    assert "wrong-password" not in dump and "alice-password" not in dump
+    assert "Traceback" not in app.log()  # Chainlit logs what the login callback raises
+
+    audit = await root.reply("/audit 40")  # what an admin sees
+    await root.close()
+    assert "| alice | login-locked |" in audit, audit
