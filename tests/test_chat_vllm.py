@@ -167,8 +167,9 @@ async def test_load_switch_translate_and_restart_on_real_vllm(env):
     again = ck.launch_app(env, admin=ADMIN)
     try:
         async def serving() -> dict | None:
+            # Both versions come back; the standby may be ready first (200, "degraded"): wait for v2.
             code, health = await ck.healthz(again.url)
-            return health if code == 200 else None
+            return health if code == 200 and health["status"] == "ok" else None
         health = await ck.wait_until(serving, START, "the active version to serve again after the restart",
                                      interval=1, detail=lambda: ck.healthz(again.url))
         assert health["active"] == "v2" and health["status"] == "ok", health
