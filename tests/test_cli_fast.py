@@ -68,12 +68,17 @@ def test_load_and_wait_ready(baton):
     loaded = baton("load", "v1", "v1", "--wait", "--timeout", "30")
     assert loaded.returncode == OK, loaded.stderr
     assert "v1 is ready" in loaded.stdout
-    started = baton("load", "v2", "v2", "--json")
+    refused = baton("load", "v2", "v2", "--flag", "--trust-remote-code")
+    assert refused.returncode == REFUSED and "is not allowed" in refused.stderr
+    started = baton("load", "v2", "v2", "--flag", "--dtype float32", "--flag=--enforce-eager", "--json")
     assert started.returncode == OK, started.stderr
     assert json.loads(started.stdout)["name"] == "v2"
     ready = baton("wait-ready", "v2", "--timeout", "30", "--json")
     assert ready.returncode == OK, ready.stderr
-    assert json.loads(ready.stdout)["state"] == "ready"
+    status = json.loads(ready.stdout)
+    assert status["state"] == "ready"
+    argv = Path(f"/proc/{status['pid']}/cmdline").read_bytes().split(b"\0")
+    assert argv[-4:-1] == [b"--dtype", b"float32", b"--enforce-eager"]  # each --flag split like a shell would
 
 
 def test_switch_and_rollback(baton):
