@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -39,7 +39,7 @@ Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready b
 Lines = Annotated[int, typer.Option("-n", "--lines", min=1, help="How many lines or events.")]
 
 
-class Role(str, Enum):  # noqa: UP042 - typer offers an Enum's values as the choices
+class Role(StrEnum):  # typer offers the values as the choices
     user = "user"
     admin = "admin"
 
