@@ -1,0 +1,3 @@
+from baton_cli.main import run
+
+run()

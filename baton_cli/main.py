@@ -1,0 +1,284 @@
+"""The `baton` command: every admin action of the chat, over Baton's admin API, for people and pipelines.
+
+Human tables on stdout by default; `--json` prints the API's JSON instead. Errors go to stderr,
+and the exit code says what kind of failure it was (client.Exit).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from .client import Client, CliError, Exit
+
+EXIT_CODES = ("Exit codes: 0 ok · 1 refused by Baton (conflict, invalid, not found; the reason on stderr) · "
+              "2 usage error · 3 cannot reach Baton, or a server error (5xx, 503) · 4 no key, a wrong key, "
+              "not an admin key, or too many wrong keys · 5 wait-ready timed out · 6 the version failed to start.")
+
+app = typer.Typer(
+    name="baton",
+    help="Operate Baton (load, switch, canary, roll back) through its admin API /admin/v1.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    # A traceback's locals would include the API key.
+    pretty_exceptions_show_locals=False,
+)
+keys_app = typer.Typer(help="API keys: list, add (the secret is shown once), revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts) instead of a table.")]
+Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready before giving up (exit 5).")]
+Lines = Annotated[int, typer.Option("-n", "--lines", min=1, help="How many lines or events.")]
+
+
+class Role(StrEnum):  # typer offers the values as the choices
+    user = "user"
+    admin = "admin"
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    api_key: str | None
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(envvar="BATON_URL", help="Baton's base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(
+        envvar="BATON_API_KEY", show_default=False,
+        help="An admin API key. Prefer the BATON_API_KEY variable: an argument is visible to other local "
+             "users (ps) and stays in shell history.")] = None,
+) -> None:
+    ctx.obj = Target(url, api_key)
+
+
+def _client(ctx: typer.Context) -> Client:
+    target: Target = ctx.obj
+    return Client(target.url, target.api_key)
+
+
+def _show(data: Any, json_out: bool, human: str) -> None:
+    typer.echo(json.dumps(data, indent=2) if json_out else human)
+
+
+def _cell(value: object) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    cells = [list(headers), *([_cell(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _deployment_line(d: dict[str, Any]) -> str:
+    """From GET /deployment (`standby`) or the answer to a change (the Deployment itself: `previous`)."""
+    standby = d.get("standby", d.get("previous"))
+    canary = f"{d['canary']} ({d['canary_percent']} %)" if d.get("canary") else None
+    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(standby)}"
+            f" · by {_cell(d.get('updated_by'))} at {_cell(d.get('updated_at'))}")
+
+
+# deployment ------------------------------------------------------------------------------
+@app.command()
+def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Which version is active, canary and standby, and every version's process and traffic."""
+    c = _client(ctx)
+    deployment, versions = c.get("/deployment"), c.get("/versions")
+    rows = [(v["name"], v["state"], v["role"], v["desired"], v["pid"], v["port"], v["uptime_s"], v["in_flight"],
+             v["served"], v["errors"], v["restarts"], v["reason"]) for v in versions]
+    human = "\n".join(filter(None, [
+        f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"), "",
+        table(("NAME", "STATE", "ROLE", "DESIRED", "PID", "PORT", "UP S", "IN FLIGHT", "SERVED", "ERRORS",
+               "RESTARTS", "REASON"), rows) if rows else "No version is registered yet: baton load NAME MODEL_PATH."]))
+    _show({"deployment": deployment, "versions": versions}, json_out, human)
+
+
+def _change(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | None, json_out: bool) -> None:
+    """A deployment change; prints the deployment it left."""
+    d = _client(ctx).call(method, path, json=body)
+    _show(d, json_out, _deployment_line(d))
+
+
+@app.command()
+def switch(ctx: typer.Context, name: str, json_out: JsonOut = False) -> None:
+    """Send all new requests to a ready version (the current one stays loaded as standby)."""
+    _change(ctx, "POST", "/deployment/switch", {"name": name}, json_out)
+
+
+@app.command()
+def rollback(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Switch back to the standby (previous) version."""
+    _change(ctx, "POST", "/deployment/rollback", None, json_out)
+
+
+@app.command()
+def canary(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A ready version, or `abort` to end the canary.")],
+    percent: Annotated[int | None, typer.Argument(min=1, max=99, help="Share of conversations, 1-99.")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """`canary NAME PERCENT` sends a share of conversations to a version; `canary abort` ends it."""
+    if percent is None:
+        if name != "abort":
+            raise typer.BadParameter("give a PERCENT (1-99), or `canary abort` to end the canary", param_hint="PERCENT")
+        _change(ctx, "DELETE", "/deployment/canary", None, json_out)
+    else:
+        _change(ctx, "POST", "/deployment/canary", {"name": name, "percent": percent}, json_out)
+
+
+@app.command()
+def promote(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Make the canary the active version."""
+    _change(ctx, "POST", "/deployment/promote", None, json_out)
+
+
+# versions --------------------------------------------------------------------------------
+def _wait_ready(c: Client, name: str, timeout: float, pending: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Poll until the version is ready. `pending` is the status a load answered with: when that was
+    a failure being retried, the same failure (same pid and reason) is the old one, not the retry's."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        v: dict[str, Any] = c.get(f"/versions/{name}")
+        state = v["state"]
+        if state != shown:  # progress for people; stdout stays for the result
+            typer.echo(f"{name}: {state}" + (f" ({v['reason']})" if v["reason"] else ""), err=True)
+            shown = state
+        if state == "ready":
+            return v
+        if v["desired"] == "unloaded":
+            raise CliError(Exit.REFUSED, f"Version '{name}' is not loaded ({state}). Load it: baton load {name}")
+        # A version that crashed after being ready is restarted by Baton; one that never got ready is not.
+        retrying = v["restarts"] > 0 or v["reason"].endswith("restarting")
+        stale = pending is not None and pending["state"] == "failed" and (v["pid"], v["reason"]) == (
+            pending["pid"], pending["reason"])
+        if state == "failed" and not retrying and not stale:
+            raise CliError(Exit.FAILED, f"Version '{name}' failed to start: {v['reason']} "
+                                        f"See `baton logs {name}`, fix the recipe and load it again.")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CliError(Exit.TIMEOUT, f"Version '{name}' is not ready after {timeout:g} s (state {state}). "
+                                         "It keeps loading; wait again or see `baton logs NAME`.")
+        time.sleep(min(0.5, left))
+
+
+@app.command()
+def load(
+    ctx: typer.Context,
+    name: str,
+    model_path: Annotated[str | None, typer.Argument(
+        help="Model directory under BATON_MODEL_ROOTS; registers (or re-registers) the version. "
+             "Omit it to load the recipe saved for NAME.")] = None,
+    flag: Annotated[list[str] | None, typer.Option(
+        "--flag", help="vLLM flags from BATON_ALLOWED_FLAGS, repeatable: --flag '--dtype bfloat16'.")] = None,
+    template: Annotated[str | None, typer.Option(
+        help="Prompt template with {source_lang}, {target_lang} and {text}.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on each answer's tokens.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ready, as wait-ready does.")] = False,
+    timeout: Timeout = 600,
+    json_out: JsonOut = False,
+) -> None:
+    """Start a version in the background (its process starts, then warms up); the chat keeps serving."""
+    body: dict[str, Any] = {"name": name}
+    if model_path is not None:
+        body.update(model_path=model_path, flags=[t for f in flag or [] for t in shlex.split(f)],
+                    template=template, max_tokens=max_tokens)
+    elif flag or template is not None or max_tokens is not None:
+        raise typer.BadParameter("--flag, --template and --max-tokens need MODEL_PATH (they register a new recipe)")
+    c = _client(ctx)
+    v = c.post("/versions", body)
+    if wait:
+        v = _wait_ready(c, name, timeout, pending=v)
+    human = (f"{name} is ready (pid {v['pid']}, port {v['port']})." if v["state"] == "ready" else
+             f"Loading {name} ({v['state']}). `baton wait-ready {name}` waits until it is ready.")
+    _show(v, json_out, human)
+
+
+@app.command("wait-ready")
+def wait_ready(
+    ctx: typer.Context,
+    name: str,
+    timeout: Timeout = 600,
+    json_out: JsonOut = False,
+) -> None:
+    """Wait until a version is ready (exit 0); exit 6 if it failed to start, 5 on timeout."""
+    v = _wait_ready(_client(ctx), name, timeout)
+    _show(v, json_out, f"{name} is ready (pid {v['pid']}, port {v['port']}).")
+
+
+@app.command()
+def unload(ctx: typer.Context, name: str, json_out: JsonOut = False) -> None:
+    """Drain a version that is not serving (bounded) and stop its process."""
+    r = _client(ctx).delete(f"/versions/{name}")
+    cut = "" if r["drained"] else ", cutting requests that did not finish in time"
+    _show(r, json_out, f"Unloaded {name}{cut}.")
+
+
+@app.command()
+def logs(ctx: typer.Context, name: str, n: Lines = 50, json_out: JsonOut = False) -> None:
+    """The last lines of a version's process log."""
+    r = _client(ctx).get(f"/versions/{name}/logs", n=n)
+    _show(r, json_out, "\n".join(r["lines"]))
+
+
+@app.command()
+def audit(ctx: typer.Context, n: Lines = 20, json_out: JsonOut = False) -> None:
+    """The last admin actions, newest first: who did what, and how it ended."""
+    events = _client(ctx).get("/audit", n=n)
+    rows = [(e["at"], e["actor"], e["action"], e["arguments"], e["outcome"], e["detail"]) for e in events]
+    _show(events, json_out, table(("AT", "ACTOR", "ACTION", "ARGUMENTS", "OUTCOME", "DETAIL"), rows))
+
+
+# keys ------------------------------------------------------------------------------------
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Every key with its role (never a secret)."""
+    keys = _client(ctx).get("/keys")
+    rows = [(k["name"], k["role"], k["hint"] + "…", k["created_by"], k["created_at"], k["revoked_at"]) for k in keys]
+    _show(keys, json_out, table(("NAME", "ROLE", "STARTS", "CREATED BY", "CREATED AT", "REVOKED AT"), rows))
+
+
+@keys_app.command("add")
+def keys_add(
+    ctx: typer.Context,
+    name: str,
+    role: Annotated[Role, typer.Option(help="user: inference on /v1; admin: also the admin API.")] = Role.user,
+    json_out: JsonOut = False,
+) -> None:
+    """Make a key; its secret goes to stdout, once."""
+    made = _client(ctx).post("/keys", {"name": name, "role": role})
+    typer.echo(f"baton: this is the only time the secret of key '{name}' ({role.value}) is shown; store it now.",
+               err=True)
+    _show(made, json_out, made["secret"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, name: str, json_out: JsonOut = False) -> None:
+    """Revoke a key at once."""
+    k = _client(ctx).delete(f"/keys/{name}")
+    _show(k, json_out, f"Revoked the key '{name}'.")
+
+
+def run() -> None:
+    """The console script `baton`: a refusal or an unreachable Baton ends here, as a sentence and an exit code."""
+    try:
+        app(prog_name="baton")
+    except CliError as err:
+        typer.echo(f"baton: {err.message}", err=True)
+        sys.exit(int(err.code))
