@@ -86,10 +86,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def _deployment_line(d: dict[str, Any]) -> str:
-    """From GET /deployment (`standby`) or the answer to a change (the Deployment itself: `previous`)."""
-    standby = d.get("standby", d.get("previous"))
+    """GET /deployment and every deployment change answer the same shape."""
     canary = f"{d['canary']} ({d['canary_percent']} %)" if d.get("canary") else None
-    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(standby)}"
+    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(d.get('standby'))}"
             f" · by {_cell(d.get('updated_by'))} at {_cell(d.get('updated_at'))}")
 
 
@@ -149,9 +148,8 @@ def promote(ctx: typer.Context, json_out: JsonOut = False) -> None:
 
 
 # versions --------------------------------------------------------------------------------
-def _wait_ready(c: Client, name: str, timeout: float, pending: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Poll until the version is ready. `pending` is the status a load answered with: when that was
-    a failure being retried, the same failure (same pid and reason) is the old one, not the retry's."""
+def _wait_ready(c: Client, name: str, timeout: float) -> dict[str, Any]:
+    """Poll until the version is ready, or Baton has given up on starting it."""
     deadline = time.monotonic() + timeout
     shown = None
     while True:
@@ -164,11 +162,7 @@ def _wait_ready(c: Client, name: str, timeout: float, pending: dict[str, Any] | 
             return v
         if v["desired"] == "unloaded":
             raise CliError(Exit.REFUSED, f"Version '{name}' is not loaded ({state}). Load it: baton load {name}")
-        # A version that crashed after being ready is restarted by Baton; one that never got ready is not.
-        retrying = v["restarts"] > 0 or v["reason"].endswith("restarting")
-        stale = pending is not None and pending["state"] == "failed" and (v["pid"], v["reason"]) == (
-            pending["pid"], pending["reason"])
-        if state == "failed" and not retrying and not stale:
+        if v["gave_up"]:
             raise CliError(Exit.FAILED, f"Version '{name}' failed to start: {v['reason']} "
                                         f"See `baton logs {name}`, fix the recipe and load it again.")
         left = deadline - time.monotonic()
@@ -204,7 +198,7 @@ def load(
     c = _client(ctx)
     v = c.post("/versions", body)
     if wait:
-        v = _wait_ready(c, name, timeout, pending=v)
+        v = _wait_ready(c, name, timeout)
     human = (f"{name} is ready (pid {v['pid']}, port {v['port']})." if v["state"] == "ready" else
              f"Loading {name} ({v['state']}). `baton wait-ready {name}` waits until it is ready.")
     _show(v, json_out, human)

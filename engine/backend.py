@@ -102,6 +102,12 @@ class Backend:
             self.stall = why
             self.wake()
 
+    @property
+    def gave_up(self) -> bool:
+        """Its start failed and nothing will try again by itself: a version that never got ready
+        has a broken recipe (one that crashed after being ready is restarted with backoff)."""
+        return self.state is State.FAILED and not self.ever_ready and not self.retry
+
     def snapshot(self) -> Snapshot:
         return Snapshot(
             self.spec.name, self.state, self.desired, self.pid, self.port if self.state in ALIVE else None,

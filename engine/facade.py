@@ -55,6 +55,7 @@ class VersionStatus:
     restarts: int
     reason: str
     last_line: str
+    gave_up: bool = False  # failed to start, and nothing will retry it: fix the recipe and /load again
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class Engine:
                 return self._status_of(b, "")
             if self.pool.get(name) is not b or b.desired is Desired.UNLOADED:
                 raise NotReady(f"Version '{name}' was unloaded while loading.", f"/load {name} again.")
-            if b.state is State.FAILED and not b.ever_ready and not b.retry:
+            if b.gave_up:
                 raise NotReady(f"Version '{name}' failed to start: {b.reason}",
                                f"Check /logs {name}, fix the recipe and /load {name} again.")
             await b.cell.wait_change(5)
@@ -400,7 +401,8 @@ class Engine:
         s = b.snapshot()
         uptime = time.monotonic() - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
         return VersionStatus(s.name, s.state.value, s.desired.value, _role(self.router.deployment, s.name), s.pid,
-                             s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line)
+                             s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line,
+                             b.gave_up)
 
     async def watch(self, name: str, interval_s: float = 1.0) -> AsyncIterator[Progress]:
         """A version's load as it happens: an item about every `interval_s` and at once on each
@@ -415,7 +417,7 @@ class Engine:
             last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
             status = self._status_of(b, last[0] if last else "")
             phase: Phase = ("ready" if b.state is State.READY else
-                            "failed" if b.state is State.FAILED and not b.ever_ready and not b.retry else
+                            "failed" if b.gave_up else
                             "loading" if b.state in LOADING or b.state in (State.STOPPED, State.FAILED) else "gone")
             yield Progress(name, phase, time.monotonic() - start, status)
             if phase != "loading":

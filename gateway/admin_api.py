@@ -2,18 +2,18 @@
 chat's commands, for pipelines and the `baton` CLI. Every call needs an admin key, and the
 audit names the key (`key:NAME`) as the actor."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
 from admin import shield
 from admin.keys import ApiKey, Audited, Keys
-from engine import AuditEvent, Deployment, Engine, NotFound, VersionStatus
+from engine import AuditEvent, Deployment, Engine, Health, NotFound, VersionStatus
 
 from .auth import Auth
 from .errors import ErrorShapedRoute
-from .schemas import CanaryBody, KeyBody, LoadBody, Logs, NameBody, Unloaded
+from .schemas import CanaryBody, DeploymentView, KeyBody, LoadBody, Logs, NameBody, Unloaded
 
 
 def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth: Auth) -> APIRouter:
@@ -58,33 +58,33 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         return Logs(name=name, lines=await get_engine().logs(name, n))
 
     # deployment -----------------------------------------------------------------------
+    async def changed(change: Awaitable[Deployment]) -> DeploymentView:
+        await shield.to_completion(change)
+        return _view(get_engine().health())
+
     @api.get("/deployment", summary="Which version is active, canary and standby; can anything serve")
-    async def deployment(key: Admin) -> dict[str, Any]:
-        health = get_engine().health()
-        d = health.deployment
-        return {"active": d.active, "canary": d.canary, "canary_percent": d.canary_percent if d.canary else 0,
-                "standby": d.previous, "updated_by": d.updated_by, "updated_at": d.updated_at,
-                "status": health.status, "detail": health.detail, "versions": health.states}
+    async def deployment(key: Admin) -> DeploymentView:
+        return _view(get_engine().health())
 
     @api.post("/deployment/switch", summary="Send all new requests to a ready version")
-    async def switch(body: NameBody, key: Admin) -> Deployment:
-        return await shield.to_completion(get_engine().switch(body.name, actor=key.actor))
+    async def switch(body: NameBody, key: Admin) -> DeploymentView:
+        return await changed(get_engine().switch(body.name, actor=key.actor))
 
     @api.post("/deployment/rollback", summary="Switch back to the standby (previous) version")
-    async def rollback(key: Admin) -> Deployment:
-        return await shield.to_completion(get_engine().rollback(actor=key.actor))
+    async def rollback(key: Admin) -> DeploymentView:
+        return await changed(get_engine().rollback(actor=key.actor))
 
     @api.post("/deployment/canary", summary="Send a share of conversations to a ready version")
-    async def canary(body: CanaryBody, key: Admin) -> Deployment:
-        return await shield.to_completion(get_engine().canary(body.name, body.percent, actor=key.actor))
+    async def canary(body: CanaryBody, key: Admin) -> DeploymentView:
+        return await changed(get_engine().canary(body.name, body.percent, actor=key.actor))
 
     @api.delete("/deployment/canary", summary="End the canary: all traffic to the active version")
-    async def abort_canary(key: Admin) -> Deployment:
-        return await shield.to_completion(get_engine().abort_canary(actor=key.actor))
+    async def abort_canary(key: Admin) -> DeploymentView:
+        return await changed(get_engine().abort_canary(actor=key.actor))
 
     @api.post("/deployment/promote", summary="Make the canary the active version")
-    async def promote(key: Admin) -> Deployment:
-        return await shield.to_completion(get_engine().promote(actor=key.actor))
+    async def promote(key: Admin) -> DeploymentView:
+        return await changed(get_engine().promote(actor=key.actor))
 
     # audit and keys -------------------------------------------------------------------
     @api.get("/audit", summary="The last admin actions, newest first")
@@ -107,3 +107,10 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         return await shield.to_completion(Audited(get_engine(), get_keys(), key.actor).revoke(name))
 
     return api
+
+
+def _view(health: Health) -> DeploymentView:
+    d = health.deployment
+    return DeploymentView(active=d.active, canary=d.canary, canary_percent=d.canary_percent if d.canary else 0,
+                          standby=d.previous, updated_by=d.updated_by, updated_at=d.updated_at,
+                          status=health.status, detail=health.detail, versions=health.states)

@@ -6,6 +6,7 @@ way Baton does not relay (n > 1, echo, logprobs, tools) are refused with a clear
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -123,6 +124,20 @@ class KeyBody(BaseModel):
 
     name: str
     role: Role = "user"
+
+
+class DeploymentView(BaseModel):
+    """The deployment as every deployment call answers it: what serves, and can it serve now."""
+
+    active: str | None
+    canary: str | None
+    canary_percent: int
+    standby: str | None  # the previous version, kept loaded for an instant rollback
+    updated_by: str
+    updated_at: datetime | None
+    status: Literal["ok", "degraded", "unavailable"]
+    detail: str  # why the active version is not serving, in a sentence; "" when it is
+    versions: dict[str, str]  # loaded version -> state
 
 
 class Unloaded(BaseModel):
