@@ -126,7 +126,7 @@ def app_root(data_dir: Path) -> Path:
 
 
 def launch_app(env: dict[str, str], *, admin: tuple[str, str] = ("root", "root-password-1"),
-               port: int | None = None, timeout: float = 60) -> App:
+               port: int | None = None, timeout: float = 120) -> App:
     """Start `chainlit run <repo>/app.py` the way it is deployed and wait until /healthz answers.
     Only `env` configures it: the app runs from app_root(), with no BATON_* or CHAINLIT_* variable
     of the caller's, and without CI (under CI=true Chainlit replaces OPENAI_API_KEY with a fake one)."""

@@ -280,6 +280,23 @@ async def test_a_backend_killed_mid_answer(app, loaded):
         await ck.wait_until(lambda: _state(http, "v1"), 30, "v1 restarted")
 
 
+async def test_a_client_that_leaves_mid_stream_frees_its_backend(app, loaded):
+    """Closing the stream cancels the request inside Baton, which closes the backend stream (vLLM
+    aborts the generation): the lease is released, nothing keeps running for nobody."""
+    client = sdk(app, loaded["user"])
+    async with admin_http(app, loaded["admin"]) as http:
+        active = (await http.get("/deployment")).json()["active"]
+        stream = await client.completions.create(model="baton", prompt="one two three four five six", stream=True)
+        await anext(aiter(stream))
+        assert (await http.get(f"/versions/{active}")).json()["in_flight"] == 1
+        await stream.close()
+
+        async def idle() -> bool:
+            return (await http.get(f"/versions/{active}")).json()["in_flight"] == 0
+
+        await ck.wait_until(idle, 5, "the lease to be released")
+
+
 async def test_revoked_key_is_refused_at_once(app, chat, loaded):
     temp = await ck.make_key(chat, "temp", "user")
     client = sdk(app, temp)
