@@ -83,15 +83,18 @@ def nice_section(n: dict) -> str:
                  f"{hi['served_per_s'] / lo['served_per_s']:.2f}× as many"])
     rows += [[label, lo[k], hi[k], ""] for label, k in (("switches", "switches"), ("requests", "requests"),
                                                           ("failed", "failed"), ("truncated", "truncated"))]
+    rows.append(["two backends ready, each run (s)",
+                 *(" / ".join(num(x) for x in side.get("backend_startup_s_two_in_parallel", [])) for side in (lo, hi)), ""])
     loads = [" / ".join(num(x) for x in side["load_average_1m_after_each_run"]) for side in (lo, hi)]
     return f"""## Backend niceness: the app's priority against the backends' throughput (`BATON_BACKEND_NICE`)
 
 The load above (two real vLLM backends, {n['clients']} streaming clients, a switch every {n['switch_interval_s']} s,
 {n['switches_per_run']} switches per run) with the backends started at niceness 0 and at {n['backend_nice']}, the
-default, in alternating order over {n['rounds']} rounds; each run starts a fresh pair of backends from the same model
-directories, and each side's runs are pooled. `.venv/bin/python -m benchmarks.engine_bench --nice-only`. Load
-average (1 min) after each run: niceness 0 {loads[0]}; niceness {n['backend_nice']} {loads[1]} (the machine was
-shared with other sessions). Measured {n['measured_at']} ({n['machine']}).
+default, in alternating order over {n['rounds']} round(s); each run starts a fresh pair of backends from the same
+model directories, and each side's runs are pooled: `{n['command']}`. Load average (1 min) after each run:
+niceness 0 {loads[0]}; niceness {n['backend_nice']} {loads[1]} (the machine was shared with other sessions).
+Requests served per second depend on what else runs on the machine: compare them only where those load averages
+are alike. Measured {n['measured_at']} ({n['machine']}).
 
 {table(["", "niceness 0", f"niceness {n['backend_nice']}", ""], rows)}
 """
