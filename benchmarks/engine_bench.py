@@ -1,18 +1,22 @@
 """Engine benchmark against real vLLM backends: switches under streaming load, and overheads.
 
-    make bench            (or: .venv/bin/python -m benchmarks.engine_bench [--switches N])
+    make bench            (or: .venv/bin/python -m benchmarks.engine_bench [--switches N] [--nice-only])
 
-Prints the numbers and merges them into benchmarks/results.json under "engine".
+Prints the numbers and merges them into benchmarks/results.json under "engine", and the same
+load with the backends at niceness 0 and at BATON_BACKEND_NICE, side by side, under "engine_nice".
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from openai import AsyncOpenAI
@@ -20,7 +24,6 @@ from openai import AsyncOpenAI
 from benchmarks import benchutil as bu
 from engine import Engine, Settings, TranslationRequest
 from engine.translate import BackendFailed, build_prompt
-
 
 
 def p99(values: list[float]) -> float:
@@ -42,12 +45,37 @@ async def timed_switches(eng: Engine, n: int, interval_s: float) -> list[float]:
     return out
 
 
-async def load_phase(eng: Engine, switches: int, clients: int, interval_s: float) -> dict:
+@dataclass
+class LoadRun:
+    """What one or more load phases measured, raw, so that runs can be pooled before percentiles."""
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("requests", "failed", "truncated", "misattributed", "retranslated"), 0))
+    switch_ms: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def add(self, other: LoadRun) -> None:
+        for k, v in other.counts.items():
+            self.counts[k] += v
+        self.switch_ms += other.switch_ms
+        self.lags += other.lags
+        self.duration_s += other.duration_s
+
+    def summary(self) -> dict:
+        served = self.counts["requests"] - self.counts["failed"] - self.counts["truncated"]
+        return {**self.counts, "switches": len(self.switch_ms), "duration_s": self.duration_s,
+                "served_per_s": served / self.duration_s,
+                "switch_p50_ms": statistics.median(self.switch_ms), "switch_p99_ms": p99(self.switch_ms),
+                "loop_lag_p50_ms": statistics.median(self.lags), "loop_lag_p99_ms": p99(self.lags),
+                "loop_lag_max_ms": max(self.lags)}
+
+
+async def run_load(eng: Engine, switches: int, clients: int, interval_s: float) -> LoadRun:
     """Concurrent streams while switching back and forth. Also samples the event loop's lag (a
     5 ms sleep's overshoot) in the same process: the floor under any await, a switch included."""
     stop = asyncio.Event()
-    counts = {"requests": 0, "failed": 0, "truncated": 0, "misattributed": 0, "retranslated": 0}
-    lags: list[float] = []
+    run = LoadRun()
+    counts = run.counts
 
     async def client(i: int) -> None:
         n = 0
@@ -72,16 +100,21 @@ async def load_phase(eng: Engine, switches: int, clients: int, interval_s: float
         while not stop.is_set():
             t0 = time.perf_counter()
             await asyncio.sleep(0.005)
-            lags.append((time.perf_counter() - t0) * 1000 - 5)
+            run.lags.append((time.perf_counter() - t0) * 1000 - 5)
 
+    t0 = time.perf_counter()
     tasks = [asyncio.create_task(client(i)) for i in range(clients)] + [asyncio.create_task(loop_lag())]
     await asyncio.sleep(1)
-    switch_ms = await timed_switches(eng, switches, interval_s)
+    run.switch_ms = await timed_switches(eng, switches, interval_s)
     stop.set()
     await asyncio.gather(*tasks)
-    return {**counts, "clients": clients, "switches": switches, "switch_interval_s": interval_s,
-            "switch_p50_ms": statistics.median(switch_ms), "switch_p99_ms": p99(switch_ms),
-            "loop_lag_p50_ms": statistics.median(lags), "loop_lag_p99_ms": p99(lags), "loop_lag_max_ms": max(lags)}
+    run.duration_s = time.perf_counter() - t0
+    return run
+
+
+async def load_phase(eng: Engine, switches: int, clients: int, interval_s: float) -> dict:
+    run = await run_load(eng, switches, clients, interval_s)
+    return {**run.summary(), "clients": clients, "switch_interval_s": interval_s}
 
 
 async def idle_phase(eng: Engine, switches: int) -> dict:
@@ -156,10 +189,10 @@ async def ttft_phase(eng: Engine, rounds: int) -> dict:
     }
 
 
-async def main(args: argparse.Namespace) -> dict:
-    work = Path(args.work or tempfile.mkdtemp(prefix="baton-bench-"))
-    bu.build_models(work / "models", ["bench-a", "bench-b"])
-    eng = Engine(Settings(data_dir=work, startup_timeout_s=300, request_wait_s=300))
+async def start_pair(settings: Settings) -> tuple[Engine, float]:
+    """An engine with versions a (active) and b (standby) on bench-a and bench-b, both ready;
+    and how long their two backends took to start side by side."""
+    eng = Engine(settings)
     await eng.start()
     try:
         for name, model in (("a", "bench-a"), ("b", "bench-b")):
@@ -167,17 +200,65 @@ async def main(args: argparse.Namespace) -> dict:
             await eng.load(name)
         t0 = time.perf_counter()
         await asyncio.gather(eng.wait_loaded("a"), eng.wait_loaded("b"))
-        startup_s = time.perf_counter() - t0
         if eng.router.deployment.active != "a":
             await eng.switch("a")
-        results = {"backend_startup_s_two_in_parallel": round(startup_s, 1)}
-        results.update(await load_phase(eng, args.switches, args.clients, args.interval))
-        results.update(await idle_phase(eng, args.switches))
-        results.update(flip_phase(eng))
-        results.update(await ttft_phase(eng, args.rounds))
-    finally:
+    except BaseException:
         await eng.close()
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+        raise
+    return eng, time.perf_counter() - t0
+
+
+async def nice_phase(work: Path, nice: int, args: argparse.Namespace) -> dict:
+    """The load phase with the backends at niceness 0 and at `nice`, in alternating order over
+    `args.nice_rounds` rounds (a fresh pair of backends for each, niceness being set at start-up),
+    pooled per setting. Other work on the machine lands on both sides alike."""
+    runs = {0: LoadRun(), nice: LoadRun()}
+    load_avgs: dict[int, list[float]] = {0: [], nice: []}
+    startups: dict[int, list[float]] = {0: [], nice: []}
+    for i in range(args.nice_rounds):
+        for n in (0, nice) if i % 2 == 0 else (nice, 0):
+            data = work / f"nice-{n}"
+            shutil.rmtree(data, ignore_errors=True)  # a fresh database: nothing comes back from an earlier run
+            settings = Settings(data_dir=data, model_roots=[work / "models"], backend_nice=n,
+                                startup_timeout_s=900, request_wait_s=300)  # niced, they start late on a busy box
+            eng, startup_s = await start_pair(settings)
+            startups[n].append(startup_s)
+            try:
+                runs[n].add(await run_load(eng, args.nice_switches, args.clients, args.interval))
+            finally:
+                await eng.close()
+            load_avgs[n].append(os.getloadavg()[0])
+    sides = {f"nice_{n}": {**run.summary(), "load_average_1m_after_each_run": load_avgs[n],
+                           "backend_startup_s_two_in_parallel": startups[n]}
+             for n, run in runs.items()}
+    return {"command": " ".join([".venv/bin/python -m benchmarks.engine_bench", *sys.argv[1:]]),
+            "backend_nice": nice, "rounds": args.nice_rounds, "switches_per_run": args.nice_switches,
+            "clients": args.clients, "switch_interval_s": args.interval, **sides}
+
+
+async def main(args: argparse.Namespace) -> dict[str, dict]:
+    work = Path(args.work or tempfile.mkdtemp(prefix="baton-bench-"))
+    bu.build_models(work / "models", ["bench-a", "bench-b"])
+    out: dict[str, dict] = {}
+    if not args.nice_only:
+        eng, startup_s = await start_pair(Settings(data_dir=work, startup_timeout_s=300, request_wait_s=300))
+        try:
+            results = {"backend_startup_s_two_in_parallel": round(startup_s, 1),
+                       "backend_nice": eng.settings.backend_nice}
+            results.update(await load_phase(eng, args.switches, args.clients, args.interval))
+            results.update(await idle_phase(eng, args.switches))
+            results.update(flip_phase(eng))
+            results.update(await ttft_phase(eng, args.rounds))
+        finally:
+            await eng.close()
+        out["engine"] = rounded(results)
+    out["engine_nice"] = rounded(await nice_phase(work, args.nice, args))
+    return out
+
+
+def rounded(d: dict) -> dict:
+    return {k: rounded(v) if isinstance(v, dict) else [round(x, 2) for x in v] if isinstance(v, list)
+            else round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
 
 
 if __name__ == "__main__":
@@ -186,14 +267,25 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between switches under load")
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--nice-rounds", type=int, default=2,
+                        help="rounds of the niceness comparison (each starts the backends at 0 and at the default)")
+    parser.add_argument("--nice-switches", type=int, default=100, help="switches under load per run of that comparison")
+    parser.add_argument("--nice", type=int, default=Settings().backend_nice,
+                        help="the niceness compared with 0 (default: BATON_BACKEND_NICE)")
+    parser.add_argument("--nice-only", action="store_true", help="only the niceness comparison")
     parser.add_argument("--work", help="working directory (models are cached there)")
     parser.add_argument("--no-save", action="store_true", help="a smoke run: print, leave results.json alone")
     cli = parser.parse_args()
-    out = asyncio.run(main(cli))
-    if not cli.no_save:
-        bu.merge_results("engine", out)
-    print(json.dumps(out, indent=2))
-    targets = {"failed": out["failed"] == 0, "truncated": out["truncated"] == 0, "switches>=100": out["switches"] >= 100,
-               "flip_p99_ms<=1": out["flip_p99_ms"] <= 1, "switch_p99_ms<=50": out["switch_p99_ms"] <= 50,
-               "ttft_overhead_ms<=2": out["ttft_overhead_ms"] <= 2}
-    print("targets:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    if not 0 < cli.nice <= 19:
+        parser.error("--nice must be 1..19: it is compared with 0")
+    res = asyncio.run(main(cli))
+    print(json.dumps(res, indent=2))
+    for key, value in res.items():
+        if not cli.no_save:
+            bu.merge_results(key, value)
+    if "engine" in res:
+        out = res["engine"]
+        targets = {"failed": out["failed"] == 0, "truncated": out["truncated"] == 0,
+                   "switches>=100": out["switches"] >= 100, "flip_p99_ms<=1": out["flip_p99_ms"] <= 1,
+                   "switch_p99_ms<=50": out["switch_p99_ms"] <= 50, "ttft_overhead_ms<=2": out["ttft_overhead_ms"] <= 2}
+        print("targets:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in targets.items()))

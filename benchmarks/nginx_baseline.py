@@ -81,19 +81,20 @@ def prompt(text: str) -> str:
 GUARD = ROOT / "engine" / "guard.py"
 
 
-def guarded(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def guarded(cmd: list[str], log: Path, env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen:
     """Start `cmd` under engine/guard.py: in its own process group, which the guard kills when
     our end of its stdin closes, so even a SIGKILLed benchmark leaves no server behind."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, str(GUARD), *cmd], env=env, stdin=subprocess.PIPE, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([sys.executable, str(GUARD), "--nice", str(nice), *cmd], env=env,
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def start_vllm(model: Path, name: str, port: int, log: Path) -> subprocess.Popen:
     cmd = [str(bu.VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
            "--model", str(model), "--served-model-name", name, "translator", *bu.FLAGS]
-    # The same backend environment as Baton's own backends, so both sides run the same servers.
-    return guarded(cmd, log, {**os.environ, **Settings().backend_env, "PYTHONUNBUFFERED": "1"})
+    # The same backend environment and niceness as Baton's own backends, so both sides run the same servers.
+    settings = Settings()
+    return guarded(cmd, log, {**os.environ, **settings.backend_env, "PYTHONUNBUFFERED": "1"}, settings.backend_nice)
 
 
 def wait_healthy(procs: dict[str, tuple[subprocess.Popen, int]], timeout: float) -> None:

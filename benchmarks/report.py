@@ -60,7 +60,7 @@ def engine_section(e: dict) -> str:
     ]
     return f"""## Engine: switches under streaming load (`benchmarks/engine_bench.py`)
 
-Two real vLLM backends (tiny random-weight Llamas), {e.get('clients', 6)} concurrent streaming clients
+Two real vLLM backends (tiny random-weight Llamas, at niceness {e.get('backend_nice', 0)}), {e.get('clients', 6)} concurrent streaming clients
 through `Engine.translate`, and a switch every {e.get('switch_interval_s', 0.05)} s. The switch call includes the
 durable SQLite commit (deployment and audit row) and ends when the next request is routed to the new
 version. The event-loop lag is how late a 5 ms sleep wakes up in the same process during the same
@@ -70,6 +70,33 @@ The TTFT overhead is the median, over {e['ttft_rounds']} rounds, of the differen
 request through the engine and straight to the same backend, sent back to back in alternating order. Measured {e['measured_at']} ({e['machine']}).
 
 {table(["", "value", "target", ""], rows)}
+"""
+
+
+def nice_section(n: dict) -> str:
+    lo, hi = n["nice_0"], n[f"nice_{n['backend_nice']}"]
+    times = (("switch call p50 (ms)", "switch_p50_ms"), ("switch call p99 (ms)", "switch_p99_ms"),
+             ("event-loop lag p50 (ms)", "loop_lag_p50_ms"), ("event-loop lag p99 (ms)", "loop_lag_p99_ms"),
+             ("event-loop lag max (ms)", "loop_lag_max_ms"))
+    rows = [[label, lo[k], hi[k], faster(lo[k], hi[k])] for label, k in times]
+    rows.append(["requests served per second", lo["served_per_s"], hi["served_per_s"],
+                 f"{hi['served_per_s'] / lo['served_per_s']:.2f}× as many"])
+    rows += [[label, lo[k], hi[k], ""] for label, k in (("switches", "switches"), ("requests", "requests"),
+                                                          ("failed", "failed"), ("truncated", "truncated"))]
+    rows.append(["two backends ready, each run (s)",
+                 *(" / ".join(num(x) for x in side.get("backend_startup_s_two_in_parallel", [])) for side in (lo, hi)), ""])
+    loads = [" / ".join(num(x) for x in side["load_average_1m_after_each_run"]) for side in (lo, hi)]
+    return f"""## Backend niceness: the app's priority against the backends' throughput (`BATON_BACKEND_NICE`)
+
+The load above (two real vLLM backends, {n['clients']} streaming clients, a switch every {n['switch_interval_s']} s,
+{n['switches_per_run']} switches per run) with the backends started at niceness 0 and at {n['backend_nice']}, the
+default, in alternating order over {n['rounds']} round(s); each run starts a fresh pair of backends from the same
+model directories, and each side's runs are pooled: `{n['command']}`. Load average (1 min) after each run:
+niceness 0 {loads[0]}; niceness {n['backend_nice']} {loads[1]} (the machine was shared with other sessions).
+Requests served per second depend on what else runs on the machine: compare them only where those load averages
+are alike. Measured {n['measured_at']} ({n['machine']}).
+
+{table(["", "niceness 0", f"niceness {n['backend_nice']}", ""], rows)}
 """
 
 
@@ -340,8 +367,8 @@ def main() -> None:
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
              "All numbers are from 2-core machines without a GPU, serving tiny models on the CPU build of "
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
-    for key, section in (("engine", engine_section), ("load", load_section), ("nginx", nginx_section),
-                         ("chaos", chaos_section)):
+    for key, section in (("engine", engine_section), ("engine_nice", nice_section), ("load", load_section),
+                         ("nginx", nginx_section), ("chaos", chaos_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")
     parts.append(FAULTS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)

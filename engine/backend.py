@@ -137,7 +137,7 @@ class Backend:
         self.generation += 1
         self.stall = ""
         self.started_at, self.ready_at = time.monotonic(), None
-        self.process = BackendProcess(self.command(), env, self.log_path)
+        self.process = BackendProcess(self.command(), env, self.log_path, self.settings.backend_nice)
         self.prober = Prober(self.url, api_key, self.spec.served_name)
         self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=600)
         return self.process

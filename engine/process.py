@@ -33,8 +33,8 @@ def describe_exit(code: int | None) -> str:
 
 
 class BackendProcess:
-    def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> None:
-        self.command = [sys.executable, str(GUARD), *command]
+    def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path, nice: int) -> None:
+        self.command = [sys.executable, str(GUARD), "--nice", str(nice), *command]
         self.env = env
         self.log_path = log_path
         self.pid: int | None = None  # the server; also its process group id

@@ -5,7 +5,7 @@ import sys
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # ran, and the same switch benchmark served 5x fewer requests.
     backend_env: dict[str, str] = Field(default_factory=lambda: {
         "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"})
+    # Niceness of every backend process, added to the app's own (and given to its session's
+    # autogroup: engine/guard.py). On a CPU-only box vLLM at 0 starves the app's event loop: a
+    # switch under load took over a second at p99 against ~10 ms idle. At 10 the app wins the CPU
+    # whenever it wants it and the backends get the rest (docs/BENCHMARKS.md, "Backend niceness").
+    # A GPU box is unaffected: vLLM mostly waits on the GPU there.
+    backend_nice: int = 10
 
     port_min: int = 18100
     port_max: int = 18999
@@ -73,6 +79,14 @@ class Settings(BaseSettings):
     between_tokens_timeout_s: float = 10.0
     request_attempts: int = 3  # an answer cut by a failing backend is translated again, whole
     log_max_bytes: int = 10_000_000  # per version; the older part is kept in NAME.log.1
+
+    @field_validator("backend_nice")
+    @classmethod
+    def _nice_range(cls, v: int) -> int:
+        if not 0 <= v <= 19:
+            raise ValueError(f"BATON_BACKEND_NICE must be 0..19, not {v}: 19 is the lowest priority Linux has, and "
+                             "a negative value (backends above the app) would need root")
+        return v
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -61,6 +61,10 @@ def fake_settings(data_dir: Path, **overrides) -> Settings:
         between_tokens_timeout_s=2,
         port_min=19100,  # apart from the real-vLLM tests' ports, so both suites can run at once
         port_max=19999,
+        # The fake servers are test machinery, not what is measured: niced, they would get the CPU
+        # only after the test's own clients (and other work on a shared machine), and the tests'
+        # throughput floors would measure that instead.
+        backend_nice=0,
     )
     values.update(overrides)
     return Settings(**values)

@@ -23,6 +23,7 @@ from engine import (
     NotReady,
     Restart,
     StoreUnavailable,
+    Settings,
     TranslationRequest,
 )
 from engine.backend import MARKER_ENV
@@ -502,6 +503,31 @@ async def test_stale_recorded_process_is_ended_at_start(tmp_path):
     finally:
         innocent.kill()
         await again.close()
+
+
+async def test_backends_run_at_the_configured_niceness_and_the_engine_keeps_its_own(tmp_path):
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    autogroup = Path("/proc/self/autogroup")
+    own_group = autogroup.read_text() if autogroup.exists() else None
+    eng = await loaded_engine(fake_settings(tmp_path, backend_nice=7), ("v1", {}), active="v1")
+    try:
+        pid = (await eng.status()).version("v1").pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + 7, 19)
+        if own_group is not None:  # across sessions only the autogroup's niceness counts
+            assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "7"
+            assert autogroup.read_text() == own_group
+        guard = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert os.getpriority(os.PRIO_PROCESS, guard) == own
+        assert os.getpriority(os.PRIO_PROCESS, 0) == own
+    finally:
+        await eng.close()
+
+
+@pytest.mark.parametrize("value", ["-5", "20"])
+def test_a_backend_niceness_out_of_range_is_refused_with_the_reason(monkeypatch, value):
+    monkeypatch.setenv("BATON_BACKEND_NICE", value)
+    with pytest.raises(ValueError, match=r"BATON_BACKEND_NICE must be 0\.\.19.*negative value.*root"):
+        Settings()
 
 
 # ---------------------------------------------------------------------------- bad input
