@@ -22,7 +22,6 @@ from openai import AsyncOpenAI
 from tests import chatkit as ck
 
 ADMIN = ("root", "root-password-1")
-KEY_RE = re.compile(r"baton-[A-Za-z0-9_-]{20,}")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,16 +51,9 @@ async def chat(app):
     await client.close()
 
 
-async def make_key(chat: ck.ChatClient, name: str, role: str) -> str:
-    reply = await chat.reply(f"/keys add {name} {role}")
-    found = KEY_RE.search(reply)
-    assert found, reply
-    return found.group(0)
-
-
 @pytest.fixture(scope="module")
 async def keys(chat) -> dict[str, str]:
-    return {"admin": await make_key(chat, "ci", "admin"), "user": await make_key(chat, "webui", "user")}
+    return {"admin": await ck.make_key(chat, "ci", "admin"), "user": await ck.make_key(chat, "webui", "user")}
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +262,7 @@ async def test_a_backend_killed_mid_answer(app, loaded):
 
 
 async def test_revoked_key_is_refused_at_once(app, chat, loaded):
-    temp = await make_key(chat, "temp", "user")
+    temp = await ck.make_key(chat, "temp", "user")
     client = sdk(app, temp)
     assert (await client.models.list()).data
     assert "Revoked the key `temp`" in await chat.reply("/keys revoke temp")
