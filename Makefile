@@ -55,8 +55,9 @@ test-fast: install-app lint
 	$(PYTEST) -q -m "not vllm and not browser"
 
 # Engine switches under load, the real app under load over its websocket (docs/latency.png),
-# nginx + `nginx -s reload` against Baton on the same backends, then chaos: backends killed, frozen
-# and stalled under traffic, on real vLLM and on the fake server. About 35 minutes on 2 cores.
+# nginx + `nginx -s reload` against the app's OpenAI-compatible gateway (one client process drives
+# both over HTTP; plus the gateway's overhead against direct vLLM), then chaos: backends killed,
+# frozen and stalled under traffic, on real vLLM and on the fake server. About 45 minutes on 2 cores.
 bench: install
 	$(APP)/bin/pip install -q -e '.[test,bench]'
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \

@@ -130,38 +130,83 @@ Latency seen by a user, from sending the text to the final message:
 
 def nginx_section(n: dict) -> str:
     sides = [s for s in ("nginx", "nginx_fresh", "baton") if s in n]
-    names = {"nginx": "nginx reload", "nginx_fresh": "nginx reload, no client keep-alive", "baton": "Baton"}
+    names = {"nginx": "nginx reload", "nginx_fresh": "nginx reload, no client keep-alive", "baton": "Baton (gateway)"}
     rows = []
     for s in sides:
         v = n[s]
         q, sw, inflight = v["requests"], v["switch_to_new_version_ms"], v["in_flight_at_switch"]
+        routed = v.get("switch_to_new_version_routed_ms", {})
         rows.append([names[s], q["started"], q["failed"], q["truncated"], inflight["streams"], inflight["failed"],
-                     sw["p50"], sw["p99"], sw["max"]])
-    b = n.get("baton", {})
-    lines = []
-    for s in ("nginx", "nginx_fresh"):
-        if s in n and b:
-            theirs, ours = n[s]["switch_to_new_version_ms"], b["switch_to_new_version_ms"]
-            lines.append(f"- Baton against {names[s]}: switch to the new version p50 {faster(theirs['p50'], ours['p50'])}, "
-                         f"p99 {faster(theirs['p99'], ours['p99'])}; failed requests {b['requests']['failed']} "
-                         f"against {n[s]['requests']['failed']}.")
+                     sw["p50"], sw["p99"], sw["max"], f"{num(routed.get('p50'))} / {num(routed.get('p99'))}",
+                     v["latency_all"]["p50_ms"], v["ttft"]["p50_ms"]])
+    b, o = n.get("baton"), n.get("overhead")
+    targets = []
+    if b and o:
+        failed = b["requests"]["failed"] + o["failed"]["gateway"]
+        truncated = b["requests"]["truncated"]
+        targets.append(["Baton: failed (under switches, and in the overhead runs)", failed, "0", target(failed == 0)])
+        targets.append(["Baton: truncated", truncated, "0", target(truncated == 0)])
+        ours = b["switch_to_new_version_ms"]
+        for s in ("nginx", "nginx_fresh"):
+            theirs = n[s]["switch_to_new_version_ms"]
+            for q in ("p50", "p99"):
+                targets.append([f"switch until the new version answers, {q}: Baton against {names[s]} (ms)",
+                                f"{num(ours[q])} against {num(theirs[q])} ({faster(theirs[q], ours[q])})",
+                                "faster", target(ours[q] < theirs[q])])
+        med = o["ttft_overhead_ms"]["median"]
+        targets.append([f"TTFT overhead, median of {o['ttft_pairs']} paired differences (ms)", med, "≤ 2",
+                        target(med is not None and med <= 2)])
+        targets.append(["TTFT overhead, p99 of the paired differences (ms)", o["ttft_overhead_ms"]["p99"], "", ""])
+        t = o["throughput"]
+        targets.append([f"throughput at saturation, gateway / direct (tokens/s; {o['saturation_clients']} clients)",
+                        f"{num(t['ratio_tokens'])} ({num(t['gateway']['tokens_per_s'])} / "
+                        f"{num(t['direct']['tokens_per_s'])})",
+                        "≥ 0.95", target(t["ratio_tokens"] is not None and t["ratio_tokens"] >= 0.95)])
+        targets.append(["… completed requests/s, gateway / direct",
+                        f"{num(t['ratio_requests'])} ({num(t['gateway']['requests_per_s'])} / "
+                        f"{num(t['direct']['requests_per_s'])})", "", ""])
+    over = ""
+    if o:
+        t = o["throughput"]
+        hz = {w: t[w]["app_healthz_answer"] for w in ("direct", "gateway")}
+        over = f"""
+Gateway overhead against the same vLLM backend (Baton's active version, reached directly with its own
+API key read from `/proc/<pid>/environ`, which only the app's OS user or root can read), with no
+switches: {o['ttft_pairs']} paired streamed requests (max_tokens {o['pair_max_tokens']}, the same prompt, the
+order alternating; {o.get('ttft_pairs_dropped', 0)} pairs dropped where an answer had no text, which a random-weight
+model's first tokens often decode to); TTFT direct p50 {num(o['ttft_direct']['p50_ms'])} ms, through the gateway p50
+{num(o['ttft_gateway']['p50_ms'])} ms. Saturation: {o['saturation_clients']} clients streaming without pause,
+{num(o['saturation_seconds_per_round'])} s per run, direct and gateway runs alternating (ABBA, BAAB): direct
+{num(t['direct']['tokens_per_s'])} tokens/s, through the gateway {num(t['gateway']['tokens_per_s'])} tokens/s; the
+app used {num(t.get('app_cpu_ms_per_gateway_request'))} ms of CPU per relayed request (net of its idle use).
+The app's `/healthz` answered in p50 / p99 {num(hz['gateway']['p50_ms'])} / {num(hz['gateway']['p99_ms'])} ms
+while relaying, {num(hz['direct']['p50_ms'])} / {num(hz['direct']['p99_ms'])} ms while the same load went
+straight to vLLM: how late its event loop answers anything while it relays.
+"""
+    load = n.get("load_average_1_5_15", {})
     return f"""## Side by side with nginx + `nginx -s reload` (`benchmarks/nginx_baseline.py`)
 
 The usual recipe: two vLLM servers behind an nginx upstream, switched by rewriting the upstream and
-`nginx -s reload`. The same backends, the same {n['clients']} streaming clients (OpenAI SDK) and
-{n['switches_per_side']} switches per side, the sides taking turns ({n['rounds']} rounds). "Switch to
-new version" runs from the start of the switch until a new request is answered by the new version.
-Measured {n['measured_at']} ({n['machine']}).
+`nginx -s reload`, against the real app (`chainlit run app.py`) and its OpenAI-compatible gateway,
+switched with `POST /admin/v1/deployment/switch`. One client process drives both over HTTP: the same
+{n['clients']} streaming clients (OpenAI SDK, max_tokens {n['max_tokens']}), the same model directories, vLLM
+flags and answer cap, {n['switches_per_side']} switches per side, the sides taking turns ({n['rounds']} rounds).
+"Switch" runs from the start of the switch until a new request is answered by the new version; the
+probe is the same on both sides: {n.get('switch_probe', '–')}. "Routed" is when that first
+new-version probe was sent. Command: `{n.get('command', '–')}`. Measured {n['measured_at']} ({n['machine']});
+load average (1, 5, 15 min) {load.get('start', '–')} at the start, {load.get('end', '–')} at the end.
 
 {table(["side", "requests", "failed", "truncated", "streams in flight at a switch", "of those failed",
-        "switch p50 (ms)", "switch p99 (ms)", "switch max (ms)"], rows)}
-
-{chr(10).join(lines)}
+        "switch p50 (ms)", "switch p99 (ms)", "switch max (ms)", "routed p50 / p99 (ms)",
+        "request p50 (ms)", "TTFT p50 (ms)"], rows)}
+{over}
+{table(["", "value", "target", ""], targets)}
 
 vLLM or nginx processes left after the run: {n.get('processes_left_behind', '–')}.
 
 ![latency across switches, nginx and Baton](latency_nginx.png)
 """
+
 
 def _ms(d: dict | None, *keys: str) -> str:
     """'p50 / p99' (or with max) of a summary in ms, '–' when nothing was measured."""

@@ -39,6 +39,7 @@ import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTRIBUTION_RE = re.compile(r"_Translated by \*\*([^*]+)\*\* \((\w+)\) in ([\d.]+) s")
+KEY_RE = re.compile(r"baton-[A-Za-z0-9_-]{20,}")
 
 
 def free_port() -> int:
@@ -427,6 +428,14 @@ async def connect(app_url: str, username: str, password: str, thread_id: str | N
     client = ChatClient(app_url, token, username)
     await client.connect(thread_id)
     return client
+
+
+async def make_key(chat: ChatClient, name: str, role: str) -> str:
+    """An API key made by an admin in the chat (`/keys add NAME ROLE`): its secret, shown once."""
+    reply = await chat.reply(f"/keys add {name} {role}")
+    found = KEY_RE.search(reply)
+    assert found, reply
+    return found.group(0)
 
 
 async def threads(app_url: str, token: str) -> list[dict]:
