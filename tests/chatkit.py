@@ -412,17 +412,6 @@ class ChatClient:
             return await http.post("/project/action", json={"sessionId": self.session_id, "action": action})
 
 
-KEY_RE = re.compile(r"baton-[A-Za-z0-9_-]{20,}")
-
-
-async def make_key(chat: ChatClient, name: str, role: str) -> str:
-    """An API key made the way an admin makes one: `/keys add` in the chat, which shows it once."""
-    reply = await chat.reply(f"/keys add {name} {role}")
-    found = KEY_RE.search(reply)
-    assert found, reply
-    return found.group(0)
-
-
 async def connect(app_url: str, username: str, password: str, thread_id: str | None = None) -> ChatClient:
     token = await login(app_url, username, password)
     client = ChatClient(app_url, token, username)

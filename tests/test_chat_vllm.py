@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 
 import httpx
@@ -189,11 +188,8 @@ async def gateway_on_real_vllm(app: ck.App, admin: ck.ChatClient) -> None:
     """The official SDK through /v1 while the admin API switches between the two real versions:
     every stream completes, whole, from one version, and `model` names it. Keys that may not are
     refused. Leaves v2 active, as it found it."""
-    secrets = {}
-    for name, role in (("pipeline", "admin"), ("webui", "user"), ("old", "user")):
-        found = re.search(r"baton-[A-Za-z0-9_-]{20,}", await admin.reply(f"/keys add {name} {role}"))
-        assert found
-        secrets[name] = found.group(0)
+    secrets = {name: await ck.make_key(admin, name, role)
+               for name, role in (("pipeline", "admin"), ("webui", "user"), ("old", "user"))}
     client = AsyncOpenAI(base_url=f"{app.url}/v1", api_key=secrets["webui"], max_retries=0, timeout=ANSWER)
     control = httpx.AsyncClient(base_url=f"{app.url}/admin/v1", timeout=ANSWER,
                                 headers={"Authorization": f"Bearer {secrets['pipeline']}"})
