@@ -61,19 +61,21 @@ def target_items() -> dict[str, str]:
     return {name: code for code, name in LANGUAGES}
 
 
+def check(code: object, what: str, fix: str) -> str:
+    """A known language code (AUTO too, for a source), else a refusal that names it and says `fix`."""
+    if not isinstance(code, str) or not (code in NAMES or (what == "source" and code == AUTO)):
+        raise InvalidArgument(f"'{str(code)[:40]}' is not a {what} language Baton knows.", fix)
+    return code
+
+
 def resolve(settings: Mapping[str, object]) -> Pair:
     """The pair chosen in the chat settings; defaults when unset, an error when unknown.
 
     The values come from the browser, so they are checked rather than trusted.
     """
-    source = settings.get("source_lang") or DEFAULT_SOURCE
-    target = settings.get("target_lang") or DEFAULT_TARGET
-    if not isinstance(source, str) or (source != AUTO and source not in NAMES):
-        raise InvalidArgument(f"'{str(source)[:40]}' is not a source language Baton knows.",
-                              "Pick one from the list in the chat settings.")
-    if not isinstance(target, str) or target not in NAMES:
-        raise InvalidArgument(f"'{str(target)[:40]}' is not a target language Baton knows.",
-                              "Pick one from the list in the chat settings.")
+    fix = "Pick one from the list in the chat settings."
+    source = check(settings.get("source_lang") or DEFAULT_SOURCE, "source", fix)
+    target = check(settings.get("target_lang") or DEFAULT_TARGET, "target", fix)
     if source == target:
         raise InvalidArgument(f"The source and target language are both {NAMES[source]}.",
                               "Pick a different target language in the chat settings.")

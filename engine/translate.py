@@ -202,12 +202,11 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
                             if not raw.choices:
                                 await on_chunk(Chunk("", None, raw))
                             for text, finish_reason in _pieces(raw):
-                                if text and not pieces:
-                                    ttft = time.perf_counter() - start
-                                if text:
+                                if text:  # counted before the caller sees it: a cut from here on is partial
+                                    ttft = ttft or time.perf_counter() - start
                                     pieces.append(text)
                                 await on_chunk(Chunk(text, finish_reason, raw))
-                                if text:
+                                if text:  # the deadline restarts once the caller has taken the text
                                     deadline.reschedule(loop.time() + limits.between_tokens_s)
                                 if finish_reason:
                                     finish = finish_reason

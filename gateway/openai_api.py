@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Response
 
 from admin import languages
 from admin.keys import ApiKey
-from engine import CompletionRequest, Engine, TranslationRequest
+from engine import CompletionRequest, Engine, Health, TranslationRequest
 
 from .auth import Auth
 from .config import GatewayConfig
@@ -21,31 +21,24 @@ from .schemas import ChatBody, CompletionBody, SamplingFields, TranslateBody, Tr
 Conversation = Annotated[str | None, Header(alias="X-Baton-Conversation", max_length=256)]
 
 
-def _language(code: str | None, what: str, *, auto: bool) -> str:
-    if auto and code in (None, "", languages.AUTO):
-        return languages.AUTO
-    if code not in languages.NAMES:
-        raise ApiError(400, f"'{str(code)[:40]}' is not a {what} language Baton knows. Use a code such as fr, de or "
-                            "zh (GET /v1/translate/languages lists them all).", "unknown_language")
-    return code
+LANGUAGE_FIX = "Use a code such as fr, de or zh (GET /v1/translate/languages lists them all)."
 
 
 def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) -> APIRouter:
     api = APIRouter(prefix="/v1", route_class=ErrorShapedRoute, tags=["inference"])
     Key = Annotated[ApiKey, Depends(auth.key)]
 
-    def serving() -> Engine:
-        engine = get_engine()
+    def serving(engine: Engine) -> Health:
         health = engine.health()
         if not health.serving:
             raise unavailable(f"No version can answer right now. {health.detail}")
-        return engine
+        return health
 
-    def pinned(engine: Engine, key: ApiKey, model: str | None) -> str | None:
+    def pinned(health: Health, key: ApiKey, model: str | None) -> str | None:
         """None for the alias (routed); a version name only for an admin key."""
         if model in (None, config.model_alias):
             return None
-        if model in engine.health().states:
+        if model in health.states:
             if not key.is_admin:
                 raise ApiError(403, f"Only an admin key may address version '{model}' directly. Ask for "
                                     f"'{config.model_alias}' to get the version that is serving.", "admin_key_required")
@@ -55,11 +48,10 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
 
     def completion(body: SamplingFields, key: ApiKey, conversation: str | None, *, prompt: str | None = None,
                    messages: tuple[dict[str, str], ...] = (), max_tokens: int | None = None) -> CompletionRequest:
-        engine = serving()
         return CompletionRequest(
             prompt=prompt, messages=messages, temperature=body.temperature, top_p=body.top_p,
             max_tokens=max_tokens or body.max_tokens, stop=body.stops(), options=body.options(),
-            conversation_id=conversation or body.user or "", version=pinned(engine, key, body.model))
+            conversation_id=conversation or body.user or "", version=pinned(serving(get_engine()), key, body.model))
 
     @api.get("/models", summary="The alias, and for an admin key every ready version")
     async def models(key: Key) -> dict[str, Any]:
@@ -91,23 +83,22 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         if len(body.text) > config.translate_max_texts:
             raise ApiError(413, f"{len(body.text)} texts in one request; the limit is {config.translate_max_texts}. "
                                 "Split them over several requests.", "too_many_texts")
-        source = _language(body.source_lang, "source", auto=True)
-        target = _language(body.target_lang, "target", auto=False)
-        engine = serving()
-        if pinned(engine, key, body.model) is not None:
+        pair = languages.Pair(languages.check(body.source_lang or languages.AUTO, "source", LANGUAGE_FIX),
+                               languages.check(body.target_lang, "target", LANGUAGE_FIX))
+        engine = get_engine()
+        if pinned(serving(engine), key, body.model) is not None:
             raise ApiError(400, "/v1/translate always uses the serving version; to evaluate one version, use "
                                 "/v1/completions with its name as the model.", "pinned_translate")
         # One conversation for the whole request: its texts stay on one side of a canary split.
         conv = conversation or f"translate-{uuid.uuid4()}"
-        source_name = languages.AUTO if source == languages.AUTO else languages.NAMES[source]
         gate = asyncio.Semaphore(config.translate_concurrency)
 
         async def one(text: str) -> Translation:
             async with gate:
                 result = await engine.translate(
-                    TranslationRequest(text, languages.NAMES[target], source_name, conv), _ignore)
+                    TranslationRequest(text, pair.target_name, pair.source_name, conv), _ignore)
             return Translation(text=result.text, version=result.version,
-                               detected_source_lang=None if source == languages.AUTO else source)
+                               detected_source_lang=None if pair.source == languages.AUTO else pair.source)
 
         # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
         try:
@@ -115,7 +106,8 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
                 tasks = [tg.create_task(one(t)) for t in body.text]
         except ExceptionGroup as group:
             raise group.exceptions[0] from None  # the first failure says why, in the error shape
-        return TranslateResult(translations=[t.result() for t in tasks], source_lang=source, target_lang=target)
+        return TranslateResult(translations=[t.result() for t in tasks], source_lang=pair.source,
+                               target_lang=pair.target)
 
     @api.get("/translate/languages", summary="The language codes /v1/translate accepts")
     async def translate_languages(key: Key) -> dict[str, str]:
