@@ -19,6 +19,7 @@ from typing import Literal
 from . import logfile, metrics, orphans, translate, validation
 from .backend import Backend
 from .errors import BatonError, Conflict, InvalidArgument, NotFound, NotReady
+from .livestats import LiveStats, Sample
 from .pool import Pool
 from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
@@ -125,6 +126,7 @@ class Engine:
         self.router = Router(self.pool, self.settings.request_wait_s)
         self._lock = asyncio.Lock()  # one deployment change at a time, whoever asks
         self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
+        self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
@@ -434,6 +436,17 @@ class Engine:
         """An audit row for an action taken outside the engine (accounts, denied commands)."""
         await self.store.audit(actor, action, args, outcome, detail)
 
+    def feedback(self, version: str, up: bool) -> None:
+        """A user's thumbs up or down on an answer `version` gave: a metric, and live data for rollouts."""
+        if self.pool.get(version) is None:  # an old answer from a version long gone: keep the metric's labels bounded
+            return
+        metrics.FEEDBACK.labels(version, "up" if up else "down").inc()
+        self.live.voted(version, up)
+
+    def live_sample(self, version: str, since: float = 0.0) -> Sample:
+        """What live traffic said about `version` since `since` (the engine's monotonic clock)."""
+        return self.live.sample(version, since)
+
     async def audit(self, n: int = 20) -> list[AuditEvent]:
         if not 1 <= n <= 1000:
             raise InvalidArgument(f"Cannot show {n} audit events.", "Ask for 1-1000.")
@@ -496,6 +509,8 @@ class Engine:
             try:
                 result = await translate.stream(route, request_for(route.backend.spec), on_chunk, self._limits)
             except BackendFailed as exc:
+                if not pinned:
+                    self.live.answered(route.backend.name, ok=False)
                 if exc.refused or attempt == attempts or (exc.partial and on_restart is None):
                     raise
                 failed.add((route.backend.name, route.backend.generation))
@@ -504,6 +519,8 @@ class Engine:
                 if exc.partial and on_restart:
                     await on_restart(Restart(route.backend.name, exc.what))
                 continue
+            if not pinned:
+                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")
 

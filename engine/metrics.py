@@ -7,6 +7,8 @@ from .states import State
 
 REQUESTS = Counter("baton_requests", "Translation attempts by version and outcome", ["version", "outcome"])
 RETRIES = Counter("baton_retranslations", "Answers translated again after their backend failed them", ["version"])
+FEEDBACK = Counter("baton_feedback", "Users' thumbs up and down on answers, by the version that gave them",
+                   ["version", "value"])
 SWITCHES = Counter("baton_switches", "Deployment changes by action", ["action"])
 BACKEND_CRASHES = Counter("baton_backend_crashes", "Backend processes that exited unexpectedly", ["version"])
 UNHEALTHY = Counter("baton_backend_unhealthy", "Backends that failed a liveness check or stalled", ["version"])

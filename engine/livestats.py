@@ -1,0 +1,126 @@
+"""What live traffic says about each version, over a time window: for rollout analysis and /status.
+
+Each routed answer (not evaluations, not shadow copies) leaves one observation: whether it
+succeeded and its time to first token. Users' thumbs up/down and shadow comparisons leave their
+own. Kept in memory, bounded per version: an analysis looks at the last minutes, not at history
+(history is in Prometheus and the audit).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+KEEP = 20_000  # observations per version and kind; older ones fall off
+
+
+@dataclass(frozen=True)
+class Answer:
+    at: float
+    ok: bool
+    ttft_s: float | None
+
+
+@dataclass(frozen=True)
+class Vote:
+    at: float
+    up: bool
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    at: float
+    ok: bool
+    agreement: float | None  # chrF of the shadow's answer against the primary's; None when it failed
+    latency_ms: float  # the shadow's total time
+    primary_ms: float  # the primary answer's total time, for comparison
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One version's traffic since a moment."""
+
+    version: str
+    since: float
+    answers: int
+    errors: int
+    ttft_p95_ms: float | None
+    votes_up: int
+    votes_down: int
+    shadowed: int
+    shadow_errors: int
+    shadow_agreement: float | None  # mean chrF against the primary's answers
+    shadow_p95_ms: float | None
+    primary_p95_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.answers if self.answers else None
+
+    @property
+    def thumbs_down_rate(self) -> float | None:
+        """Thumbs down per answer served (most answers get no vote at all)."""
+        return self.votes_down / self.answers if self.answers else None
+
+
+class LiveStats:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._answers: dict[str, deque[Answer]] = {}
+        self._votes: dict[str, deque[Vote]] = {}
+        self._shadow: dict[str, deque[ShadowResult]] = {}
+
+    @staticmethod
+    def _log(table: dict[str, deque[T]], version: str) -> deque[T]:
+        if (log := table.get(version)) is None:
+            log = table[version] = deque(maxlen=KEEP)
+        return log
+
+    def answered(self, version: str, ok: bool, ttft_s: float | None = None) -> None:
+        self._log(self._answers, version).append(Answer(self.clock(), ok, ttft_s))
+
+    def voted(self, version: str, up: bool) -> None:
+        self._log(self._votes, version).append(Vote(self.clock(), up))
+
+    def shadowed(self, version: str, result: ShadowResult) -> None:
+        self._log(self._shadow, version).append(result)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def sample(self, version: str, since: float = 0.0) -> Sample:
+        answers = [a for a in self._answers.get(version, ()) if a.at >= since]
+        votes = [v for v in self._votes.get(version, ()) if v.at >= since]
+        shadow = [s for s in self._shadow.get(version, ()) if s.at >= since]
+        ttfts = [a.ttft_s * 1000 for a in answers if a.ok and a.ttft_s is not None]
+        agreed = [s.agreement for s in shadow if s.agreement is not None]
+        return Sample(
+            version=version,
+            since=since,
+            answers=len(answers),
+            errors=sum(not a.ok for a in answers),
+            ttft_p95_ms=percentile(ttfts, 95),
+            votes_up=sum(v.up for v in votes),
+            votes_down=sum(not v.up for v in votes),
+            shadowed=len(shadow),
+            shadow_errors=sum(not s.ok for s in shadow),
+            shadow_agreement=sum(agreed) / len(agreed) if agreed else None,
+            shadow_p95_ms=percentile((s.latency_ms for s in shadow if s.ok), 95),
+            primary_p95_ms=percentile((s.primary_ms for s in shadow if s.ok), 95),
+        )
+
+    def forget_shadow(self, version: str) -> None:
+        """A new shadow starts with fresh statistics."""
+        self._shadow.pop(version, None)
