@@ -1,8 +1,7 @@
-"""The languages HY-MT1.5 translates between, as offered in the chat settings.
+"""The languages offered in the chat settings, and the checks on what a browser or client sends.
 
-The list is the model card's table (github.com/Tencent-Hunyuan/HY-MT, "Supported
-languages"): 33 languages plus 5 ethnic-minority languages and dialects, 38 in all.
-Prompts name languages in English ("French"), so the English name is what the engine gets.
+The code -> name table itself is the engine's (engine/languages.py): prompts name languages in
+English ("French"), so the English name is what the engine gets.
 """
 from __future__ import annotations
 
@@ -10,23 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine import InvalidArgument
+from engine.languages import LANGUAGES, NAMES
 
 AUTO = "auto"
 AUTO_LABEL = "Auto-detect"
-
-# (code, English name) in the model card's order.
-LANGUAGES: tuple[tuple[str, str], ...] = (
-    ("zh", "Chinese"), ("en", "English"), ("fr", "French"), ("pt", "Portuguese"), ("es", "Spanish"),
-    ("ja", "Japanese"), ("tr", "Turkish"), ("ru", "Russian"), ("ar", "Arabic"), ("ko", "Korean"),
-    ("th", "Thai"), ("it", "Italian"), ("de", "German"), ("vi", "Vietnamese"), ("ms", "Malay"),
-    ("id", "Indonesian"), ("tl", "Filipino"), ("hi", "Hindi"), ("zh-Hant", "Traditional Chinese"),
-    ("pl", "Polish"), ("cs", "Czech"), ("nl", "Dutch"), ("km", "Khmer"), ("my", "Burmese"),
-    ("fa", "Persian"), ("gu", "Gujarati"), ("ur", "Urdu"), ("te", "Telugu"), ("mr", "Marathi"),
-    ("he", "Hebrew"), ("bn", "Bengali"), ("ta", "Tamil"), ("uk", "Ukrainian"),
-    # the 5 ethnic-minority languages and dialects
-    ("bo", "Tibetan"), ("kk", "Kazakh"), ("mn", "Mongolian"), ("ug", "Uyghur"), ("yue", "Cantonese"),
-)
-NAMES: dict[str, str] = dict(LANGUAGES)
 
 DEFAULT_SOURCE = AUTO
 # The demo models learned English -> French/German/Spanish/Chinese/Japanese best, and the
@@ -80,3 +66,7 @@ def resolve(settings: Mapping[str, object]) -> Pair:
         raise InvalidArgument(f"The source and target language are both {NAMES[source]}.",
                               "Pick a different target language in the chat settings.")
     return Pair(source, target)
+
+
+__all__ = ["AUTO", "AUTO_LABEL", "DEFAULT_SOURCE", "DEFAULT_TARGET", "LANGUAGES", "NAMES", "Pair", "check", "resolve",
+           "source_items", "target_items"]

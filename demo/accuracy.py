@@ -18,10 +18,10 @@ from pathlib import Path
 
 from demo.versions import register_demo_version
 from engine import Engine, Settings, TranslationRequest
+from engine.languages import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PHRASEBOOK = ROOT / "demo" / "phrasebook.tsv"
-LANG_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "zh": "Chinese", "ja": "Japanese"}
 
 
 def phrasebook() -> list[dict[str, str]]:
@@ -39,7 +39,7 @@ async def accuracy(eng: Engine, name: str, pairs: list[dict[str, str]], concurre
     wrong: list[tuple[str, str, str]] = []
 
     async def one(row: dict[str, str]) -> bool:
-        req = TranslationRequest(row["src"], LANG_NAMES[row["tgt_lang"]], LANG_NAMES[row["src_lang"]])
+        req = TranslationRequest(row["src"], NAMES[row["tgt_lang"]], NAMES[row["src_lang"]])
         async with sem:
             r = await eng.translate(req, lambda _t: asyncio.sleep(0))
         assert r.version == name

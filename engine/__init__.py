@@ -2,10 +2,22 @@
 
 Never imports Chainlit: the chat app, the tests and the benchmarks all drive `Engine`.
 """
-from .errors import BatonError, Conflict, InvalidArgument, NoBackendAvailable, NotFound, NotReady, StoreUnavailable
+from .errors import (
+    BatonError,
+    Conflict,
+    GateRefused,
+    InvalidArgument,
+    NoBackendAvailable,
+    NotFound,
+    NotReady,
+    StoreUnavailable,
+)
+from .evalsets import EvalSetInfo
+from .evaluation import Evaluation, PairScores
 from .facade import Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
 from .router import RouteInfo, WaitInfo
+from .scoring import Scores
 from .settings import Settings
 from .states import Desired, State
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
@@ -13,7 +25,8 @@ from .types import AuditEvent, Deployment, Sampling, VersionSpec
 
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
-    "Engine", "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart",
-    "RouteInfo", "Sample", "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest",
-    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
+    "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
+    "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RouteInfo", "Sample", "Sampling", "Scores",
+    "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult", "VersionSpec",
+    "VersionStatus", "WaitInfo",
 ]

@@ -33,3 +33,7 @@ class NoBackendAvailable(BatonError):
 
 class StoreUnavailable(BatonError):
     pass
+
+
+class GateRefused(Conflict):
+    """The quality gate refused to make a version active: its message shows both scores."""

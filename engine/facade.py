@@ -4,6 +4,8 @@ Every change of the deployment (load, unload, switch, rollback, canary, promote,
 serialized by one lock, and its durable commit (deployment, desired states and audit row in
 one transaction) and its in-memory flip run as one owned task that a cancelled caller cannot
 split. Invariant: active, canary and standby always name versions that are loaded or loading.
+With a gate set configured, a switch or promote to another version passes the quality gate
+(engine/gate.py) under that same lock.
 """
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from . import logfile, metrics, orphans, translate, validation
+from . import evalsets, evaluation, gate, logfile, metrics, orphans, translate, validation
 from .backend import Backend
-from .errors import BatonError, Conflict, InvalidArgument, NotFound, NotReady
+from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
+from .evalsets import EvalRow, EvalSet, EvalSetInfo
+from .evaluation import Evaluation, OnProgress, Outcome
+from .languages import NAMES
 from .livestats import LiveStats, Sample
 from .pool import Pool
 from .router import Route, RouteInfo, Router, WaitInfo
@@ -115,6 +120,15 @@ def _role(d: Deployment, name: str) -> str:
 
 def _desired_for(d: Deployment, name: str) -> Desired:
     return Desired.SERVING if name in (d.active, d.canary) else Desired.STANDBY
+
+
+def _forced(args: dict[str, object], force: bool) -> dict[str, object]:
+    """A forced change says so in its audit arguments."""
+    return {**args, "force": True} if force else args
+
+
+async def _discard(_: str) -> None:
+    """Evaluation answers are read whole, not streamed."""
 
 
 class Engine:
@@ -280,10 +294,20 @@ class Engine:
         return backend
 
     async def _deploy(self, actor: str, action: str, args: dict[str, object],
-                      change: Callable[[Deployment], Deployment]) -> Deployment:
+                      change: Callable[[Deployment], Deployment], *, gated: bool = False,
+                      force: bool = False) -> Deployment:
+        """`gated`: a change that makes another version active passes the quality gate first, unless
+        `force` (then the audit says what the gate would have refused)."""
         async with self._refusals_audited(actor, action, args), self._lock:
-            new = change(self.router.deployment)
+            old = self.router.deployment
+            new = change(old)
             detail = f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}%"
+            if gated and self.settings.gate_set and old.active and new.active and new.active != old.active:
+                refusal = await self._gate(new.active, old.active, self.settings.gate_set)
+                if refusal is not None and not force:
+                    raise refusal
+                if refusal is not None:
+                    detail = f"forced past the gate: {refusal.what} {detail}"
             desired = {n: _desired_for(new, n) for n, b in self.pool.backends.items()
                        if b.desired is not Desired.UNLOADED}
             await self._commit(actor, action, args, detail, desired, new)
@@ -308,7 +332,8 @@ class Engine:
 
         return await asyncio.shield(asyncio.ensure_future(commit_and_flip()))
 
-    async def switch(self, name: str, *, actor: str = "system") -> Deployment:
+    async def switch(self, name: str, *, force: bool = False, actor: str = "system") -> Deployment:
+        """All new requests to `name`. Gated (see engine/gate.py) unless `force`."""
         def change(d: Deployment) -> Deployment:
             if name == d.active:
                 raise Conflict(f"Version '{name}' is already active.", "Nothing to do.")
@@ -317,7 +342,7 @@ class Engine:
             return replace(d, active=name, previous=d.active, canary=canary,
                            canary_percent=d.canary_percent if canary else 0)
 
-        return await self._deploy(actor, "switch", {"name": name}, change)
+        return await self._deploy(actor, "switch", _forced({"name": name}, force), change, gated=True, force=force)
 
     async def bootstrap(self, name: str, *, actor: str = "system") -> Deployment:
         """On a fresh install, name the version to serve; `start()` loads it. No switch rule is
@@ -335,6 +360,7 @@ class Engine:
             return new
 
     async def rollback(self, *, actor: str = "system") -> Deployment:
+        """Back to the previous version. Never gated: it is the way back to the version that served."""
         def change(d: Deployment) -> Deployment:
             if not d.previous:
                 raise Conflict("There is no previous version to roll back to.", "Use /switch NAME instead.")
@@ -358,14 +384,15 @@ class Engine:
 
         return await self._deploy(actor, "canary", {"name": name, "percent": percent}, change)
 
-    async def promote(self, *, actor: str = "system") -> Deployment:
+    async def promote(self, *, force: bool = False, actor: str = "system") -> Deployment:
+        """The canary becomes the active version. Gated (see engine/gate.py) unless `force`."""
         def change(d: Deployment) -> Deployment:
             if not d.canary:
                 raise Conflict("There is no canary to promote.", "Start one with /canary NAME PERCENT.")
             self._ready(d.canary)
             return replace(d, active=d.canary, previous=d.active, canary=None, canary_percent=0)
 
-        return await self._deploy(actor, "promote", {}, change)
+        return await self._deploy(actor, "promote", _forced({}, force), change, gated=True, force=force)
 
     async def abort_canary(self, *, actor: str = "system") -> Deployment:
         def change(d: Deployment) -> Deployment:
@@ -374,6 +401,83 @@ class Engine:
             return replace(d, canary=None, canary_percent=0)
 
         return await self._deploy(actor, "canary-abort", {}, change)
+
+    # quality ----------------------------------------------------------------
+    async def evaluate(self, name: str, set_name: str | None = None, *, actor: str = "system",
+                       on_progress: OnProgress | None = None) -> Evaluation:
+        """Translate every row of a set with version `name` (pinned: its own backend, outside live
+        routing), score it and store the result with its audit row. `set_name=None`: the gate set.
+        Cancelled, it stores nothing."""
+        set_name = set_name or self.settings.gate_set
+        args = {"name": name, "set": set_name}
+        async with self._refusals_audited(actor, "eval", args):
+            if set_name is None:
+                raise InvalidArgument("Name the evaluation set: no gate set is configured (BATON_GATE_SET).",
+                                      f"Use /eval {name} SET; /eval alone lists the sets.")
+            spec = await self._spec(name)
+            evset = await evalsets.load(set_name, self.settings)
+            self._ready(name)
+            outcomes = await evaluation.run(evset.rows, self._eval_row(name), self.settings.eval_concurrency,
+                                            on_progress)
+            if (await self._spec(name)).created_at != spec.created_at:
+                raise Conflict(f"The recipe of '{name}' was saved again during its evaluation; nothing was stored.",
+                               f"Run /eval {name} again.")
+            result = replace(evaluation.summarize(name, evset, outcomes), by=actor)
+            if result.errors:
+                log.warning("evaluation of %s on %s: %d of %d rows failed", name, set_name, result.errors, result.rows)
+            detail = (f"chrF {result.chrf:.1f} BLEU {result.overall.bleu:.1f} exact {result.overall.exact:.0%} "
+                      f"on {result.rows} rows, {result.errors} errors; set sha256 {evset.checksum[:12]}")
+            return await self.store.save_evaluation(result, "eval", args, detail)
+
+    def _eval_row(self, name: str) -> Callable[[EvalRow], Awaitable[Outcome]]:
+        async def one(row: EvalRow) -> Outcome:
+            req = TranslationRequest(row.source, NAMES[row.tgt_lang], NAMES[row.src_lang],
+                                     conversation_id=f"eval:{name}", version=name)
+            try:
+                result = await self.translate(req, _discard)
+            except BatonError as exc:  # a failed row scores as an empty answer, and is counted
+                log.info("evaluation of %s: line %d failed: %s", name, row.line, exc)
+                return Outcome("", None)
+            return Outcome(result.text, result.total_ms)
+
+        return one
+
+    async def evaluations(self, version: str | None = None, set_name: str | None = None,
+                          limit: int = 20) -> list[Evaluation]:
+        """Stored evaluations, newest first."""
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument(f"Cannot show {limit} evaluations.", "Ask for 1-1000.")
+        return await self.store.list_evaluations(
+            validation.check_name(version) if version else None,
+            evalsets.check_set_name(set_name) if set_name else None, limit=limit)
+
+    async def eval_sets(self) -> list[EvalSetInfo]:
+        """The sets under BATON_EVAL_ROOTS, each with its rows and checksum or what is wrong with it."""
+        return await evalsets.available(self.settings)
+
+    async def scoreboard(self) -> dict[str, Evaluation]:
+        """Each version's latest evaluation on the gate set, or else on any set."""
+        latest = await self.store.latest_evaluations()
+        if self.settings.gate_set:
+            latest.update(await self.store.latest_evaluations(self.settings.gate_set))
+        return latest
+
+    async def _gate(self, candidate: str, active: str, set_name: str) -> GateRefused | None:
+        """The gate's refusal of making `candidate` active in place of `active`, or None."""
+        try:
+            evset = await evalsets.load(set_name, self.settings)
+        except BatonError as exc:
+            return GateRefused(f"The quality gate cannot check {candidate}: the gate set (BATON_GATE_SET) is "
+                               f"unusable. {exc.what}", f"{exc.fix} Or add --force to override (audited as forced).")
+        return gate.check(await self._standing(candidate, evset), await self._standing(active, evset),
+                          set_name, self.settings.gate_max_drop)
+
+    async def _standing(self, name: str, evset: EvalSet) -> gate.Standing:
+        spec = await self._spec(name)
+        same = await self.store.list_evaluations(name, evset.name, evset.checksum, limit=1)
+        latest = same or await self.store.list_evaluations(name, evset.name, limit=1)
+        return gate.standing(name, evset, same[0] if same else None, latest[0] if latest else None,
+                             spec.created_at)
 
     # observation -----------------------------------------------------------
     def health(self) -> Health:
@@ -471,7 +575,7 @@ class Engine:
             if chunk.text:
                 await on_token(chunk.text)
 
-        return await self._answer(req.conversation_id, None, translate.for_translation(req), on_chunk,
+        return await self._answer(req.conversation_id, req.version, translate.for_translation(req), on_chunk,
                                   on_wait, on_route, on_restart)
 
     async def complete(

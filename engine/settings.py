@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     request_attempts: int = 3  # an answer cut by a failing backend is translated again, whole
     log_max_bytes: int = 10_000_000  # per version; the older part is kept in NAME.log.1
 
+    # Evaluation sets (/eval): NAME.tsv directly under one of these folders.
+    eval_roots: list[Path] = Field(default_factory=list)  # default: data_dir/eval
+    eval_concurrency: int = Field(default=4, ge=1, le=64)  # rows of one evaluation translated at once
+    # The quality gate: with a set named here, a switch or promote needs a current evaluation on it
+    # and may lose at most gate_max_drop chrF points against the active version (engine/gate.py).
+    gate_set: str | None = None
+    gate_max_drop: float = Field(default=1.0, ge=0)
+
     @field_validator("backend_nice")
     @classmethod
     def _nice_range(cls, v: int) -> int:
@@ -94,6 +102,8 @@ class Settings(BaseSettings):
         if not self.model_roots:
             self.model_roots = [self.data_dir / "models"]
         self.model_roots = [p.resolve() for p in self.model_roots]
+        self.eval_roots = [p.resolve() for p in self.eval_roots or [self.data_dir / "eval"]]
+        self.gate_set = self.gate_set or None  # BATON_GATE_SET= (empty) turns the gate off
         if self.port_min > self.port_max:
             raise ValueError("BATON_PORT_MIN must not exceed BATON_PORT_MAX")
         return self

@@ -1,4 +1,4 @@
-"""SQLAlchemy async models and the repository: versions, deployment, audit, process records."""
+"""SQLAlchemy async models and the repository: versions, deployment, audit, evaluations, process records."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, inspect, make_url, select, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +31,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from .errors import StoreUnavailable
+from .evaluation import Evaluation, PairScores
+from .scoring import Scores
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
 
 
@@ -64,6 +80,23 @@ class AuditRow(Base):
     arguments: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class EvaluationRow(Base):
+    """One /eval: a version's scores on a set, and which file (checksum) they are for."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64), index=True)
+    set_name: Mapped[str] = mapped_column(String(64))
+    set_checksum: Mapped[str] = mapped_column(String(64))
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"overall": Scores, "pairs": [PairScores...]}
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by: Mapped[str] = mapped_column(String(128), default="")
 
 
 class ProcessRow(Base):
@@ -128,6 +161,12 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
         updated_by=row.updated_by,
         updated_at=row.updated_at,
     )
+
+
+def _evaluation(row: EvaluationRow) -> Evaluation:
+    pairs = tuple(PairScores(p["src_lang"], p["tgt_lang"], Scores(**p["scores"])) for p in row.scores["pairs"])
+    return Evaluation(row.version, row.set_name, row.set_checksum, Scores(**row.scores["overall"]), pairs, row.rows,
+                      row.errors, row.latency_p50_ms, row.latency_p95_ms, row.at, row.by, row.id)
 
 
 @dataclass(frozen=True)
@@ -269,6 +308,45 @@ class Store:
         async with self._session() as s:
             rows = (await s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))).all()
             return [AuditEvent(r.at, r.actor, r.action, r.arguments, r.outcome, r.detail) for r in rows]
+
+    # evaluations ------------------------------------------------------------
+    async def save_evaluation(self, ev: Evaluation, action: str, arguments: object, detail: str) -> Evaluation:
+        """The evaluation and its audit row (by `ev.by`) in one transaction; returns it as stored."""
+        row = EvaluationRow(
+            version=ev.version, set_name=ev.set_name, set_checksum=ev.set_checksum,
+            scores={"overall": asdict(ev.overall), "pairs": [asdict(p) for p in ev.pairs]},
+            latency_p50_ms=ev.latency_p50_ms, latency_p95_ms=ev.latency_p95_ms, errors=ev.errors, rows=ev.rows,
+            by=ev.by,
+        )
+        try:
+            async with self._session.begin() as s:
+                s.add(row)
+                s.add(AuditRow(actor=ev.by, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+        return _evaluation(row)
+
+    async def list_evaluations(self, version: str | None = None, set_name: str | None = None,
+                               checksum: str | None = None, limit: int = 20) -> list[Evaluation]:
+        """Newest first."""
+        q = select(EvaluationRow).order_by(EvaluationRow.id.desc()).limit(limit)
+        if version is not None:
+            q = q.where(EvaluationRow.version == version)
+        if set_name is not None:
+            q = q.where(EvaluationRow.set_name == set_name)
+        if checksum is not None:
+            q = q.where(EvaluationRow.set_checksum == checksum)
+        async with self._session() as s:
+            return [_evaluation(r) for r in (await s.scalars(q)).all()]
+
+    async def latest_evaluations(self, set_name: str | None = None) -> dict[str, Evaluation]:
+        """Each version's newest evaluation (on `set_name`, or on any set)."""
+        newest = select(func.max(EvaluationRow.id)).group_by(EvaluationRow.version)
+        if set_name is not None:
+            newest = newest.where(EvaluationRow.set_name == set_name)
+        async with self._session() as s:
+            rows = (await s.scalars(select(EvaluationRow).where(EvaluationRow.id.in_(newest)))).all()
+            return {r.version: _evaluation(r) for r in rows}
 
     # process records --------------------------------------------------------
     async def record_process(self, pgid: int, version: str, marker: str) -> None:

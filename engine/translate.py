@@ -26,6 +26,7 @@ class TranslationRequest:
     target_lang: str
     source_lang: str = "auto"
     conversation_id: str = ""
+    version: str | None = None  # pinned to this version (no failover, not in live stats): an evaluation
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ come from `fake.json` in the model directory, so one engine can hold versions th
 differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
 (pause between chunks), exit_at_start (exit at once with code 3), stall_after (stop sending
 tokens after that many, keeping the connection and /health fine), log_line_bytes (print one
-line that long for every request), ignore_sigterm (only SIGKILL ends it). Like vLLM, it refuses
+line that long for every request), ignore_sigterm (only SIGKILL ends it), prefix (what an answer
+starts with instead of `<served-name> says:`; "" answers the prompt's last words alone: with the
+template "{text}" an echo of the text). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     delay = float(knobs.get("token_delay_s", 0.01))
     stall_after = knobs.get("stall_after")
     log_line_bytes = int(knobs.get("log_line_bytes", 0))
+    prefix = str(knobs.get("prefix", f"{served_name} says:"))
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s
@@ -60,7 +63,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
                        f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
-        words = [f"{served_name} says:"] + prompt.split()[-6:]
+        words = ([prefix] if prefix else []) + prompt.split()[-6:]
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 
