@@ -35,10 +35,12 @@ install-browser:
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; }
 	@[ -x $(CHROMIUM) ] || { echo "install-browser: $(CHROMIUM) is still missing after installing Debian's chromium" >&2; exit 1; }
 
-# Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000.
+# Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000, with
+# switches gated on demo/golden.tsv (a regression set drawn from the phrasebook the models learned).
 demo: install-app install-vllm
 	$(APP)/bin/python -m demo.prepare
-	env -u CI $(APP)/bin/chainlit run app.py --headless --host 127.0.0.1 --port 8000
+	env -u CI BATON_EVAL_ROOTS='["$(CURDIR)/demo"]' BATON_GATE_SET=golden \
+	  $(APP)/bin/chainlit run app.py --headless --host 127.0.0.1 --port 8000
 
 # The first step of test and test-fast (settings in pyproject.toml): ruff, then mypy, strict on
 # engine/ and admin/. benchmarks/ and tests/ are not linted yet.

@@ -246,9 +246,33 @@ async def on_message(message: cl.Message) -> None:
         await _translate(message.content)
 
 
+class _Progress:
+    """A command's progress (the /eval bar) in one message, sent at the first update and then updated."""
+
+    def __init__(self) -> None:
+        self.message: cl.Message | None = None
+
+    async def show(self, text: str) -> None:
+        if self.message is None:
+            self.message = cl.Message(content=text)
+            await self.message.send()
+        else:
+            self.message.content = text
+            await self.message.update()
+
+    async def stopped(self) -> None:
+        if self.message is not None:
+            self.message.content = f"{self.message.content}\n\n{render.STOPPED}"
+            await self.message.update()
+
+
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
+    progress = _Progress()
     try:
-        reply = await commands.execute(engine(), accounts(), keys(), username, inv)
+        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show)
+    except asyncio.CancelledError:  # Stop: a command that can be stopped (/eval) says it left nothing
+        await progress.stopped()
+        raise
     except Exception:
         log.exception("command /%s by %s failed", inv.name, username)
         reply = commands.Reply(UNEXPECTED, ok=False)
@@ -366,6 +390,8 @@ async def _follow_load(name: str, reply_id: str) -> None:
     await step.update()
     actions = []
     if last.phase == "ready":
+        if SETTINGS.gate_set:  # switching needs an evaluation on the gate set first
+            actions.append(cl.Action(name=ACTION, payload={"command": f"/eval {name}"}, label=f"Evaluate {name}"))
         actions.append(cl.Action(name=ACTION, payload={"command": f"/switch {name}"}, label=f"Switch to {name}"))
         actions.append(cl.Action(name=ACTION, payload={"command": f"/canary {name} 10"}, label=f"Canary {name} at 10%"))
     await cl.Message(content=final, actions=actions).send()

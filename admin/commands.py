@@ -42,12 +42,14 @@ COMMANDS: dict[str, Spec] = {
     "status": Spec("/status", "Versions, processes and traffic", "activity"),
     "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]]",
                  "Register and start a version", "download", mutating=True),
-    "switch": Spec("/switch NAME", "Send all new requests to a ready version", "repeat", mutating=True),
+    "switch": Spec("/switch NAME [--force]", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
     "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird",
                    mutating=True),
-    "promote": Spec("/promote", "Make the canary the active version", "arrow-up", mutating=True),
+    "promote": Spec("/promote [--force]", "Make the canary the active version", "arrow-up", mutating=True),
     "unload": Spec("/unload NAME", "Drain and stop a version", "power", mutating=True),
+    # Not `mutating`: Stop cancels an evaluation, and a cancelled one stores nothing.
+    "eval": Spec("/eval [NAME [SET]]", "Score a version on an evaluation set (alone: the sets and scores)", "gauge"),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
     "audit": Spec("/audit [N]", "Last admin actions", "shield"),
     "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
@@ -87,12 +89,20 @@ class Usage(Exception):
     """Wrong arguments for a command: the reply shows its usage."""
 
 
+ShowProgress = Callable[[str], Awaitable[None]]  # markdown that replaces the previous progress shown
+
+
+async def _unseen(_: str) -> None:
+    """Progress nobody watches."""
+
+
 @dataclass
 class Context:
     engine: Engine
     accounts: Accounts
     keys: Keys
     actor: Account
+    progress: ShowProgress = _unseen  # the chat shows it in one message, updated in place
 
 
 class CommandEntry(TypedDict):
@@ -141,14 +151,17 @@ def redact(inv: Invocation) -> str | None:
     return "/users " + " ".join(shown)
 
 
-async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation) -> Reply:
-    """Run one command for `username`. Never raises for bad input: the reply says what was wrong."""
+async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
+                  progress: ShowProgress = _unseen) -> Reply:
+    """Run one command for `username`. Never raises for bad input: the reply says what was wrong.
+    A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, keys, username, inv)
+    reply = await _execute(engine, accounts, keys, username, inv, progress)
     return replace(reply, redacted=hidden) if hidden else reply
 
 
-async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation) -> Reply:
+async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
+                   progress: ShowProgress) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -162,7 +175,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         args = shlex.split(inv.argtext)
     except ValueError as exc:
         return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
-    ctx = Context(engine, accounts, keys, actor)
+    ctx = Context(engine, accounts, keys, actor, progress)
     work = HANDLERS[inv.name](ctx, args)
     try:
         if spec.mutating:  # Stop cancels the chat task
@@ -198,6 +211,12 @@ def _arity(args: list[str], low: int, high: int) -> None:
         raise Usage()
 
 
+def _force(args: list[str]) -> tuple[list[str], bool]:
+    """The arguments without `--force`, and whether it was there."""
+    rest = [a for a in args if a != "--force"]
+    return rest, len(rest) < len(args)
+
+
 # handlers -------------------------------------------------------------------
 async def _help(ctx: Context, args: list[str]) -> Reply:
     return Reply(render.ADMIN_HELP if ctx.actor.is_admin else render.USER_HELP)
@@ -209,7 +228,7 @@ async def _status(ctx: Context, args: list[str]) -> Reply:
     d = st.deployment
     buttons = tuple(Button(f"Switch to {v.name}", f"/switch {v.name}")
                     for v in st.versions if v.state == "ready" and v.name not in (d.active, d.canary))[:3]
-    return Reply(render.status(st), buttons=buttons)
+    return Reply(render.status(st, await ctx.engine.scoreboard()), buttons=buttons)
 
 
 @dataclass(frozen=True)
@@ -262,8 +281,9 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
 
 
 async def _switch(ctx: Context, args: list[str]) -> Reply:
+    args, force = _force(args)
     _arity(args, 1, 1)
-    d = await ctx.engine.switch(args[0], actor=ctx.actor.username)
+    d = await ctx.engine.switch(args[0], force=force, actor=ctx.actor.username)
     buttons = (Button(f"Roll back to {d.previous}", "/rollback"),) if d.previous else ()
     return Reply(render.switched("switch", d), buttons=buttons)
 
@@ -286,8 +306,9 @@ async def _canary(ctx: Context, args: list[str]) -> Reply:
 
 
 async def _promote(ctx: Context, args: list[str]) -> Reply:
+    args, force = _force(args)
     _arity(args, 0, 0)
-    d = await ctx.engine.promote(actor=ctx.actor.username)
+    d = await ctx.engine.promote(force=force, actor=ctx.actor.username)
     return Reply(render.switched("promote", d))
 
 
@@ -295,6 +316,28 @@ async def _unload(ctx: Context, args: list[str]) -> Reply:
     _arity(args, 1, 1)
     drained = await ctx.engine.unload(args[0], actor=ctx.actor.username)
     return Reply(render.unloaded(args[0], drained))
+
+
+async def _eval(ctx: Context, args: list[str]) -> Reply:
+    _arity(args, 0, 2)
+    engine = ctx.engine
+    gate_set = engine.settings.gate_set
+    if not args:
+        return Reply(render.eval_sets(await engine.eval_sets(), await engine.evaluations(limit=200), gate_set))
+    name, set_name = args[0], args[1] if len(args) == 2 else None
+    shown = -1
+
+    async def on_progress(done: int, total: int) -> None:
+        nonlocal shown
+        step = render.progress_step(done, total)
+        if step != shown:  # one update per step of the bar, not per row
+            shown = step
+            await ctx.progress(render.eval_progress(name, set_name or gate_set or "", done, total))
+
+    ev = await engine.evaluate(name, set_name, actor=ctx.actor.username, on_progress=on_progress)
+    active = engine.health().deployment.active
+    found = await engine.evaluations(active, ev.set_name, limit=1) if active and active != name else []
+    return Reply(render.evaluation(ev, active, found[0] if found else None, gate_set))
 
 
 async def _logs(ctx: Context, args: list[str]) -> Reply:
@@ -355,7 +398,7 @@ async def _keys(ctx: Context, args: list[str]) -> Reply:
 
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
     "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
-    "canary": _canary, "promote": _promote, "unload": _unload, "logs": _logs, "audit": _audit_log,
+    "canary": _canary, "promote": _promote, "unload": _unload, "eval": _eval, "logs": _logs, "audit": _audit_log,
     "users": _users, "keys": _keys,
 }
 assert HANDLERS.keys() == COMMANDS.keys()

@@ -1,9 +1,9 @@
 """Engine results as markdown for the chat. Pure functions: data in, text out."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from engine import Progress, RouteInfo, Status, TranslationResult, WaitInfo
+from engine import EvalSetInfo, Evaluation, Progress, RouteInfo, Scores, Status, TranslationResult, WaitInfo
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
@@ -55,20 +55,23 @@ def deployment(d: Deployment) -> str:
     return " · ".join(parts)
 
 
-def status(st: Status) -> str:
+def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
+    """`scores`: each version's latest evaluation (on the gate set when there is one)."""
     lines = [deployment(st.deployment), ""]
     if not st.versions:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
     lines += [
-        "| version | state | wanted | role | pid | port | uptime | in flight | served | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| version | state | wanted | role | pid | port | uptime | in flight | served | errors | chrF |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in st.versions:
+        ev = scores.get(v.name)
+        chrf = f"{ev.chrf:.1f} ({cell(ev.set_name)})" if ev else "—"
         lines.append(
             f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} "
             f"| {_dash(v.pid)} | {_dash(v.port)} "
-            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} |"
+            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
     notes += [f"- **{cell(v.name)}** restarted {v.restarts}×" for v in st.versions if v.restarts]
@@ -141,6 +144,99 @@ def key_made(key: ApiKey, secret: str | None) -> str:
              f"`{key.hint}…` (shown once when it was made; the history keeps only this).")
     return (f"Made the {key.role} key {code(key.name)}:\n\n{shown}\n\n"
             "Use it as `Authorization: Bearer KEY`, e.g. `OPENAI_BASE_URL=<this server>/v1 OPENAI_API_KEY=KEY`.")
+
+
+# evaluations ----------------------------------------------------------------
+BAR_WIDTH = 20
+STOPPED = "_Stopped: nothing was stored._"
+
+
+def progress_step(done: int, total: int) -> int:
+    """How many cells of the bar are full."""
+    return done * BAR_WIDTH // total if total else BAR_WIDTH
+
+
+def eval_progress(name: str, set_name: str, done: int, total: int) -> str:
+    full = progress_step(done, total)
+    bar = "█" * full + "░" * (BAR_WIDTH - full)
+    return (f"Evaluating {code(name)} on {code(set_name)}: `{bar}` {done}/{total} rows\n\n"
+            "_Press Stop to cancel: nothing is stored then._")
+
+
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} ms"
+
+
+def _when(ev: Evaluation) -> str:
+    return ev.at.strftime("%Y-%m-%d %H:%M") if ev.at else ""
+
+
+def evaluation(ev: Evaluation, active: str | None, other: Evaluation | None, gate_set: str | None) -> str:
+    """The reply to /eval NAME: scores per pair and overall, next to the active version's latest
+    evaluation on the same set (`other`, if it has one)."""
+    o = ev.overall
+    head = (f"**{cell(ev.version)}** on {code(ev.set_name)}"
+            f"{' (the gate set)' if ev.set_name == gate_set else ''}: chrF **{o.chrf:.1f}** · BLEU {o.bleu:.1f} · "
+            f"exact {_pct(o.exact)} · {ev.rows} rows, {ev.errors} errors · "
+            f"latency p50 {_ms(ev.latency_p50_ms)}, p95 {_ms(ev.latency_p95_ms)}")
+    theirs: dict[tuple[str, str], Scores] = {}
+    if other is not None:
+        theirs = {(p.src_lang, p.tgt_lang): p.scores for p in other.pairs}
+        theirs[("", "")] = other.overall
+    columns = ["pair", "rows", "chrF", "BLEU", "exact"]
+    if other is not None:
+        columns += [f"chrF {cell(other.version)} (active)", "Δ chrF"]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [((p.src_lang, p.tgt_lang), f"{p.src_lang} → {p.tgt_lang}", p.scores) for p in ev.pairs]
+    for key, label, sc in [*lines, (("", ""), "**overall**", o)]:
+        row = [label, str(sc.segments), f"{sc.chrf:.1f}", f"{sc.bleu:.1f}", _pct(sc.exact)]
+        if other is not None:
+            them = theirs.get(key)
+            row += [f"{them.chrf:.1f}", f"{sc.chrf - them.chrf:+.1f}"] if them else ["—", "—"]
+        rows.append("| " + " | ".join(row) + " |")
+    if other is not None:
+        changed = " (of an earlier version of the set file)" if other.set_checksum != ev.set_checksum else ""
+        tail = f"The active version {code(other.version)} was evaluated {_when(other)} by {cell(other.by)}{changed}."
+    elif active and active != ev.version:
+        tail = (f"The active version {code(active)} has no evaluation on {code(ev.set_name)} to compare with: "
+                f"`/eval {active} {ev.set_name}`.")
+    else:
+        tail = ""
+    stored = f"Stored as evaluation {ev.id} (set sha256 {ev.set_checksum[:12]}…)."
+    return "\n\n".join(filter(None, [head, "\n".join(rows), tail, stored]))
+
+
+def eval_sets(sets: Sequence[EvalSetInfo], evaluations: Sequence[Evaluation], gate_set: str | None) -> str:
+    """The reply to /eval: the sets, then each version's latest scores on each set."""
+    gate = (f"The gate set is {code(gate_set)}: `/switch` and `/promote` need a current evaluation on it."
+            if gate_set else "No gate set is configured (BATON_GATE_SET): switches are not gated.")
+    if sets:
+        rows = ["| set | rows | sha256 | file |", "|---|---|---|---|"]
+        for s in sets:
+            size = str(s.rows) if not s.problem else f"⚠️ {cell(s.problem)}"
+            rows.append(f"| {cell(s.name)}{' (gate)' if s.name == gate_set else ''} | {size} "
+                        f"| {s.checksum[:12] or '—'} | {cell(s.path)} |")
+        listed = "\n".join(rows)
+    else:
+        listed = "No evaluation set found: put NAME.tsv files under BATON_EVAL_ROOTS."
+    current = {s.name: s.checksum for s in sets}
+    latest: dict[tuple[str, str], Evaluation] = {}
+    for ev in evaluations:  # newest first
+        latest.setdefault((ev.version, ev.set_name), ev)
+    if latest:
+        rows = ["| version | set | chrF | BLEU | exact | errors | when (UTC) | by |", "|" + "---|" * 8]
+        for ev in latest.values():
+            stale = " (set changed since)" if current.get(ev.set_name) not in (None, ev.set_checksum) else ""
+            rows.append(f"| {cell(ev.version)} | {cell(ev.set_name)}{stale} | {ev.chrf:.1f} | {ev.overall.bleu:.1f} "
+                        f"| {_pct(ev.overall.exact)} | {ev.errors} | {_when(ev)} | {cell(ev.by)} |")
+        scores = "Latest scores:\n\n" + "\n".join(rows)
+    else:
+        scores = "No evaluation yet: `/eval NAME [SET]` runs one."
+    return "\n\n".join([gate, listed, scores])
 
 
 # translation ----------------------------------------------------------------
@@ -223,10 +319,11 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 |---|---|
 | `/load NAME MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]` | register a version and start it in the background |
 | `/load NAME` | start a registered version again |
-| `/switch NAME` | send every new request to a ready version |
-| `/rollback` | switch back to the previous version |
+| `/switch NAME [--force]` | send every new request to a ready version |
+| `/rollback` | switch back to the previous version (never gated: the way back) |
 | `/canary NAME PERCENT` · `/canary abort` | send PERCENT % of conversations to NAME · stop that |
-| `/promote` | make the canary the active version |
+| `/promote [--force]` | make the canary the active version |
+| `/eval NAME [SET]` · `/eval` | score a version on an evaluation set (default: the gate set) · the sets and latest scores |
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |
 | `/logs NAME [N]` | the last N (default 50) log lines of a version |
@@ -237,4 +334,6 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
 `/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`.
-`--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves."""  # noqa: E501 - Markdown table rows cannot wrap
+`--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves.
+With a gate set (BATON_GATE_SET), `/switch` and `/promote` refuse a version without a current `/eval` on it,
+or whose chrF is more than BATON_GATE_MAX_DROP below the active version's; `--force` overrides (audited)."""  # noqa: E501 - Markdown table rows cannot wrap

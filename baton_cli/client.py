@@ -63,8 +63,11 @@ class Client:
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The answer's JSON, or CliError with the exit code and the reason."""
+    def call(self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """The answer's JSON, or CliError with the exit code and the reason. `read_timeout_s`: for a
+        call that takes long (an evaluation), instead of READ_TIMEOUT_S."""
+        if read_timeout_s is not None:
+            kwargs["timeout"] = httpx.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
             r = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:

@@ -37,6 +37,8 @@ app.add_typer(keys_app, name="keys")
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts) instead of a table.")]
 Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready before giving up (exit 5).")]
 Lines = Annotated[int, typer.Option("-n", "--lines", min=1, help="How many lines or events.")]
+Force = Annotated[bool, typer.Option("--force", help="Make the change even if the quality gate refuses it "
+                                                     "(audited as forced).")]
 
 
 class Role(StrEnum):  # typer offers the values as the choices
@@ -114,14 +116,15 @@ def _change(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | N
 
 
 @app.command()
-def switch(ctx: typer.Context, name: str, json_out: JsonOut = False) -> None:
-    """Send all new requests to a ready version (the current one stays loaded as standby)."""
-    _change(ctx, "POST", "/deployment/switch", {"name": name}, json_out)
+def switch(ctx: typer.Context, name: str, force: Force = False, json_out: JsonOut = False) -> None:
+    """Send all new requests to a ready version (the current one stays loaded as standby). With a gate
+    set, the version needs a current evaluation no worse than the active version's (see `baton eval`)."""
+    _change(ctx, "POST", "/deployment/switch", {"name": name, "force": force}, json_out)
 
 
 @app.command()
 def rollback(ctx: typer.Context, json_out: JsonOut = False) -> None:
-    """Switch back to the standby (previous) version."""
+    """Switch back to the standby (previous) version. Never gated: it is the way back."""
     _change(ctx, "POST", "/deployment/rollback", None, json_out)
 
 
@@ -142,9 +145,32 @@ def canary(
 
 
 @app.command()
-def promote(ctx: typer.Context, json_out: JsonOut = False) -> None:
-    """Make the canary the active version."""
-    _change(ctx, "POST", "/deployment/promote", None, json_out)
+def promote(ctx: typer.Context, force: Force = False, json_out: JsonOut = False) -> None:
+    """Make the canary the active version (quality-gated like switch)."""
+    _change(ctx, "POST", "/deployment/promote", {"force": force}, json_out)
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    name: str,
+    set_name: Annotated[str | None, typer.Option("--set", help="An evaluation set; default: the gate set.")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the scores.")] = 1800,
+    json_out: JsonOut = False,
+) -> None:
+    """Translate an evaluation set with a version (its own backend, outside live traffic), score it
+    (chrF, BLEU, exact match per language pair and overall) and store the scores for the gate."""
+    ev = _client(ctx).call("POST", f"/versions/{name}/evaluations", json={"set": set_name}, read_timeout_s=timeout)
+
+    def row(label: str, s: dict[str, Any]) -> tuple[object, ...]:
+        return label, s["segments"], f"{s['chrf']:.1f}", f"{s['bleu']:.1f}", f"{s['exact']:.0%}"
+
+    rows = [row(f"{p['src_lang']}->{p['tgt_lang']}", p["scores"]) for p in ev["pairs"]]
+    latency = f"latency p50 {_cell(ev['latency_p50_ms'])} ms, p95 {_cell(ev['latency_p95_ms'])} ms"
+    human = "\n".join([
+        f"{name} on {ev['set_name']}: chrF {ev['overall']['chrf']:.1f} ({ev['rows']} rows, {ev['errors']} errors, "
+        f"{latency})", "", table(("PAIR", "ROWS", "CHRF", "BLEU", "EXACT"), [*rows, row("overall", ev["overall"])])])
+    _show(ev, json_out, human)
 
 
 # versions --------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ async def main() -> None:
         await eng.store.close()
     print("\nBaton demo: open http://localhost:8000 and log in with")
     print(logins.read_text() if logins.exists() else "  the accounts you created (BATON_ADMIN_USER / /users add)\n")
-    print(f"(kept in {logins}). As admin, try: /status, then /load demo-v2 and /switch demo-v2;")
+    print(f"(kept in {logins}). As admin, try: /status, /load demo-v2, then /eval demo-v1 and /eval demo-v2")
+    print("(switches are gated on demo/golden.tsv) and /switch demo-v2;")
     print("as guest, translate a phrase from demo/phrasebook.tsv, e.g. 'Good morning' to French.\n", flush=True)
 
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query, status
 
 from admin import shield
 from admin.keys import ApiKey, Audited, Keys
-from engine import AuditEvent, Deployment, Engine, Health, NotFound, VersionStatus
+from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, Health, NotFound, VersionStatus
 
 from .auth import Auth
 from .errors import ErrorShapedRoute
-from .schemas import CanaryBody, DeploymentView, KeyBody, LoadBody, Logs, NameBody, Unloaded
+from .schemas import CanaryBody, DeploymentView, EvalBody, ForceBody, KeyBody, LoadBody, Logs, SwitchBody, Unloaded
 
 
 def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth: Auth) -> APIRouter:
@@ -57,6 +57,23 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     async def logs(name: str, key: Admin, n: Annotated[int, Query(ge=1, le=5000)] = 50) -> Logs:
         return Logs(name=name, lines=await get_engine().logs(name, n))
 
+    # evaluations ----------------------------------------------------------------------
+    @api.get("/evaluation-sets", summary="The evaluation sets under BATON_EVAL_ROOTS, or what is wrong with each")
+    async def evaluation_sets(key: Admin) -> list[EvalSetInfo]:
+        return await get_engine().eval_sets()
+
+    @api.post("/versions/{name}/evaluations", status_code=status.HTTP_201_CREATED,
+              summary="Translate an evaluation set with this version (pinned, outside live routing), score and "
+                      "store it; runs to completion even if the client goes away")
+    async def evaluate(name: str, key: Admin, body: EvalBody | None = None) -> Evaluation:
+        return await shield.to_completion(get_engine().evaluate(name, body.set if body else None, actor=key.actor))
+
+    @api.get("/versions/{name}/evaluations", summary="A version's stored evaluations, newest first")
+    async def evaluations(name: str, key: Admin, set: Annotated[str | None, Query()] = None,
+                          n: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[Evaluation]:
+        await version(name)
+        return await get_engine().evaluations(name, set, n)
+
     # deployment -----------------------------------------------------------------------
     async def changed(change: Awaitable[Deployment]) -> DeploymentView:
         await shield.to_completion(change)
@@ -66,11 +83,11 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     async def deployment(key: Admin) -> DeploymentView:
         return _view(get_engine().health())
 
-    @api.post("/deployment/switch", summary="Send all new requests to a ready version")
-    async def switch(body: NameBody, key: Admin) -> DeploymentView:
-        return await changed(get_engine().switch(body.name, actor=key.actor))
+    @api.post("/deployment/switch", summary="Send all new requests to a ready version (quality-gated unless forced)")
+    async def switch(body: SwitchBody, key: Admin) -> DeploymentView:
+        return await changed(get_engine().switch(body.name, force=body.force, actor=key.actor))
 
-    @api.post("/deployment/rollback", summary="Switch back to the standby (previous) version")
+    @api.post("/deployment/rollback", summary="Switch back to the standby (previous) version; never gated")
     async def rollback(key: Admin) -> DeploymentView:
         return await changed(get_engine().rollback(actor=key.actor))
 
@@ -82,9 +99,9 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     async def abort_canary(key: Admin) -> DeploymentView:
         return await changed(get_engine().abort_canary(actor=key.actor))
 
-    @api.post("/deployment/promote", summary="Make the canary the active version")
-    async def promote(key: Admin) -> DeploymentView:
-        return await changed(get_engine().promote(actor=key.actor))
+    @api.post("/deployment/promote", summary="Make the canary the active version (quality-gated unless forced)")
+    async def promote(key: Admin, body: ForceBody | None = None) -> DeploymentView:
+        return await changed(get_engine().promote(force=bool(body and body.force), actor=key.actor))
 
     # audit and keys -------------------------------------------------------------------
     @api.get("/audit", summary="The last admin actions, newest first")

@@ -106,10 +106,20 @@ class LoadBody(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=32768)
 
 
-class NameBody(BaseModel):
+class ForceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    force: bool = Field(False, description="Make the change even if the quality gate refuses it (audited as forced).")
+
+
+class SwitchBody(ForceBody):
     name: str
+
+
+class EvalBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set: str | None = Field(None, description="A set from GET /admin/v1/evaluation-sets; default: the gate set.")
 
 
 class CanaryBody(BaseModel):
