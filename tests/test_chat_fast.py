@@ -213,7 +213,7 @@ async def test_bad_admin_input_gets_a_clear_message_and_changes_nothing(app, adm
     before = await ck.healthz(app.url)
     cases = {
         "/switch ghost": "Refused",
-        "/switch": "Usage: `/switch NAME`",
+        "/switch": "Usage: `/switch NAME [--force]`",
         "/canary v1 lots": "PERCENT must be a whole number",
         "/canary v1 150": "PERCENT must be between 1 and 99",
         "/load v3 ../../../etc": "outside the allowed model roots",

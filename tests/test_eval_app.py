@@ -36,7 +36,7 @@ def app(tmp_path_factory):
     # About a second per row: an evaluation to stop halfway.
     ck.make_fake_model(d, "slow", prefix="", token_delay_s=0.4)
     write_set(d / SETS, "ident")
-    env = {**ck.fake_env(d), "BATON_PORT_MIN": "28200", "BATON_PORT_MAX": "28499",
+    env = {**ck.fake_env(d), "BATON_PORT_MIN": "28100", "BATON_PORT_MAX": "28299",
            "BATON_EVAL_ROOTS": json.dumps([str(d / SETS)]), "BATON_GATE_SET": "ident"}
     app = ck.launch_app(env, admin=ADMIN)
     yield app

@@ -48,7 +48,7 @@ async def snapshot(eng: Engine):
 async def gated(tmp_path):
     """Gate set `ident`; `bad` active (a first switch is not gated), `good` ready, nothing evaluated."""
     write_set(tmp_path / "eval", "ident")
-    eng = Engine(fake_settings(tmp_path, port_min=28000, port_max=28199, gate_set="ident"))
+    eng = Engine(fake_settings(tmp_path, port_min=28000, port_max=28099, gate_set="ident"))
     await eng.start()
     await add(eng, "good", prefix="")
     await add(eng, "bad")

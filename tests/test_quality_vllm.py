@@ -1,0 +1,104 @@
+"""Quality-gated rollouts on real vLLM, with the real demo versions: the app as `make demo` leaves
+it (demo-v1 and demo-v2 built and registered by demo.versions, demo-v1 active) and its gate on
+demo/golden.tsv.
+
+The app is module-scoped: further scenarios (a rollout) run after this one on the same app, and
+find demo-v1 active, demo-v2 ready as standby, both evaluated.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from demo.versions import DEMO_VERSIONS, build_if_missing, prepare_versions
+from engine import Engine, Settings
+from tests import chatkit as ck
+
+from .conftest import VLLM_PYTHON, require
+
+pytestmark = pytest.mark.vllm
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = ("root", "root-password-1")
+# Measured on a 2-core machine (README, "Evaluate, then switch"): demo-v1 about 68, demo-v2 about 99.
+MARGIN = 15  # chrF points demo-v2 must be ahead by
+
+START = ck.VLLM_STARTUP_TIMEOUT_S + 30  # one vLLM start-up, and the report of its failure
+BUILD = 2 * 180  # demo-v1 (320 steps) and demo-v2 (600 steps) trained on the CPU, about two minutes together
+EVAL = 300  # one evaluation of golden's 60 rows
+BUDGET = BUILD + 2 * START + 2 * EVAL + 2 * 60
+
+
+@pytest.fixture(scope="session")
+async def demo_models(tmp_path_factory) -> Path:
+    """demo-v1 and demo-v2, built once per session as `make demo` builds them."""
+    require(VLLM_PYTHON.exists(), f"no vLLM interpreter at {VLLM_PYTHON}: make install-vllm")
+    root = tmp_path_factory.mktemp("demo-models")
+    for version in DEMO_VERSIONS:
+        await build_if_missing(version, root, VLLM_PYTHON)
+    return root
+
+
+@pytest.fixture(scope="module")
+async def app(demo_models, tmp_path_factory):
+    d = tmp_path_factory.mktemp("quality-vllm")
+    (d / "models").symlink_to(demo_models)
+    eng = Engine(Settings(data_dir=d))  # what `make demo` does before the app starts
+    await eng.store.create_schema()
+    try:
+        await prepare_versions(eng)
+    finally:
+        await eng.store.close()
+    env = {**ck.vllm_env(d), "BATON_PORT_MIN": "28300", "BATON_PORT_MAX": "28499",
+           "BATON_EVAL_ROOTS": json.dumps([str(ROOT / "demo")]), "BATON_GATE_SET": "golden"}
+    app = ck.launch_app(env, admin=ADMIN)
+    yield app
+    app.stop(timeout=60)
+
+
+@pytest.fixture(scope="module")
+async def admin(app):
+    client = await ck.connect(app.url, *ADMIN)
+    yield client
+    await client.close()
+
+
+def chrf_of(reply: str) -> float:
+    found = re.search(r"chrF \*\*([\d.]+)\*\*", reply)
+    assert found, reply
+    return float(found.group(1))
+
+
+@pytest.mark.timeout(BUDGET)
+async def test_eval_puts_demo_v2_ahead_and_the_gate_refuses_going_back(app, admin):
+    started = time.monotonic()
+    await ck.wait_until_healthy(app.url, START)
+    mark = len(admin.order)
+    assert "Loading `demo-v2`" in await admin.reply("/load demo-v2")
+    await admin.wait_message(r"`demo-v2` is ready", timeout=START, after=mark)
+    refused = await admin.reply("/switch demo-v2")
+    assert "The quality gate refuses demo-v2: it has no evaluation on 'golden'" in refused, refused
+
+    v1 = chrf_of(await admin.reply("/eval demo-v1", timeout=EVAL))
+    reply = await admin.reply("/eval demo-v2", timeout=EVAL)
+    v2 = chrf_of(reply)
+    print(f"\nchrF on golden: demo-v1 {v1}, demo-v2 {v2}\n{reply}", flush=True)
+    assert "| chrF demo-v1 (active) | Δ chrF |" in reply and "| en → fr | 6 |" in reply, reply
+    assert re.search(r"\| \*\*overall\*\* \| 60 \|", reply) and ", 0 errors" in reply
+    assert v2 - v1 >= MARGIN, (v1, v2)
+
+    assert "Switched: `demo-v2`" in await admin.reply("/switch demo-v2"), "the better version passes the gate"
+    worse = await admin.reply("/switch demo-v1")
+    assert (f"The quality gate refuses demo-v1: chrF {v1:.1f} on 'golden' against {v2:.1f} for the active version "
+            f"demo-v2, a drop of {v2 - v1:.1f} points") in worse, worse
+    assert (await ck.healthz(app.url))[1]["active"] == "demo-v2"
+
+    assert "Switched: `demo-v1`" in await admin.reply("/switch demo-v1 --force")
+    audit = await admin.reply("/audit 3")
+    forced = next(line for line in audit.splitlines() if "| switch |" in line)
+    assert '"force": true' in forced and "forced past the gate: The quality gate refuses demo-v1" in forced, audit
+    print(f"scenario took {time.monotonic() - started:.0f} s (after the build and the app's launch)", flush=True)
