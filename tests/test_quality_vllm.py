@@ -24,11 +24,12 @@ pytestmark = pytest.mark.vllm
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("root", "root-password-1")
-# Measured on a 2-core machine (README, "Evaluate, then switch"): demo-v1 about 68, demo-v2 about 99.
-MARGIN = 15  # chrF points demo-v2 must be ahead by
+# Measured (README, "Evaluate, then switch"): chrF 64.4 for demo-v1, 100.0 for demo-v2. The builds are
+# bit-identical for a seed and vLLM decodes greedily, so the gap moves little; 10 points spare.
+MARGIN = 25  # chrF points demo-v2 must be ahead by
 
 START = ck.VLLM_STARTUP_TIMEOUT_S + 30  # one vLLM start-up, and the report of its failure
-BUILD = 2 * 180  # demo-v1 (320 steps) and demo-v2 (600 steps) trained on the CPU, about two minutes together
+BUILD = 2 * 180  # demo-v1 (320 steps) and demo-v2 (600 steps) trained on the CPU: 51 s and 133 s measured
 EVAL = 300  # one evaluation of golden's 60 rows
 BUDGET = BUILD + 2 * START + 2 * EVAL + 2 * 60
 
