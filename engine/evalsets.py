@@ -16,7 +16,7 @@ from .errors import BatonError, InvalidArgument, NotFound
 from .languages import NAMES
 from .settings import Settings
 from .translate import MAX_TEXT_CHARS
-from .validation import NAME_RE
+from .validation import NAME_RE, check_name
 
 HEADER = ("src_lang", "tgt_lang", "source", "reference")
 MAX_BYTES = 5_000_000
@@ -57,13 +57,8 @@ def _roots(settings: Settings) -> str:
 
 
 def check_set_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or ""):
-        raise InvalidArgument(
-            f"'{name[:60]}' is not a valid evaluation set name.",
-            "Name a set by its file name without .tsv: 1-48 letters, digits, dots, dashes or underscores, "
-            "starting with a letter or digit (e.g. golden).",
-        )
-    return name
+    """A set's name: its file name without .tsv, so no path can hide in it."""
+    return check_name(name, "evaluation set", "golden")
 
 
 def locate(name: str, settings: Settings) -> Path:

@@ -15,12 +15,13 @@ MAX_TEMPLATE_CHARS = 4000
 MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "version", example: str = "v2 or hy-mt-1.5") -> str:
+    """A version's name (or, with `what`, another name of the same form: an evaluation set's)."""
     if not NAME_RE.fullmatch(name or ""):
         raise InvalidArgument(
-            f"'{name[:60]}' is not a valid version name.",
+            f"'{name[:60]}' is not a valid {what} name.",
             "Use 1-48 letters, digits, dots, dashes or underscores, "
-            "starting with a letter or digit (e.g. v2 or hy-mt-1.5).",
+            f"starting with a letter or digit (e.g. {example}).",
         )
     return name
 
