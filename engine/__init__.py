@@ -5,6 +5,7 @@ Never imports Chainlit: the chat app, the tests and the benchmarks all drive `En
 from .errors import BatonError, Conflict, InvalidArgument, NoBackendAvailable, NotFound, NotReady, StoreUnavailable
 from .facade import Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
+from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
 from .settings import Settings
 from .states import Desired, State
@@ -14,6 +15,7 @@ from .types import AuditEvent, Deployment, Sampling, VersionSpec
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Engine", "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart",
+    "RolloutView",
     "RouteInfo", "Sample", "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest",
     "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]
