@@ -1,9 +1,10 @@
 """Engine results as markdown for the chat. Pure functions: data in, text out."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from engine import Progress, RouteInfo, Status, TranslationResult, WaitInfo
+from engine import Progress, RolloutView, RouteInfo, Sample, Status, TranslationResult, WaitInfo
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
@@ -143,6 +144,54 @@ def key_made(key: ApiKey, secret: str | None) -> str:
             "Use it as `Authorization: Bearer KEY`, e.g. `OPENAI_BASE_URL=<this server>/v1 OPENAI_API_KEY=KEY`.")
 
 
+# rollouts -------------------------------------------------------------------
+def _rate(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} ms"
+
+
+def _live_table(canary: Sample, active: Sample) -> list[str]:
+    rows = [f"| this step | canary {code(canary.version)} | active {code(active.version)} |", "|---|---|---|",
+            f"| answers | {canary.answers} | {active.answers} |",
+            f"| errors | {_rate(canary.errors, canary.answers)} | {_rate(active.errors, active.answers)} |",
+            f"| first token p95 | {_ms(canary.ttft_p95_ms)} | {_ms(active.ttft_p95_ms)} |",
+            f"| thumbs down | {_rate(canary.votes_down, canary.answers)} "
+            f"| {_rate(active.votes_down, active.answers)} |"]
+    if canary.shadow_agreement is not None:
+        rows.append(f"| shadow agreement (chrF) | {canary.shadow_agreement:.1f} | — |")
+    return rows
+
+
+def _timeline(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Analysis.as_dict entries, one row each."""
+    rows = ["| step | share | after | verdict | canary answers | why |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        rows.append(f"| {e['step'] + 1} | {e['percent']} % | {e['elapsed_s']} s | {cell(e['verdict'])} "
+                    f"| {e['canary']['answers']} | {cell('; '.join(e['reasons']))} |")
+    return rows
+
+
+def rollout(view: RolloutView | None) -> str:
+    if view is None:
+        return "No rollout has run yet. Start one with `/rollout NAME`."
+    r = view.record
+    steps = " → ".join(f"{p} %" for p in r.plan.steps)
+    head = (f"**Rollout of {code(r.candidate)}** replacing {code(r.baseline)}, started by {cell(r.started_by)}: "
+            f"**{r.state}**")
+    lines = [head, "", f"Steps {steps}; each judged after {duration(r.plan.step_s)}"
+             + (f" or {r.plan.step_requests} canary answers" if r.plan.step_requests else "") + "."]
+    if view.canary is not None and view.active is not None:
+        lines += ["", f"Step {r.step + 1} of {len(r.plan.steps)}: {view.percent} % of conversations, "
+                      f"{duration(view.step_elapsed_s)} in.", "", *_live_table(view.canary, view.active)]
+    lines += ["", f"**Next:** {cell(view.next_decision)}" if r.state == "running" else f"**Outcome:** {cell(r.detail)}"]
+    if r.timeline:
+        lines += ["", "Analyses so far:" if r.state == "running" else "Analyses:", "", *_timeline(r.timeline)]
+    return "\n".join(lines)
+
+
 # translation ----------------------------------------------------------------
 def attribution(r: TranslationResult) -> str:
     line = (f"_Translated by **{cell(r.version)}** ({cell(r.role)}) in {r.total_ms / 1000:.2f} s"
@@ -227,6 +276,8 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/rollback` | switch back to the previous version |
 | `/canary NAME PERCENT` · `/canary abort` | send PERCENT % of conversations to NAME · stop that |
 | `/promote` | make the canary the active version |
+| `/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N]` | ramp NAME up as the canary step by step; each step is judged against the active version on live traffic (errors, first-token p95, thumbs down, shadow agreement): a failed check moves traffic back at once, the last step promotes |
+| `/rollout status` · `/rollout abort` | where the rollout is and what it decides next · stop it, traffic back to the active version |
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |
 | `/logs NAME [N]` | the last N (default 50) log lines of a version |

@@ -205,6 +205,7 @@ class Rollouts:
         self.watch(resumed=True)
 
     def watch(self, *, resumed: bool = False) -> None:
+        self._new_window()  # again once both versions are ready, when resumed
         self._task = self.engine.supervisor.own(self._guarded(resumed), f"rollout-{self.current and self.current.id}")
 
     async def close(self) -> None:
@@ -345,7 +346,7 @@ class Rollouts:
         percent = r.plan.steps[min(r.step, len(r.plan.steps) - 1)]
         if self.running is None:
             return RolloutView(r, percent, None, None, None, f"Ended ({r.state}): {r.detail}")
-        elapsed = time.monotonic() - self._step_wall if self._task is not None else 0.0
+        elapsed = time.monotonic() - self._step_wall
         canary, active = self._samples(r)
         left = max(0.0, r.plan.step_s - elapsed)
         by_count = f" or after {r.plan.step_requests} canary answers" if r.plan.step_requests else ""
