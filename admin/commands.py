@@ -211,7 +211,11 @@ async def _status(ctx: Context, args: list[str]) -> Reply:
     d = st.deployment
     buttons = tuple(Button(f"Switch to {v.name}", f"/switch {v.name}")
                     for v in st.versions if v.state == "ready" and v.name not in (d.active, d.canary))[:3]
-    return Reply(render.status(st), buttons=buttons)
+    running = ctx.engine.rollout_status()
+    text = render.status(st)
+    if running is not None and running.record.state == "running":
+        text += "\n\n" + render.rollout_line(running)
+    return Reply(text, buttons=buttons)
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,12 @@ def _timeline(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     return rows
 
 
+def rollout_line(view: RolloutView) -> str:
+    r = view.record
+    return (f"**Rollout:** {code(r.candidate)} is at step {r.step + 1} of {len(r.plan.steps)} ({view.percent} % of "
+            "conversations); `/rollout status` for its numbers.")
+
+
 def rollout(view: RolloutView | None) -> str:
     if view is None:
         return "No rollout has run yet. Start one with `/rollout NAME`."

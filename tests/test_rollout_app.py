@@ -148,7 +148,8 @@ async def test_a_rollout_survives_the_app_being_killed(app, people, data_dir):
         admin = await ck.connect(again.url, *ADMIN)
         status = await admin.reply("/rollout status")
         assert "**running**" in status and "Step 1 of 2: 20 % of conversations" in status
-        assert "canary:** `v2` (20% of conversations)" in await admin.reply("/status")
+        status = await admin.reply("/status")
+        assert "canary:** `v2` (20% of conversations)" in status and "**Rollout:** `v2` is at step 1 of 2" in status
         assert "rollout-resume" in await admin.reply("/audit 5")
         aborted = await admin.reply("/rollout abort")
         assert "**aborted**" in aborted and "aborted by root" in aborted
