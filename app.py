@@ -13,10 +13,12 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 import chainlit as cl
+from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.input_widget import InputWidget, Select
 from chainlit.server import app as http_app
+from chainlit.session import WebsocketSession, ws_sessions_id
 from chainlit.types import CommandDict, ThreadDict
 from chainlit.utils import utc_now
 from starlette.middleware import Middleware
@@ -89,6 +91,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 async def startup() -> None:
     global _engine, _accounts, _keys
     eng = Engine(SETTINGS)
+    eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
     await eng.start()  # schema, orphans, and the active version loading again in the background
     await datalayer.create_schema(eng.store.engine)
     accts = Accounts(eng.store.engine)
@@ -361,6 +364,24 @@ async def _translate(text: str) -> None:
 
 
 # admin extras ---------------------------------------------------------------------
+async def _tell_admins(text: str) -> None:
+    """An engine notice (a rollout's decision) to every admin connected to the chat now; the
+    role is read from the accounts table, as for commands."""
+    if _accounts is None:
+        return  # still starting: the notice is in the log and the audit
+    for session in list(ws_sessions_id.values()):
+        user = session.user
+        account = await _accounts.get(user.identifier) if user is not None else None
+        if account is not None and account.is_admin:
+            _spawn(_post_notice(session, text))
+
+
+async def _post_notice(session: WebsocketSession, text: str) -> None:
+    init_ws_context(session)  # this task only: the message goes to that admin's chat
+    status = cl.Action(name=ACTION, payload={"command": "/rollout status"}, label="Rollout status")
+    await cl.Message(content=text, actions=[status]).send()
+
+
 async def _follow_load(name: str, reply_id: str) -> None:
     """A live step under the /load reply: pid, port, elapsed time, last log line; then the
     outcome with a log tail on failure, and a button to switch to it once ready."""

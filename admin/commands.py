@@ -55,6 +55,8 @@ COMMANDS: dict[str, Spec] = {
     "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
                   mutating=True),
     "keys": Spec("/keys add NAME [user|admin] | revoke NAME | list", "Manage API keys", "key-round", mutating=True),
+    "rollout": Spec("/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N] | status | abort",
+                    "Ramp a version up step by step, judged on live traffic", "trending-up", mutating=True),
 }
 
 
@@ -228,7 +230,11 @@ async def _status(ctx: Context, args: list[str]) -> Reply:
     d = st.deployment
     buttons = tuple(Button(f"Switch to {v.name}", f"/switch {v.name}")
                     for v in st.versions if v.state == "ready" and v.name not in (d.active, d.canary))[:3]
-    return Reply(render.status(st, await ctx.engine.scoreboard()), buttons=buttons)
+    running = ctx.engine.rollout_status()
+    text = render.status(st, await ctx.engine.scoreboard())
+    if running is not None and running.record.state == "running":
+        text += "\n\n" + render.rollout_line(running)
+    return Reply(text, buttons=buttons)
 
 
 @dataclass(frozen=True)
@@ -240,23 +246,29 @@ class LoadOptions:
     max_tokens: int | None = None
 
 
-def _load_options(rest: list[str]) -> LoadOptions:
-    """Take `--template TEXT` and `--max-tokens N` (or `--opt=value`) out of the vLLM flags."""
-    flags: list[str] = []
+def _take_options(tokens: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Baton's own `--opt VALUE` (or `--opt=value`) out of a command line; the other tokens, in order."""
+    rest: list[str] = []
     values: dict[str, str] = {}
     i = 0
-    while i < len(rest):
-        option, eq, value = rest[i].partition("=")
-        if option not in ("--template", "--max-tokens"):
-            flags.append(rest[i])
+    while i < len(tokens):
+        option, eq, value = tokens[i].partition("=")
+        if option not in names:
+            rest.append(tokens[i])
             i += 1
             continue
         if not eq:
-            if i + 1 >= len(rest):
-                raise Usage(f"{option} needs a value after it (quote a template).")
-            value, i = rest[i + 1], i + 1
+            if i + 1 >= len(tokens):
+                raise Usage(f"{option} needs a value after it (quote a value with spaces).")
+            value, i = tokens[i + 1], i + 1
         values[option] = value
         i += 1
+    return rest, values
+
+
+def _load_options(rest: list[str]) -> LoadOptions:
+    """Take `--template TEXT` and `--max-tokens N` out of the vLLM flags."""
+    flags, values = _take_options(rest, ("--template", "--max-tokens"))
     template = values.get("--template")
     max_tokens = values.get("--max-tokens")
     return LoadOptions(
@@ -396,10 +408,36 @@ async def _keys(ctx: Context, args: list[str]) -> Reply:
     raise Usage()
 
 
+async def _rollout(ctx: Context, args: list[str]) -> Reply:
+    who = ctx.actor.username
+    if args == ["status"]:
+        return Reply(render.rollout(ctx.engine.rollout_status()), buttons=_rollout_buttons(ctx))
+    if args == ["abort"]:
+        return Reply(render.rollout(await ctx.engine.abort_rollout(actor=who)))
+    rest, opts = _take_options(args, ("--steps", "--step-s", "--step-requests"))
+    if len(rest) != 1 or rest[0].startswith("-"):
+        raise Usage()
+    steps = None
+    if "--steps" in opts:
+        steps = [_int(p, "Each step", 1, 100) for p in opts["--steps"].split(",") if p.strip()]
+    step_s = _int(opts["--step-s"], "--step-s", 1, 86_400) if "--step-s" in opts else None
+    count = opts.get("--step-requests")
+    step_requests = _int(count, "--step-requests", 0, 1_000_000) if count is not None else None
+    view = await ctx.engine.start_rollout(rest[0], steps=steps, step_s=step_s, step_requests=step_requests, actor=who)
+    return Reply(render.rollout(view), buttons=_rollout_buttons(ctx))
+
+
+def _rollout_buttons(ctx: Context) -> tuple[Button, ...]:
+    view = ctx.engine.rollout_status()
+    if view is None or view.record.state != "running":
+        return ()
+    return (Button("Rollout status", "/rollout status"), Button("Abort rollout", "/rollout abort"))
+
+
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
     "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
     "canary": _canary, "promote": _promote, "unload": _unload, "eval": _eval, "logs": _logs, "audit": _audit_log,
-    "users": _users, "keys": _keys,
+    "users": _users, "keys": _keys, "rollout": _rollout,
 }
 assert HANDLERS.keys() == COMMANDS.keys()
 

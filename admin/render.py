@@ -2,8 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from engine import EvalSetInfo, Evaluation, Progress, RouteInfo, Scores, Status, TranslationResult, WaitInfo
+from engine import (
+    EvalSetInfo,
+    Evaluation,
+    Progress,
+    RolloutView,
+    RouteInfo,
+    Sample,
+    Scores,
+    Status,
+    TranslationResult,
+    WaitInfo,
+)
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
@@ -146,7 +158,7 @@ def key_made(key: ApiKey, secret: str | None) -> str:
             "Use it as `Authorization: Bearer KEY`, e.g. `OPENAI_BASE_URL=<this server>/v1 OPENAI_API_KEY=KEY`.")
 
 
-# evaluations ----------------------------------------------------------------
+# evaluations and rollouts ---------------------------------------------------
 BAR_WIDTH = 20
 STOPPED = "_Stopped: nothing was stored._"
 
@@ -165,6 +177,10 @@ def eval_progress(name: str, set_name: str, done: int, total: int) -> str:
 
 def _pct(share: float) -> str:
     return f"{share:.0%}"
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
 
 
 def _ms(value: float | None) -> str:
@@ -237,6 +253,51 @@ def eval_sets(sets: Sequence[EvalSetInfo], evaluations: Sequence[Evaluation], ga
     else:
         scores = "No evaluation yet: `/eval NAME [SET]` runs one."
     return "\n\n".join([gate, listed, scores])
+
+
+def _live_table(canary: Sample, active: Sample) -> list[str]:
+    rows = [f"| this step | canary {code(canary.version)} | active {code(active.version)} |", "|---|---|---|",
+            f"| answers | {canary.answers} | {active.answers} |",
+            f"| errors | {_rate(canary.errors, canary.answers)} | {_rate(active.errors, active.answers)} |",
+            f"| first token p95 | {_ms(canary.ttft_p95_ms)} | {_ms(active.ttft_p95_ms)} |",
+            f"| thumbs down | {_rate(canary.votes_down, canary.answers)} "
+            f"| {_rate(active.votes_down, active.answers)} |"]
+    if canary.shadow_agreement is not None:
+        rows.append(f"| shadow agreement (chrF) | {canary.shadow_agreement:.1f} | — |")
+    return rows
+
+
+def _timeline(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Analysis.as_dict entries, one row each."""
+    rows = ["| step | share | after | verdict | canary answers | why |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        rows.append(f"| {e['step'] + 1} | {e['percent']} % | {e['elapsed_s']} s | {cell(e['verdict'])} "
+                    f"| {e['canary']['answers']} | {cell('; '.join(e['reasons']))} |")
+    return rows
+
+
+def rollout_line(view: RolloutView) -> str:
+    r = view.record
+    return (f"**Rollout:** {code(r.candidate)} is at step {r.step + 1} of {len(r.plan.steps)} ({view.percent} % of "
+            "conversations); `/rollout status` for its numbers.")
+
+
+def rollout(view: RolloutView | None) -> str:
+    if view is None:
+        return "No rollout has run yet. Start one with `/rollout NAME`."
+    r = view.record
+    steps = " → ".join(f"{p} %" for p in r.plan.steps)
+    head = (f"**Rollout of {code(r.candidate)}** replacing {code(r.baseline)}, started by {cell(r.started_by)}: "
+            f"**{r.state}**")
+    lines = [head, "", f"Steps {steps}; each judged after {duration(r.plan.step_s)}"
+             + (f" or {r.plan.step_requests} canary answers" if r.plan.step_requests else "") + "."]
+    if view.canary is not None and view.active is not None:
+        lines += ["", f"Step {r.step + 1} of {len(r.plan.steps)}: {view.percent} % of conversations, "
+                      f"{duration(view.step_elapsed_s)} in.", "", *_live_table(view.canary, view.active)]
+    lines += ["", f"**Next:** {cell(view.next_decision)}" if r.state == "running" else f"**Outcome:** {cell(r.detail)}"]
+    if r.timeline:
+        lines += ["", "Analyses so far:" if r.state == "running" else "Analyses:", "", *_timeline(r.timeline)]
+    return "\n".join(lines)
 
 
 # translation ----------------------------------------------------------------
@@ -323,6 +384,8 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/rollback` | switch back to the previous version (never gated: the way back) |
 | `/canary NAME PERCENT` · `/canary abort` | send PERCENT % of conversations to NAME · stop that |
 | `/promote [--force]` | make the canary the active version |
+| `/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N]` | ramp NAME up as the canary step by step; each step is judged against the active version on live traffic (errors, first-token p95, thumbs down, shadow agreement): a failed check moves traffic back at once, the last step promotes |
+| `/rollout status` · `/rollout abort` | where the rollout is and what it decides next · stop it, traffic back to the active version |
 | `/eval NAME [SET]` · `/eval` | score a version on an evaluation set (default: the gate set) · the sets and latest scores |
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |
@@ -335,5 +398,6 @@ A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote argumen
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
 `/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`.
 `--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves.
-With a gate set (BATON_GATE_SET), `/switch` and `/promote` refuse a version without a current `/eval` on it,
-or whose chrF is more than BATON_GATE_MAX_DROP below the active version's; `--force` overrides (audited)."""  # noqa: E501 - Markdown table rows cannot wrap
+With a gate set (BATON_GATE_SET), `/switch`, `/promote` and a rollout's last step refuse a version without a
+current `/eval` on it, or whose chrF is more than BATON_GATE_MAX_DROP below the active version's; `--force`
+overrides (audited)."""  # noqa: E501 - Markdown table rows cannot wrap

@@ -26,6 +26,7 @@ class Exit(IntEnum):
     AUTH = 4  # no key, a wrong or revoked key, a user key on the admin API, or too many wrong keys
     TIMEOUT = 5  # wait-ready ran out of time
     FAILED = 6  # the version failed to start: it will not become ready until it is loaded again
+    ABORTED = 7  # the rollout ended without promoting: a check failed or someone aborted it
 
 
 class CliError(Exception):

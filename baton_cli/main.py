@@ -20,7 +20,8 @@ from .client import Client, CliError, Exit
 
 EXIT_CODES = ("Exit codes: 0 ok · 1 refused by Baton (conflict, invalid, not found; the reason on stderr) · "
               "2 usage error · 3 cannot reach Baton, or a server error (5xx, 503) · 4 no key, a wrong key, "
-              "not an admin key, or too many wrong keys · 5 wait-ready timed out · 6 the version failed to start.")
+              "not an admin key, or too many wrong keys · 5 wait-ready (or rollout --wait) timed out · 6 the version "
+              "failed to start · 7 the rollout was aborted.")
 
 app = typer.Typer(
     name="baton",
@@ -33,6 +34,9 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys: list, add (the secret is shown once), revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+rollout_app = typer.Typer(help="Progressive rollouts: start (ramp a version up, judged on live traffic), status, "
+                               "abort.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts) instead of a table.")]
 Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready before giving up (exit 5).")]
@@ -293,6 +297,74 @@ def keys_revoke(ctx: typer.Context, name: str, json_out: JsonOut = False) -> Non
     """Revoke a key at once."""
     k = _client(ctx).delete(f"/keys/{name}")
     _show(k, json_out, f"Revoked the key '{name}'.")
+
+
+# rollouts --------------------------------------------------------------------------------
+def _rollout_text(r: dict[str, Any]) -> str:
+    steps = " → ".join(f"{p} %" for p in r["steps"])
+    lines = [f"rollout of {r['candidate']} (replacing {r['baseline']}): {r['state']}, step {r['step']} of "
+             f"{len(r['steps'])} ({steps})"]
+    if r["state"] == "running":
+        lines.append(r["next_decision"])
+    elif r["detail"]:
+        lines.append(r["detail"])
+    rows = [(e["step"] + 1, f"{e['percent']} %", e["verdict"], e["canary"]["answers"], "; ".join(e["reasons"]))
+            for e in r["timeline"]]
+    if rows:
+        lines += ["", table(("STEP", "SHARE", "VERDICT", "CANARY ANSWERS", "WHY"), rows)]
+    return "\n".join(lines)
+
+
+@rollout_app.command("start")
+def rollout_start(
+    ctx: typer.Context,
+    name: str,
+    steps: Annotated[str | None, typer.Option(help="Canary percents ending with 100, e.g. 5,25,50,100.")] = None,
+    step_s: Annotated[float | None, typer.Option(min=1, help="Judge each step after this many seconds...")] = None,
+    step_requests: Annotated[int | None, typer.Option(
+        min=0, help="...or after this many canary answers, whichever comes first (0: by time only).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it passes (exit 0) or aborts (exit 7).")] = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds --wait waits before giving up (exit 5).")] = 3600,
+    json_out: JsonOut = False,
+) -> None:
+    """Ramp NAME up as the canary step by step; each step is judged against the active version on live
+    traffic, a failed check moves traffic back at once, and the last step promotes."""
+    try:
+        percents = [int(p) for p in steps.split(",")] if steps else None
+    except ValueError:
+        raise typer.BadParameter(f"{steps!r} is not a list of percents such as 5,25,50,100",
+                                 param_hint="--steps") from None
+    c = _client(ctx)
+    r = c.post("/rollout", {"name": name, "steps": percents, "step_s": step_s, "step_requests": step_requests})
+    if wait:
+        deadline = time.monotonic() + timeout
+        step = None
+        while r["state"] == "running":
+            if r["step"] != step:
+                typer.echo(f"{name}: step {r['step']} of {len(r['steps'])} ({r['percent']} %)", err=True)
+                step = r["step"]
+            if time.monotonic() > deadline:
+                raise CliError(Exit.TIMEOUT, f"The rollout of {name} is still running after {timeout:g} s; "
+                                             "it goes on: `baton rollout status`.")
+            time.sleep(1)
+            r = c.get("/rollout")
+    _show(r, json_out, _rollout_text(r))
+    if wait and r["state"] != "passed":
+        raise CliError(Exit.ABORTED, f"The rollout of {name} was aborted: {r['detail']}")
+
+
+@rollout_app.command("status")
+def rollout_status(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """The running rollout (or the last one): step, numbers so far, next decision, every analysis."""
+    r = _client(ctx).get("/rollout")
+    _show(r, json_out, _rollout_text(r))
+
+
+@rollout_app.command("abort")
+def rollout_abort(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Stop the running rollout: traffic back to the active version at once."""
+    r = _client(ctx).delete("/rollout")
+    _show(r, json_out, _rollout_text(r))
 
 
 def run() -> None:

@@ -16,6 +16,7 @@ from .evalsets import EvalSetInfo
 from .evaluation import Evaluation, PairScores
 from .facade import Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
+from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
 from .scoring import Scores
 from .settings import Settings
@@ -26,7 +27,7 @@ from .types import AuditEvent, Deployment, Sampling, VersionSpec
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
-    "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RouteInfo", "Sample", "Sampling", "Scores",
-    "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult", "VersionSpec",
-    "VersionStatus", "WaitInfo",
+    "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
+    "Scores", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult",
+    "VersionSpec", "VersionStatus", "WaitInfo",
 ]

@@ -18,14 +18,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from . import evalsets, evaluation, gate, logfile, metrics, orphans, translate, validation
+from . import evalsets, evaluation, gate, logfile, metrics, orphans, rollout, translate, validation
 from .backend import Backend
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
 from .languages import NAMES
 from .livestats import LiveStats, Sample
+from .notices import Notices
 from .pool import Pool
+from .rollout import Rollouts, RolloutState, RolloutView
 from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
 from .states import LOADING, Desired, State
@@ -41,7 +43,7 @@ from .translate import (
     TranslationRequest,
     TranslationResult,
 )
-from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, Sampling, VersionSpec
+from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, RolloutRecord, Sampling, VersionSpec
 
 log = logging.getLogger("baton.engine")
 
@@ -141,6 +143,8 @@ class Engine:
         self._lock = asyncio.Lock()  # one deployment change at a time, whoever asks
         self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
+        self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
+        self.rollouts = Rollouts(self)
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
@@ -165,10 +169,12 @@ class Engine:
         for name in (dep.active, dep.canary, dep.previous):
             if name and self.pool.get(name) is None:
                 log.error("the deployment names %s, which is not registered or not wanted loaded", name)
+        await self.rollouts.resume()
         return dep
 
     async def close(self) -> None:
         """Stop every backend. What the operator wanted stays persisted for the next start."""
+        await self.rollouts.close()
         await self.supervisor.close()
         await self.store.close()
 
@@ -294,12 +300,16 @@ class Engine:
         return backend
 
     async def _deploy(self, actor: str, action: str, args: dict[str, object],
-                      change: Callable[[Deployment], Deployment], *, gated: bool = False,
+                      change: Callable[[Deployment], Deployment],
+                      rollout_for: Callable[[Deployment], RolloutRecord] | None = None,
+                      note: Callable[[], str] | None = None, *, gated: bool = False,
                       force: bool = False) -> Deployment:
-        """`gated`: a change that makes another version active passes the quality gate first, unless
+        """One deployment change under the lock; `rollout_for` gives the rollout state committed with it.
+        `gated`: a change that makes another version active passes the quality gate first, unless
         `force` (then the audit says what the gate would have refused)."""
         async with self._refusals_audited(actor, action, args), self._lock:
             old = self.router.deployment
+            record = rollout_for(old) if rollout_for else None
             new = change(old)
             detail = f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}%"
             if gated and self.settings.gate_set and old.active and new.active and new.active != old.active:
@@ -310,21 +320,25 @@ class Engine:
                     detail = f"forced past the gate: {refusal.what} {detail}"
             desired = {n: _desired_for(new, n) for n, b in self.pool.backends.items()
                        if b.desired is not Desired.UNLOADED}
-            await self._commit(actor, action, args, detail, desired, new)
+            await self._commit(actor, action, args, f"{detail}; {note()}" if note else detail, desired, new,
+                               rollout=record)
             metrics.SWITCHES.labels(action).inc()
             return self.router.deployment
 
     async def _commit(self, actor: str, action: str, args: dict[str, object], detail: str,
                       desired: dict[str, Desired], deployment: Deployment | None = None,
-                      then: Callable[[], Backend] | None = None) -> Backend | None:
+                      then: Callable[[], Backend] | None = None, rollout: RolloutRecord | None = None,
+                      ) -> Backend | None:
         """Write the change durably, then apply it in memory, as one task the caller's
         cancellation cannot split. If the write fails nothing is applied."""
         dep = deployment or self.router.deployment
-        change = Change(dep, {n: d.value for n, d in desired.items()}, actor, action, args, detail)
+        change = Change(dep, {n: d.value for n, d in desired.items()}, actor, action, args, detail, rollout)
 
         async def commit_and_flip() -> Backend | None:
             saved = await self.store.save_change(change)
-            self.router.deployment = saved  # the flip: one assignment
+            self.router.deployment = saved.deployment  # the flip: one assignment
+            if saved.rollout is not None:
+                self.rollouts.adopt(saved.rollout)
             for name, want in desired.items():
                 if (b := self.pool.get(name)) is not None and b.desired is not Desired.UNLOADED:
                     b.desired = want
@@ -370,6 +384,8 @@ class Engine:
         return await self._deploy(actor, "rollback", {}, change)
 
     async def canary(self, name: str, percent: int, *, actor: str = "system") -> Deployment:
+        self._not_during_rollout("canary")
+
         def change(d: Deployment) -> Deployment:
             if not 1 <= percent <= 99:
                 raise InvalidArgument(f"Canary percent must be 1-99, not {percent}.",
@@ -384,23 +400,121 @@ class Engine:
 
         return await self._deploy(actor, "canary", {"name": name, "percent": percent}, change)
 
+    def _promoted(self, d: Deployment) -> Deployment:
+        if not d.canary:
+            raise Conflict("There is no canary to promote.", "Start one with /canary NAME PERCENT.")
+        self._ready(d.canary)
+        return replace(d, active=d.canary, previous=d.active, canary=None, canary_percent=0)
+
     async def promote(self, *, force: bool = False, actor: str = "system") -> Deployment:
         """The canary becomes the active version. Gated (see engine/gate.py) unless `force`."""
-        def change(d: Deployment) -> Deployment:
-            if not d.canary:
-                raise Conflict("There is no canary to promote.", "Start one with /canary NAME PERCENT.")
-            self._ready(d.canary)
-            return replace(d, active=d.canary, previous=d.active, canary=None, canary_percent=0)
-
-        return await self._deploy(actor, "promote", _forced({}, force), change, gated=True, force=force)
+        self._not_during_rollout("promote")
+        return await self._deploy(actor, "promote", _forced({}, force), self._promoted, gated=True, force=force)
 
     async def abort_canary(self, *, actor: str = "system") -> Deployment:
+        self._not_during_rollout("canary-abort")
+
         def change(d: Deployment) -> Deployment:
             if not d.canary:
                 raise Conflict("There is no canary to abort.", "Nothing to do.")
             return replace(d, canary=None, canary_percent=0)
 
         return await self._deploy(actor, "canary-abort", {}, change)
+
+    # rollouts --------------------------------------------------------------
+    def _not_during_rollout(self, action: str) -> None:
+        if (r := self.rollouts.running) is not None:
+            raise Conflict(f"A rollout of {r.candidate} owns the canary (step {r.step + 1} of {len(r.plan.steps)}).",
+                           f"Use /rollout abort to stop it before /{action.replace('-', ' ')}.")
+
+    async def start_rollout(self, name: str, *, steps: list[int] | None = None, step_s: float | None = None,
+                            step_requests: int | None = None, actor: str = "system") -> RolloutView:
+        """Ramp `name` up as the canary through the plan's steps, judged between steps on live
+        traffic; the last step promotes it. Returns at once; the engine's runner drives it."""
+        s = self.settings
+        args: dict[str, object] = {"name": name, "steps": steps, "step_s": step_s, "step_requests": step_requests}
+        async with self._refusals_audited(actor, "rollout-start", args):
+            plan = rollout.check_plan(steps or s.rollout_steps, s.rollout_step_s if step_s is None else step_s,
+                                      s.rollout_step_requests if step_requests is None else step_requests)
+
+        def change(d: Deployment) -> Deployment:
+            if (r := self.rollouts.running) is not None:
+                raise Conflict(f"A rollout of {r.candidate} is already running.",
+                               "/rollout abort it first, or wait for it to end (/rollout status).")
+            if not d.active:
+                raise Conflict("No version is active yet.", "Switch to a version first; a rollout replaces it.")
+            if name == d.active:
+                raise Conflict(f"Version '{name}' is already active.", "Roll out another version.")
+            if d.canary:
+                raise Conflict(f"{d.canary} is a canary already.", "/canary abort first: the rollout sets the canary.")
+            self._ready(name)
+            return replace(d, canary=name, canary_percent=plan.steps[0])
+
+        def record(d: Deployment) -> RolloutRecord:
+            assert d.active is not None  # checked by `change`
+            return RolloutRecord(None, name, d.active, plan, RolloutState.RUNNING.value, 0, actor)
+
+        args = {"name": name, "steps": list(plan.steps), "step_s": plan.step_s, "step_requests": plan.step_requests}
+        await self._deploy(actor, "rollout-start", args, change, record)
+        self.rollouts.watch()
+        view = self.rollouts.view()
+        assert view is not None
+        await self.notices.publish(f"▶️ {actor} started a rollout of `{name}`: {plan.steps[0]} % of conversations "
+                                   f"now, then {', '.join(f'{p} %' for p in plan.steps[1:])}.")
+        return view
+
+    async def _rollout_change(self, actor: str, action: str, rollout_id: int | None,
+                              then: Callable[[RolloutRecord], RolloutRecord], *, percent: int | None = None,
+                              promote: bool = False, abort: bool = False) -> None:
+        """The running rollout's next state (`then` of the current one) with the traffic it sets,
+        in one commit; refused unless that rollout is still the running one (checked and written
+        under the lock, so an admin's abort and the runner's step cannot both win)."""
+        new: RolloutRecord | None = None
+
+        def record(_: Deployment) -> RolloutRecord:
+            nonlocal new
+            cur = self.rollouts.running
+            if cur is None or cur.id != rollout_id:
+                raise Conflict("That rollout is no longer running.", "See /rollout status.")
+            new = then(cur)
+            return new
+
+        def change(d: Deployment) -> Deployment:
+            assert new is not None  # `record` runs first
+            if promote:
+                if d.canary != new.candidate or d.active != new.baseline:
+                    raise Conflict("The deployment changed during the rollout.", "See /status.")
+                return self._promoted(d)
+            if percent is not None:
+                return rollout.deployment_for(d, new, percent)
+            return replace(d, canary=None, canary_percent=0) if abort and d.canary == new.candidate else d
+
+        def note() -> str:
+            assert new is not None
+            return "; ".join(new.timeline[-1]["reasons"]) if new.timeline else new.detail
+
+        cur = self.rollouts.running
+        args: dict[str, object] = {"name": cur.candidate if cur else None, "step": cur.step + 1 if cur else None}
+        # The last step makes the candidate active: the quality gate has its say, as for /promote.
+        await self._deploy(actor, action, args, change, record, note, gated=promote)
+
+    async def abort_rollout(self, *, actor: str = "system") -> RolloutView:
+        """Stop the running rollout and move its traffic back to the active version at once."""
+        async with self._refusals_audited(actor, "rollout-abort", {}):
+            r = self.rollouts.running
+            if r is None:
+                raise Conflict("No rollout is running.", "See /rollout status for the last one.")
+        await self._rollout_change(actor, "rollout-abort", r.id, lambda cur: rollout.moved(
+            cur, RolloutState.RUNNING, RolloutState.ABORTED, detail=f"aborted by {actor}"), abort=True)
+        await self.notices.publish(f"🛑 {actor} aborted the rollout of `{r.candidate}` at step {r.step + 1}: "
+                                   f"`{r.baseline}` answers every request again.")
+        view = self.rollouts.view()
+        assert view is not None
+        return view
+
+    def rollout_status(self) -> RolloutView | None:
+        """The running rollout (or the last one), with the current step's numbers so far."""
+        return self.rollouts.view()
 
     # quality ----------------------------------------------------------------
     async def evaluate(self, name: str, set_name: str | None = None, *, actor: str = "system",

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     gate_set: str | None = None
     gate_max_drop: float = Field(default=1.0, ge=0)
 
+    # /rollout: the canary's steps (percent; 100 is the promote), and when a step is judged: after
+    # step_s, or after step_requests canary answers if that comes first (0: by time only).
+    rollout_steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
+    rollout_step_s: float = 60.0
+    rollout_step_requests: int = 0
+    # What a step must show, on live traffic since it began, compared with the active version.
+    rollout_min_requests: int = 10  # canary answers needed to judge; fewer and the step waits...
+    rollout_step_max_s: float = 600.0  # ...this long at most, then the rollout aborts
+    rollout_max_error_increase: float = 0.05  # canary error rate minus the active's
+    rollout_max_ttft_ratio: float = 1.5  # canary first-token p95 over the active's...
+    rollout_ttft_slack_ms: float = 100.0  # ...unless they differ by less than this
+    rollout_max_thumbs_down_increase: float = 0.05  # thumbs down per answer, canary minus active
+    rollout_min_shadow_agreement: float = 0.0  # chrF against the active's answers; 0: shown, not judged
+
     @field_validator("backend_nice")
     @classmethod
     def _nice_range(cls, v: int) -> int:

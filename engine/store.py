@@ -1,4 +1,4 @@
-"""SQLAlchemy async models and the repository: versions, deployment, audit, evaluations, process records."""
+"""SQLAlchemy async models and the repository: versions, deployment, audit, evaluations, rollouts, processes."""
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +33,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from .errors import StoreUnavailable
 from .evaluation import Evaluation, PairScores
 from .scoring import Scores
-from .types import AuditEvent, Deployment, Sampling, VersionSpec
+from .types import AuditEvent, Deployment, RolloutPlan, RolloutRecord, Sampling, VersionSpec
 
 
 def utcnow() -> datetime:
@@ -97,6 +97,21 @@ class EvaluationRow(Base):
     rows: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    candidate: Mapped[str] = mapped_column(String(64))
+    baseline: Mapped[str] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    started_by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    timeline: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class ProcessRow(Base):
@@ -169,6 +184,26 @@ def _evaluation(row: EvaluationRow) -> Evaluation:
                       row.errors, row.latency_p50_ms, row.latency_p95_ms, row.at, row.by, row.id)
 
 
+def _rollout(row: RolloutRow) -> RolloutRecord:
+    p = row.plan
+    return RolloutRecord(
+        id=row.id, candidate=row.candidate, baseline=row.baseline,
+        plan=RolloutPlan(tuple(p["steps"]), float(p["step_s"]), int(p["step_requests"])),
+        state=row.state, step=row.step, started_by=row.started_by, started_at=row.started_at,
+        ended_at=row.ended_at, detail=row.detail, timeline=tuple(row.timeline or ()),
+    )
+
+
+def _write_rollout(s: Session, r: RolloutRecord) -> RolloutRow:
+    row = (s.get(RolloutRow, r.id) if r.id is not None else None) or RolloutRow()
+    row.candidate, row.baseline, row.state, row.step = r.candidate, r.baseline, r.state, r.step
+    row.plan = {**asdict(r.plan), "steps": list(r.plan.steps)}
+    row.started_by, row.started_at = r.started_by, r.started_at or utcnow()
+    row.ended_at, row.detail, row.timeline = r.ended_at, r.detail, list(r.timeline)
+    s.add(row)
+    return row
+
+
 @dataclass(frozen=True)
 class Change:
     """One change of the deployment, written in one transaction with its audit row."""
@@ -179,9 +214,16 @@ class Change:
     action: str
     arguments: object
     detail: str
+    rollout: RolloutRecord | None = None  # a rollout's new state, committed with the deployment it set
 
 
-def _write_change(s: Session, change: Change) -> DeploymentRow:
+@dataclass(frozen=True)
+class Saved:
+    deployment: Deployment
+    rollout: RolloutRecord | None  # as written, with its id
+
+
+def _write_change(s: Session, change: Change) -> Saved:
     s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
                    detail=change.detail))
     for name, desired in change.desired.items():
@@ -194,7 +236,9 @@ def _write_change(s: Session, change: Change) -> DeploymentRow:
     row.canary, row.canary_percent = dep.canary, dep.canary_percent
     row.updated_by, row.updated_at = change.actor, utcnow()
     s.add(row)
-    return row
+    rollout = _write_rollout(s, change.rollout) if change.rollout is not None else None
+    s.flush()  # assigns a new rollout its id
+    return Saved(_deployment(row), _rollout(rollout) if rollout is not None else None)
 
 
 class Store:
@@ -269,7 +313,7 @@ class Store:
         async with self._session() as s:
             return _deployment(await s.get(DeploymentRow, 1))
 
-    async def save_change(self, change: Change) -> Deployment:
+    async def save_change(self, change: Change) -> Saved:
         """The deployment, the desired states it changes, and its audit row, in one durable commit.
 
         A switch waits for this commit. Through aiosqlite each statement is a round trip between
@@ -278,15 +322,13 @@ class Store:
         worker thread with the synchronous driver: one round trip."""
         try:
             if self._sync_session is not None:
-                row = await asyncio.to_thread(self._write_change_sync, change)
-            else:
-                async with self._session.begin() as s:
-                    row = await s.run_sync(_write_change, change)
+                return await asyncio.to_thread(self._write_change_sync, change)
+            async with self._session.begin() as s:
+                return await s.run_sync(_write_change, change)
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
-        return _deployment(row)
 
-    def _write_change_sync(self, change: Change) -> DeploymentRow:
+    def _write_change_sync(self, change: Change) -> Saved:
         assert self._sync_session is not None
         with self._sync_session.begin() as s:
             return _write_change(s, change)
@@ -295,6 +337,24 @@ class Store:
         async with self._session() as s:
             rows = (await s.execute(select(VersionRow.name, VersionRow.desired))).all()
             return {name: desired for name, desired in rows}
+
+    # rollouts ---------------------------------------------------------------
+    async def latest_rollout(self) -> RolloutRecord | None:
+        async with self._session() as s:
+            row = (await s.scalars(select(RolloutRow).order_by(RolloutRow.id.desc()).limit(1))).first()
+            return _rollout(row) if row else None
+
+    async def save_rollout(self, rollout: RolloutRecord, audit: tuple[str, str, object, str]) -> RolloutRecord:
+        """A rollout's state that changes no traffic, with its audit row (actor, action, arguments, detail)."""
+        try:
+            async with self._session.begin() as s:
+                saved = await s.run_sync(_write_rollout, rollout)
+                actor, action, arguments, detail = audit
+                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+                await s.flush()
+                return _rollout(saved)
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,27 @@ class AuditEvent:
     arguments: str
     outcome: str
     detail: str
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    steps: tuple[int, ...]  # canary percents, ending with 100 (the promote)
+    step_s: float  # a step is judged after this long...
+    step_requests: int  # ...or after this many canary answers (0: by time only), whichever comes first
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """A progressive rollout as persisted: what it moves, where it is, and every analysis so far."""
+
+    id: int | None
+    candidate: str
+    baseline: str
+    plan: RolloutPlan
+    state: str  # engine.rollout.RolloutState
+    step: int  # index into plan.steps
+    started_by: str
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    detail: str = ""  # why it ended
+    timeline: tuple[dict[str, Any], ...] = ()  # one entry per analysis (engine.rollout.Analysis.as_dict)

@@ -9,11 +9,25 @@ from fastapi import APIRouter, Depends, Query, status
 
 from admin import shield
 from admin.keys import ApiKey, Audited, Keys
-from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, Health, NotFound, VersionStatus
+from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, Health, NotFound, Sample, VersionStatus
+from engine import RolloutView as Rollout
 
 from .auth import Auth
 from .errors import ErrorShapedRoute
-from .schemas import CanaryBody, DeploymentView, EvalBody, ForceBody, KeyBody, LoadBody, Logs, SwitchBody, Unloaded
+from .schemas import (
+    CanaryBody,
+    DeploymentView,
+    EvalBody,
+    ForceBody,
+    KeyBody,
+    LiveNumbers,
+    LoadBody,
+    Logs,
+    RolloutBody,
+    RolloutView,
+    SwitchBody,
+    Unloaded,
+)
 
 
 def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth: Auth) -> APIRouter:
@@ -103,6 +117,24 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     async def promote(key: Admin, body: ForceBody | None = None) -> DeploymentView:
         return await changed(get_engine().promote(force=bool(body and body.force), actor=key.actor))
 
+    # rollouts -------------------------------------------------------------------------
+    @api.post("/rollout", status_code=status.HTTP_202_ACCEPTED,
+              summary="Ramp a version up as the canary, judged on live traffic between steps; returns at once")
+    async def start_rollout(body: RolloutBody, key: Admin) -> RolloutView:
+        return _rollout(await shield.to_completion(get_engine().start_rollout(
+            body.name, steps=body.steps, step_s=body.step_s, step_requests=body.step_requests, actor=key.actor)))
+
+    @api.get("/rollout", summary="The running rollout (or the last one): its step, numbers and next decision")
+    async def rollout_status(key: Admin) -> RolloutView:
+        view = get_engine().rollout_status()
+        if view is None:
+            raise NotFound("No rollout has run yet.", "Start one with POST /admin/v1/rollout.")
+        return _rollout(view)
+
+    @api.delete("/rollout", summary="Abort the running rollout: traffic back to the active version at once")
+    async def abort_rollout(key: Admin) -> RolloutView:
+        return _rollout(await shield.to_completion(get_engine().abort_rollout(actor=key.actor)))
+
     # audit and keys -------------------------------------------------------------------
     @api.get("/audit", summary="The last admin actions, newest first")
     async def audit(key: Admin, n: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[AuditEvent]:
@@ -131,3 +163,22 @@ def _view(health: Health) -> DeploymentView:
     return DeploymentView(active=d.active, canary=d.canary, canary_percent=d.canary_percent if d.canary else 0,
                           standby=d.previous, updated_by=d.updated_by, updated_at=d.updated_at,
                           status=health.status, detail=health.detail, versions=health.states)
+
+
+def _numbers(s: Sample | None) -> LiveNumbers | None:
+    if s is None:
+        return None
+    return LiveNumbers(version=s.version, answers=s.answers, errors=s.errors, error_rate=s.error_rate,
+                       ttft_p95_ms=s.ttft_p95_ms, votes_up=s.votes_up, votes_down=s.votes_down,
+                       shadow_agreement=s.shadow_agreement)
+
+
+def _rollout(view: Rollout) -> RolloutView:
+    r = view.record
+    return RolloutView(
+        candidate=r.candidate, baseline=r.baseline, state=r.state,  # type: ignore[arg-type]  # RolloutState values
+        step=min(r.step, len(r.plan.steps) - 1) + 1, steps=list(r.plan.steps), percent=view.percent,
+        step_s=r.plan.step_s, step_requests=r.plan.step_requests, step_elapsed_s=view.step_elapsed_s,
+        started_by=r.started_by, started_at=r.started_at, ended_at=r.ended_at, detail=r.detail,
+        next_decision=view.next_decision, canary=_numbers(view.canary), active=_numbers(view.active),
+        timeline=list(r.timeline))

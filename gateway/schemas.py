@@ -150,6 +150,51 @@ class DeploymentView(BaseModel):
     versions: dict[str, str]  # loaded version -> state
 
 
+class RolloutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The version to ramp up; it must be loaded and ready.")
+    steps: list[int] | None = Field(None, description="Canary percents ending with 100 (the promote); "
+                                                      "default BATON_ROLLOUT_STEPS.")
+    step_s: float | None = Field(None, description="Judge each step after this long (default BATON_ROLLOUT_STEP_S)...")
+    step_requests: int | None = Field(None, description="...or after this many canary answers, whichever is first "
+                                                        "(0: by time only).")
+
+
+class LiveNumbers(BaseModel):
+    """One version's live traffic in the current step's window."""
+
+    version: str
+    answers: int
+    errors: int
+    error_rate: float | None
+    ttft_p95_ms: float | None
+    votes_up: int
+    votes_down: int
+    shadow_agreement: float | None
+
+
+class RolloutView(BaseModel):
+    candidate: str
+    baseline: str
+    state: Literal["running", "passed", "aborted"]
+    step: int = Field(description="1-based index into steps")
+    steps: list[int]
+    percent: int = Field(description="The canary share of the current step")
+    step_s: float
+    step_requests: int
+    step_elapsed_s: float | None
+    started_by: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    detail: str = Field(description="Why it ended")
+    next_decision: str
+    canary: LiveNumbers | None
+    active: LiveNumbers | None
+    timeline: list[dict[str, Any]] = Field(description="Every analysis so far: step, percent, numbers, verdict, "
+                                                       "reasons")
+
+
 class Unloaded(BaseModel):
     name: str
     drained: bool  # every request it was answering finished before it stopped

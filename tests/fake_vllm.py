@@ -7,9 +7,11 @@ come from `fake.json` in the model directory, so one engine can hold versions th
 differently: startup_s (delay before /health is 200), hang (never healthy), token_delay_s
 (pause between chunks), exit_at_start (exit at once with code 3), stall_after (stop sending
 tokens after that many, keeping the connection and /health fine), log_line_bytes (print one
-line that long for every request), ignore_sigterm (only SIGKILL ends it), prefix (what an answer
-starts with instead of `<served-name> says:`; "" answers the prompt's last words alone: with the
-template "{text}" an echo of the text). Like vLLM, it refuses
+line that long for every request), ignore_sigterm (only SIGKILL ends it), error_rate (that share of
+completions is answered 500, spread evenly: 0.2 fails every fifth), first_token_delay_s (a pause
+before the first chunk: a slow version), prefix (what an answer starts with instead of
+`<served-name> says:`; "" answers the prompt's last words alone: with the template "{text}" an
+echo of the text). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -37,6 +39,9 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     stall_after = knobs.get("stall_after")
     log_line_bytes = int(knobs.get("log_line_bytes", 0))
     prefix = str(knobs.get("prefix", f"{served_name} says:"))
+    error_rate = float(knobs.get("error_rate", 0))
+    first_token_delay = float(knobs.get("first_token_delay_s", 0))
+    answered = [0]
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s
@@ -56,6 +61,10 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             print("x" * log_line_bytes, flush=True)
         if body.get("model") != served_name:
             return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
+        answered[0] += 1
+        if int(answered[0] * error_rate) > int((answered[0] - 1) * error_rate):
+            return JSONResponse({"error": {"message": "fake: error_rate", "type": "InternalServerError"}},
+                                status_code=500)
         prompt = "".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
         prompt_tokens = len(prompt.split())
         max_tokens = body.get("max_tokens")
@@ -91,6 +100,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         async def events():
             if chat:
                 yield chunk("", None, first=True)
+            await asyncio.sleep(first_token_delay)
             for i, word in enumerate(words):
                 await asyncio.sleep(delay)
                 if stall_after is not None and i >= stall_after:

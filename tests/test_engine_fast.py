@@ -29,7 +29,7 @@ from engine import (
 from engine.backend import MARKER_ENV
 from engine.states import State
 from engine.store import Change, Store
-from engine.types import Deployment
+from engine.types import Deployment, RolloutPlan, RolloutRecord
 
 from .chatkit import wait_until
 from .conftest import ROOT, fake_model, fake_settings, loaded_engine
@@ -449,8 +449,17 @@ async def test_deployment_commit_without_a_database_file():
     try:
         await store.create_schema()
         saved = await store.save_change(Change(Deployment(active="v1", previous="v0"), {}, "ops", "switch", {"name": "v1"}, ""))
-        assert saved.active == "v1" and (await store.get_deployment()).previous == "v0"
+        assert saved.deployment.active == "v1" and (await store.get_deployment()).previous == "v0"
         assert [(e.actor, e.action, e.outcome) for e in await store.list_audit(5)] == [("ops", "switch", "ok")]
+        # A rollout's state is committed with the traffic it sets, on this path too.
+        plan = RolloutPlan((10, 100), 60.0, 0)
+        started = RolloutRecord(None, "v2", "v1", plan, "running", 0, "ops")
+        saved = await store.save_change(Change(Deployment(active="v1", canary="v2", canary_percent=10), {}, "ops",
+                                               "rollout-start", {"name": "v2"}, "", started))
+        assert saved.rollout is not None and saved.rollout.id is not None
+        latest = await store.latest_rollout()
+        assert latest is not None and (latest.id, latest.candidate, latest.plan) == (saved.rollout.id, "v2", plan)
+        assert (await store.get_deployment()).canary == "v2"
     finally:
         await store.close()
 
