@@ -47,6 +47,8 @@ COMMANDS: dict[str, Spec] = {
     "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird",
                    mutating=True),
     "promote": Spec("/promote", "Make the canary the active version", "arrow-up", mutating=True),
+    "shadow": Spec("/shadow NAME PERCENT | /shadow off | /shadow",
+                   "Copy a share of requests to a version, unseen, and compare its answers", "ghost", mutating=True),
     "unload": Spec("/unload NAME", "Drain and stop a version", "power", mutating=True),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
     "audit": Spec("/audit [N]", "Last admin actions", "shield"),
@@ -303,6 +305,20 @@ async def _promote(ctx: Context, args: list[str]) -> Reply:
     return Reply(render.switched("promote", d))
 
 
+async def _shadow(ctx: Context, args: list[str]) -> Reply:
+    if not args:
+        return Reply(render.shadow(ctx.engine.shadow_stats()))
+    if args == ["off"]:
+        last = ctx.engine.shadow_stats()
+        d = await ctx.engine.stop_shadow(actor=ctx.actor.username)
+        return Reply("\n\n".join((render.switched("shadow-off", d), render.shadow(last))))
+    _arity(args, 2, 2)
+    percent = _int(args[1], "PERCENT", 1, 100)
+    d = await ctx.engine.shadow(args[0], percent, actor=ctx.actor.username)
+    return Reply(render.switched("shadow", d),
+                 buttons=(Button("Shadow statistics", "/shadow"), Button("Stop the shadow", "/shadow off")))
+
+
 async def _unload(ctx: Context, args: list[str]) -> Reply:
     _arity(args, 1, 1)
     drained = await ctx.engine.unload(args[0], actor=ctx.actor.username)
@@ -393,8 +409,8 @@ def _rollout_buttons(ctx: Context) -> tuple[Button, ...]:
 
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
     "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
-    "canary": _canary, "promote": _promote, "unload": _unload, "logs": _logs, "audit": _audit_log,
-    "users": _users, "keys": _keys, "rollout": _rollout,
+    "canary": _canary, "promote": _promote, "shadow": _shadow, "unload": _unload, "logs": _logs,
+    "audit": _audit_log, "users": _users, "keys": _keys, "rollout": _rollout,
 }
 assert HANDLERS.keys() == COMMANDS.keys()
 

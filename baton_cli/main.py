@@ -25,7 +25,7 @@ EXIT_CODES = ("Exit codes: 0 ok · 1 refused by Baton (conflict, invalid, not fo
 
 app = typer.Typer(
     name="baton",
-    help="Operate Baton (load, switch, canary, roll back) through its admin API /admin/v1.",
+    help="Operate Baton (load, switch, canary, shadow, roll back) through its admin API /admin/v1.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
@@ -92,8 +92,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def _deployment_line(d: dict[str, Any]) -> str:
     """GET /deployment and every deployment change answer the same shape."""
     canary = f"{d['canary']} ({d['canary_percent']} %)" if d.get("canary") else None
-    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(d.get('standby'))}"
+    shadow = f" · shadow {d['shadow']} ({d['shadow_percent']} %)" if d.get("shadow") else ""
+    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(d.get('standby'))}{shadow}"
             f" · by {_cell(d.get('updated_by'))} at {_cell(d.get('updated_at'))}")
+
+
+def _shadow_stats(d: dict[str, Any]) -> str:
+    """The shadow's statistics in a line; "" when there is no shadow."""
+    s = d.get("shadow_stats")
+    if not s:
+        return ""
+    agreement = "-" if s["agreement"] is None else f"{s['agreement']:.1f}"
+    return (f"shadow {s['version']}: {s['samples']} samples · agreement chrF {agreement} · {s['errors']} errors"
+            f" · p95 {_cell(s['p95_ms'])} ms against {_cell(s['primary_p95_ms'])} ms for the users' answers"
+            f" · {s['skipped']} skipped")
 
 
 # deployment ------------------------------------------------------------------------------
@@ -105,7 +117,8 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
     rows = [(v["name"], v["state"], v["role"], v["desired"], v["pid"], v["port"], v["uptime_s"], v["in_flight"],
              v["served"], v["errors"], v["restarts"], v["reason"]) for v in versions]
     human = "\n".join(filter(None, [
-        f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"), "",
+        f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"),
+        _shadow_stats(deployment), "",
         table(("NAME", "STATE", "ROLE", "DESIRED", "PID", "PORT", "UP S", "IN FLIGHT", "SERVED", "ERRORS",
                "RESTARTS", "REASON"), rows) if rows else "No version is registered yet: baton load NAME MODEL_PATH."]))
     _show({"deployment": deployment, "versions": versions}, json_out, human)
@@ -149,6 +162,28 @@ def canary(
 def promote(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Make the canary the active version."""
     _change(ctx, "POST", "/deployment/promote", None, json_out)
+
+
+@app.command()
+def shadow(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        help="A ready version, or `off` to stop the shadow; omit it to see the shadow's statistics.")] = None,
+    percent: Annotated[int | None, typer.Argument(min=1, max=100, help="Share of requests copied, 1-100.")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """`shadow NAME PERCENT` also sends a copy of a share of requests to a version, after the users' answers,
+    and compares its answers; `shadow off` stops it; `shadow` shows its statistics."""
+    if name is None:
+        d = _client(ctx).get("/deployment")
+        _show(d, json_out, _shadow_stats(d) or "No version is shadowing.")
+        return
+    if percent is None:
+        if name != "off":
+            raise typer.BadParameter("give a PERCENT (1-100), or `shadow off` to stop the shadow", param_hint="PERCENT")
+        _change(ctx, "DELETE", "/deployment/shadow", None, json_out)
+    else:
+        _change(ctx, "POST", "/deployment/shadow", {"name": name, "percent": percent}, json_out)
 
 
 # versions --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from .livestats import Sample
 from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
 from .settings import Settings
+from .shadow import ShadowStats
 from .states import Desired, State
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
@@ -15,7 +16,6 @@ from .types import AuditEvent, Deployment, Sampling, VersionSpec
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Engine", "Health", "InvalidArgument", "NoBackendAvailable", "NotFound", "NotReady", "Progress", "Restart",
-    "RolloutView",
-    "RouteInfo", "Sample", "Sampling", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest",
-    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
+    "RolloutView", "RouteInfo", "Sample", "Sampling", "Settings", "ShadowStats", "State", "Status",
+    "StoreUnavailable", "TranslationRequest", "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]

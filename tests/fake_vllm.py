@@ -9,7 +9,8 @@ differently: startup_s (delay before /health is 200), hang (never healthy), toke
 tokens after that many, keeping the connection and /health fine), log_line_bytes (print one
 line that long for every request), ignore_sigterm (only SIGKILL ends it), error_rate (that share of
 completions is answered 500, spread evenly: 0.2 fails every fifth), first_token_delay_s (a pause
-before the first chunk: a slow version). Like vLLM, it refuses
+before the first chunk: a slow version), answer_as (the name its answers start with instead of its
+served name: two versions that answer alike). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     error_rate = float(knobs.get("error_rate", 0))
     first_token_delay = float(knobs.get("first_token_delay_s", 0))
     answered = [0]
+    speaker = str(knobs.get("answer_as", served_name))
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s
@@ -69,7 +71,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
                        f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
-        words = [f"{served_name} says:"] + prompt.split()[-6:]
+        words = [f"{speaker} says:"] + prompt.split()[-6:]
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 
