@@ -130,6 +130,17 @@ def _change(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | N
     _show(d, json_out, _deployment_line(d))
 
 
+def _share(ctx: typer.Context, role: str, name: str, percent: int | None, stop: str, json_out: bool) -> None:
+    """`ROLE NAME PERCENT` gives a version that role for a share of traffic; `ROLE STOP` ends it."""
+    path = f"/deployment/{role}"
+    if percent is not None:
+        _change(ctx, "POST", path, {"name": name, "percent": percent}, json_out)
+    elif name == stop:
+        _change(ctx, "DELETE", path, None, json_out)
+    else:
+        raise typer.BadParameter(f"give a PERCENT, or `{role} {stop}` to end the {role}", param_hint="PERCENT")
+
+
 @app.command()
 def switch(ctx: typer.Context, name: str, json_out: JsonOut = False) -> None:
     """Send all new requests to a ready version (the current one stays loaded as standby)."""
@@ -150,12 +161,7 @@ def canary(
     json_out: JsonOut = False,
 ) -> None:
     """`canary NAME PERCENT` sends a share of conversations to a version; `canary abort` ends it."""
-    if percent is None:
-        if name != "abort":
-            raise typer.BadParameter("give a PERCENT (1-99), or `canary abort` to end the canary", param_hint="PERCENT")
-        _change(ctx, "DELETE", "/deployment/canary", None, json_out)
-    else:
-        _change(ctx, "POST", "/deployment/canary", {"name": name, "percent": percent}, json_out)
+    _share(ctx, "canary", name, percent, "abort", json_out)
 
 
 @app.command()
@@ -178,12 +184,7 @@ def shadow(
         d = _client(ctx).get("/deployment")
         _show(d, json_out, _shadow_stats(d) or "No version is shadowing.")
         return
-    if percent is None:
-        if name != "off":
-            raise typer.BadParameter("give a PERCENT (1-100), or `shadow off` to stop the shadow", param_hint="PERCENT")
-        _change(ctx, "DELETE", "/deployment/shadow", None, json_out)
-    else:
-        _change(ctx, "POST", "/deployment/shadow", {"name": name, "percent": percent}, json_out)
+    _share(ctx, "shadow", name, percent, "off", json_out)
 
 
 # versions --------------------------------------------------------------------------------

@@ -101,8 +101,10 @@ async def test_a_share_of_requests_is_copied(eng):
     await eng.shadow("v2", 30)
     for i in range(40):
         await translate(eng, f"word {i}", conv=f"c{i}")
-    await asyncio.sleep(0.5)
-    copied = eng.shadow_stats().samples
+    await wait_until(lambda: eng.pool.get("v2").traffic.in_flight == 0, 10, "the last copies to end")
+    await asyncio.sleep(0.2)
+    stats = eng.shadow_stats()
+    copied = stats.samples + stats.skipped
     assert 2 <= copied <= 25, f"about 30 % of 40 requests, got {copied}"
 
 
@@ -124,26 +126,19 @@ async def test_refusals_change_nothing_and_are_audited(eng, tmp_path):
     with pytest.raises(Conflict, match="no shadow to stop"):
         await eng.stop_shadow()
 
-    # A version still starting cannot shadow, and without an active version there is nothing to shadow.
-    slow = await loaded_engine(settings(tmp_path / "other"), ("a", {}))
+    # Without an active version there is nothing to shadow, and a version still starting cannot.
+    fresh = await loaded_engine(settings(tmp_path / "other"), ("a", {}))
     try:
         with pytest.raises(Conflict, match="No version is active"):
-            await slow.shadow("a", 10)
-        assert slow.router.deployment.shadow is None
-    finally:
-        await slow.close()
-
-
-async def test_a_shadow_that_is_not_ready_is_refused(tmp_path):
-    e = await loaded_engine(settings(tmp_path), ("v1", {}), active="v1")
-    try:
-        await e.register("late", fake_model(e.settings, "late", startup_s=30))
-        await e.load("late")
+            await fresh.shadow("a", 10)
+        await fresh.switch("a")
+        await fresh.register("late", fake_model(fresh.settings, "late", startup_s=30))
+        await fresh.load("late")
         with pytest.raises(NotReady, match="late' is starting"):
-            await e.shadow("late", 10)
-        assert e.router.deployment.shadow is None
+            await fresh.shadow("late", 10)
+        assert fresh.router.deployment.shadow is None
     finally:
-        await e.close()
+        await fresh.close()
 
 
 async def test_the_shadow_is_never_active_and_never_unloaded(eng):
@@ -207,7 +202,7 @@ async def test_a_failing_shadow_never_touches_the_answers(tmp_path):
     """A shadow that stalls (tokens stop, /health stays fine) or is killed: users' answers come
     whole, from v1, as fast as without a shadow; the copies are bounded, the stall is noticed by
     the supervisor, and the statistics count the errors."""
-    s = settings(tmp_path, shadow_max_in_flight=1, first_token_timeout_s=1.5, between_tokens_timeout_s=1.5)
+    s = settings(tmp_path, shadow_max_in_flight=1, first_token_timeout_s=3, between_tokens_timeout_s=3)
     e = await loaded_engine(s, ("v1", {}), ("stuck", {"stall_after": 0}), active="v1")
     try:
         await e.shadow("stuck", 100)
