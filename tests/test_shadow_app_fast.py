@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests import chatkit as ck
 
@@ -106,16 +105,6 @@ async def stats_after(admin: ck.ChatClient, answers: int) -> str:
                                detail=lambda: seen[0])
 
 
-async def metric(app: ck.App, name: str, **labels: str) -> float:
-    async with httpx.AsyncClient(base_url=app.url) as http:
-        text = (await http.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
-
-
 async def deployment(app: ck.App) -> dict:
     return (await ck.healthz(app.url))[1]
 
@@ -156,9 +145,9 @@ async def test_a_shadow_is_compared_with_the_users_answers(app, admin, alice):
     assert "**Shadow** `v2`" in status and f"{samples} samples" in status and "0 errors" in status
     assert re.search(r"p95 \d+ ms against \d+ ms for the users' answers", status), status
     assert re.search(r"\| v2 \| ready \| standby \| shadow 100% \|", status), status
-    assert await metric(app, "baton_shadow_requests_total", version="v2", outcome="ok") == samples
-    assert await metric(app, "baton_shadow_requests_total", version="v2", outcome="skipped") == skipped
-    assert await metric(app, "baton_shadow_agreement_count", version="v2") == samples
+    assert await ck.metric(app.url, "baton_shadow_requests_total", version="v2", outcome="ok") == samples
+    assert await ck.metric(app.url, "baton_shadow_requests_total", version="v2", outcome="skipped") == skipped
+    assert await ck.metric(app.url, "baton_shadow_agreement_count", version="v2") == samples
 
     # A version that answers exactly like the active one agrees fully; its statistics start afresh.
     assert "Shadow on: `twin`" in await admin.reply("/shadow twin 100")
@@ -295,21 +284,21 @@ async def test_a_thumbs_down_counts_for_the_version_that_answered(app, admin, al
     assert answer.raw.get("metadata") == {"version": "v1"}, "the answer carries its version"
     run = answer.parent_id  # the buttons under an answer rate its run (Chainlit's on_message step)
     assert run and alice.messages[run].type == "run"
-    down = await metric(app, "baton_feedback_total", version="v1", value="down")
-    up = await metric(app, "baton_feedback_total", version="v1", value="up")
+    down = await ck.metric(app.url, "baton_feedback_total", version="v1", value="down")
+    up = await ck.metric(app.url, "baton_feedback_total", version="v1", value="up")
 
     r = await vote(app, alice, run, 0)
     assert r.status_code == 200, r.text
     feedback_id = r.json()["feedbackId"]
-    assert await metric(app, "baton_feedback_total", version="v1", value="down") == down + 1
+    assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="down") == down + 1
     # The same vote again, now with a comment (the UI's dialog): one vote, counted once.
     assert (await vote(app, alice, run, 0, feedback_id, "too literal")).status_code == 200
-    assert await metric(app, "baton_feedback_total", version="v1", value="down") == down + 1
+    assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="down") == down + 1
     # Changed to up: the answer holds one vote, up; the counter counts votes cast.
     r = await vote(app, alice, run, 1, feedback_id)
     assert r.status_code == 200 and r.json()["feedbackId"] == feedback_id
-    assert await metric(app, "baton_feedback_total", version="v1", value="up") == up + 1
-    assert await metric(app, "baton_feedback_total", version="v1", value="down") == down + 1
+    assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="up") == up + 1
+    assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="down") == down + 1
     # A vote sent without the id (a second tab, a script) still replaces the answer's vote.
     r = await vote(app, alice, run, 0)
     assert r.json()["feedbackId"] == feedback_id
@@ -319,7 +308,7 @@ async def test_a_thumbs_down_counts_for_the_version_that_answered(app, admin, al
         r = await http.request("DELETE", "/feedback", json={"feedbackId": feedback_id})
     assert r.status_code == 200
     assert not [v for v in stored_votes(app) if v[0] == run]
-    assert await metric(app, "baton_feedback_total", version="v1", value="down") == down + 2
+    assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="down") == down + 2
 
 
 async def test_votes_on_anything_but_ones_own_answers_do_nothing(app, admin, alice):
@@ -331,7 +320,7 @@ async def test_votes_on_anything_but_ones_own_answers_do_nothing(app, admin, ali
         assert r.status_code == 200
         alices_vote = r.json()["feedbackId"]
         before_rows = stored_votes(app)
-        counted = await metric(app, "baton_feedback_total", version="v1", value="down")
+        counted = await ck.metric(app.url, "baton_feedback_total", version="v1", value="down")
 
         # A step alice wrote herself over the websocket, posing as an answer of v2.
         forged = str(uuid.uuid4())
@@ -356,8 +345,8 @@ async def test_votes_on_anything_but_ones_own_answers_do_nothing(app, admin, ali
             r = await http.request("DELETE", "/feedback", json={"feedbackId": alices_vote})
         assert r.status_code == 404
         assert stored_votes(app) == before_rows, "no vote was stored, moved or deleted"
-        assert await metric(app, "baton_feedback_total", version="v1", value="down") == counted
-        assert await metric(app, "baton_feedback_total", version="twin", value="down") == 0
+        assert await ck.metric(app.url, "baton_feedback_total", version="v1", value="down") == counted
+        assert await ck.metric(app.url, "baton_feedback_total", version="twin", value="down") == 0
     finally:
         await bob.close()
 
