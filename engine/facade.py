@@ -497,6 +497,8 @@ class Engine:
     def rollout_status(self) -> RolloutView | None:
         """The running rollout (or the last one), with the current step's numbers so far."""
         return self.rollouts.view()
+
+    # shadow ----------------------------------------------------------------
     async def shadow(self, name: str, percent: int, *, actor: str = "system") -> Deployment:
         """Copy `percent` % of routed requests to a ready version, whose answers nobody sees but the
         statistics. A new shadow replaces the previous one and starts with fresh statistics."""
