@@ -17,10 +17,13 @@ from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.input_widget import InputWidget, Select
+from chainlit.server import UserParam, delete_feedback, update_feedback
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession, ws_sessions_id
-from chainlit.types import CommandDict, ThreadDict
+from chainlit.types import CommandDict, DeleteFeedbackRequest, ThreadDict, UpdateFeedbackRequest
 from chainlit.utils import utc_now
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
 import gateway
@@ -29,6 +32,7 @@ from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.keys import Keys
 from admin.throttle import Locked, LoginThrottle
+from admin.votes import Ballot, Votes
 from engine import BatonError, Engine, Progress, Restart, RouteInfo, Settings, TranslationRequest, WaitInfo
 
 log = logging.getLogger("baton.app")
@@ -47,6 +51,7 @@ UNEXPECTED = "⚠️ Something went wrong on our side (it is in the server log).
 _engine: Engine | None = None
 _accounts: Accounts | None = None
 _keys: Keys | None = None
+_votes: Votes | None = None
 _background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
 THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
 
@@ -80,6 +85,12 @@ def keys() -> Keys:
     return _keys
 
 
+def votes() -> Votes:
+    if _votes is None:
+        raise RuntimeError("the votes store is not ready yet")
+    return _votes
+
+
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(coro)
     _background.add(task)
@@ -89,7 +100,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 # process life -------------------------------------------------------------------
 @cl.on_app_startup
 async def startup() -> None:
-    global _engine, _accounts, _keys
+    global _engine, _accounts, _keys, _votes
     eng = Engine(SETTINGS)
     eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
     await eng.start()  # schema, orphans, and the active version loading again in the background
@@ -98,8 +109,10 @@ async def startup() -> None:
     await accts.create_schema()
     keys = Keys(eng.store.engine)
     await keys.create_schema()
+    votes = Votes(eng.store.engine)
+    await votes.create_schema()
     await _bootstrap_admin(eng, accts)
-    _engine, _accounts, _keys = eng, accts, keys
+    _engine, _accounts, _keys, _votes = eng, accts, keys, votes
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 
 
@@ -246,7 +259,7 @@ async def on_message(message: cl.Message) -> None:
     if inv is not None:
         await _run_command(inv, account.username, message)
     else:
-        await _translate(message.content)
+        await _translate(message.content, account.username)
 
 
 class _Progress:
@@ -307,9 +320,10 @@ async def _redact(typed: cl.Message, shown: str) -> None:
             await dl.update_thread(thread_id, name=shown)
 
 
-async def _translate(text: str) -> None:
+async def _translate(text: str, username: str) -> None:
     """Stream the translation into one message. Whatever happens (done, error, Stop), the
-    message is completed in `finally` with what arrived and where it came from."""
+    message is completed in `finally` with what arrived and where it came from. A whole answer
+    carries its version (in its metadata) and may be rated by `username`."""
     answer = cl.Message(content="")
     waiting: cl.Message | None = None
     result, error, stopped = None, None, False
@@ -360,7 +374,55 @@ async def _translate(text: str) -> None:
     finally:
         await clear_waiting()
         answer.content = render.answer(answer.content, result, error, stopped, route)
+        if result is not None:
+            answer.metadata = {"version": result.version}
         await answer.send()
+    if result is not None and (run := cl.context.current_step) is not None:
+        try:  # the feedback buttons name the run the answer belongs to
+            await votes().answered(run.id, result.version, username, cl.context.session.thread_id)
+        except BatonError as exc:
+            log.warning("the answer %s cannot be rated: %s", run.id, exc)
+
+
+# votes ----------------------------------------------------------------------------
+async def put_feedback(request: Request, update: UpdateFeedbackRequest, user: UserParam) -> Response:
+    """Chainlit's own feedback route, for a translation this user got, counted for its version
+    (admin/votes.py says why Chainlit's route alone would not do)."""
+    fb = update.feedback
+    try:
+        ballot = await votes().ballot(fb.forId, _voter(user))
+    except BatonError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    fb.id, fb.threadId = ballot.feedback_id, ballot.thread_id  # one vote per answer, whatever id was sent
+    response = await update_feedback(request, update, user)
+    await _cast(ballot, fb.id, fb.value == 1)
+    return response
+
+
+async def delete_feedback_of_answer(request: Request, payload: DeleteFeedbackRequest, user: UserParam) -> Response:
+    """Chainlit's route that takes a vote back, for a vote on this user's translation only."""
+    try:
+        ballot = await votes().ballot_of(payload.feedbackId, _voter(user))
+    except BatonError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    response = await delete_feedback(request, payload, user)
+    await _cast(ballot, None, None)
+    return response
+
+
+def _voter(user: object) -> str:
+    return str(getattr(user, "identifier", ""))  # "" owns no answer
+
+
+async def _cast(ballot: Ballot, feedback_id: str | None, up: bool | None) -> None:
+    try:
+        await votes().cast(engine(), ballot, feedback_id, up)
+    except BatonError as exc:  # Chainlit kept the vote; only the count misses it
+        log.warning("a vote on %s was not counted: %s", ballot.answer, exc)
+
+
+endpoints.in_front(http_app, "/feedback", put_feedback, "PUT")
+endpoints.in_front(http_app, "/feedback", delete_feedback_of_answer, "DELETE")
 
 
 # admin extras ---------------------------------------------------------------------

@@ -47,6 +47,8 @@ COMMANDS: dict[str, Spec] = {
     "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird",
                    mutating=True),
     "promote": Spec("/promote [--force]", "Make the canary the active version", "arrow-up", mutating=True),
+    "shadow": Spec("/shadow NAME PERCENT | /shadow off | /shadow",
+                   "Copy a share of requests to a version, unseen, and compare its answers", "ghost", mutating=True),
     "unload": Spec("/unload NAME", "Drain and stop a version", "power", mutating=True),
     # Not `mutating`: Stop cancels an evaluation, and a cancelled one stores nothing.
     "eval": Spec("/eval [NAME [SET]]", "Score a version on an evaluation set (alone: the sets and scores)", "gauge"),
@@ -324,6 +326,20 @@ async def _promote(ctx: Context, args: list[str]) -> Reply:
     return Reply(render.switched("promote", d))
 
 
+async def _shadow(ctx: Context, args: list[str]) -> Reply:
+    if not args:
+        return Reply(render.shadow(ctx.engine.shadow_stats()))
+    if args == ["off"]:
+        last = ctx.engine.shadow_stats()
+        d = await ctx.engine.stop_shadow(actor=ctx.actor.username)
+        return Reply("\n\n".join((render.switched("shadow-off", d), render.shadow(last))))
+    _arity(args, 2, 2)
+    percent = _int(args[1], "PERCENT", 1, 100)
+    d = await ctx.engine.shadow(args[0], percent, actor=ctx.actor.username)
+    return Reply(render.switched("shadow", d),
+                 buttons=(Button("Shadow statistics", "/shadow"), Button("Stop the shadow", "/shadow off")))
+
+
 async def _unload(ctx: Context, args: list[str]) -> Reply:
     _arity(args, 1, 1)
     drained = await ctx.engine.unload(args[0], actor=ctx.actor.username)
@@ -436,8 +452,8 @@ def _rollout_buttons(ctx: Context) -> tuple[Button, ...]:
 
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
     "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
-    "canary": _canary, "promote": _promote, "unload": _unload, "eval": _eval, "logs": _logs, "audit": _audit_log,
-    "users": _users, "keys": _keys, "rollout": _rollout,
+    "canary": _canary, "promote": _promote, "shadow": _shadow, "unload": _unload, "eval": _eval, "logs": _logs,
+    "audit": _audit_log, "users": _users, "keys": _keys, "rollout": _rollout,
 }
 assert HANDLERS.keys() == COMMANDS.keys()
 

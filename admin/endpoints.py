@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine import Engine, Health
-
-PATHS = ("/healthz", "/metrics")
 
 
 def health(h: Health) -> tuple[int, dict[str, object]]:
@@ -29,9 +28,15 @@ def health(h: Health) -> tuple[int, dict[str, object]]:
     return (200 if h.serving else 503), body
 
 
+def in_front(app: FastAPI, path: str, endpoint: Callable[..., Any], method: str) -> None:
+    """Add a route ahead of Chainlit's: its catch-all `/{full_path:path}` page route is registered
+    first and would otherwise answer with the chat's HTML (and its own route for the same path
+    would answer instead of this one)."""
+    app.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+    app.router.routes.insert(0, app.router.routes.pop())
+
+
 def install(app: FastAPI, get_engine: Callable[[], Engine | None]) -> None:
-    """Add the routes, then move them to the front: Chainlit's catch-all `/{full_path:path}`
-    page route is registered first and would otherwise answer them with the chat's HTML."""
 
     async def healthz() -> JSONResponse:
         engine = get_engine()
@@ -44,10 +49,5 @@ def install(app: FastAPI, get_engine: Callable[[], Engine | None]) -> None:
         # The engine's metrics live in the default registry (engine/metrics.py).
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    routes = app.router.routes
-    mine = [r for r in routes if getattr(r, "path", None) in PATHS]
-    for r in mine:
-        routes.remove(r)
-    routes[0:0] = mine
+    in_front(app, "/healthz", healthz, "GET")
+    in_front(app, "/metrics", metrics, "GET")

@@ -12,6 +12,7 @@ from engine import (
     RouteInfo,
     Sample,
     Scores,
+    ShadowStats,
     Status,
     TranslationResult,
     WaitInfo,
@@ -64,12 +65,32 @@ def deployment(d: Deployment) -> str:
     parts.append(f"**standby:** {code(d.previous)}" if d.previous else "**standby:** —")
     if d.canary:
         parts.append(f"**canary:** {code(d.canary)} ({d.canary_percent}% of conversations)")
+    if d.shadow:
+        parts.append(f"**shadow:** {code(d.shadow)} ({d.shadow_percent}% of requests copied)")
     return " · ".join(parts)
+
+
+def shadow(s: ShadowStats | None) -> str:
+    """The shadow's statistics since it started, in a sentence."""
+    if s is None:
+        return "No version is shadowing. Start one with `/shadow NAME PERCENT`."
+    head = f"**Shadow** {code(s.version)} answers a copy of {s.percent}% of requests; nobody sees its answers."
+    if not s.samples:
+        counted = "No copy has finished yet" + (f" ({s.skipped} skipped: too many copies at once)" if s.skipped else "")
+        return f"{head} {counted}."
+    agreement = "—" if s.agreement is None else f"{s.agreement:.1f}"
+    parts = [f"{s.samples} samples", f"agreement with the users' answers (chrF, 100 = identical): **{agreement}**",
+             f"{s.errors} errors", f"p95 {_ms(s.p95_ms)} against {_ms(s.primary_p95_ms)} for the users' answers"]
+    if s.skipped:
+        parts.append(f"{s.skipped} skipped (BATON_SHADOW_MAX_IN_FLIGHT copies were running)")
+    return f"{head}\n\n" + " · ".join(parts)
 
 
 def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
     """`scores`: each version's latest evaluation (on the gate set when there is one)."""
     lines = [deployment(st.deployment), ""]
+    if st.shadow is not None:
+        lines += [shadow(st.shadow), ""]
     if not st.versions:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
@@ -100,6 +121,9 @@ def switched(action: str, d: Deployment) -> str:
         "canary": f"Canary on: {code(d.canary)} answers {d.canary_percent}% of conversations, "
                   f"{code(d.active)} the rest.",
         "canary-abort": f"Canary stopped: {code(d.active)} answers every request again.",
+        "shadow": f"Shadow on: {code(d.shadow)} also answers a copy of {d.shadow_percent}% of requests, "
+                  "after the user's answer; only the statistics see it (`/shadow`).",
+        "shadow-off": "Shadow stopped: no request is copied any more.",
     }[action]
     tail = ""
     if action in ("switch", "rollback", "promote") and d.previous:
@@ -386,6 +410,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/promote [--force]` | make the canary the active version |
 | `/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N]` | ramp NAME up as the canary step by step; each step is judged against the active version on live traffic (errors, first-token p95, thumbs down, shadow agreement): a failed check moves traffic back at once, the last step promotes |
 | `/rollout status` · `/rollout abort` | where the rollout is and what it decides next · stop it, traffic back to the active version |
+| `/shadow NAME PERCENT` · `/shadow off` · `/shadow` | also send a copy of PERCENT % of requests to NAME, after the user's answer, and compare its answers (chrF), errors and latency with the users' · stop that · its statistics |
 | `/eval NAME [SET]` · `/eval` | score a version on an evaluation set (default: the gate set) · the sets and latest scores |
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |

@@ -25,7 +25,7 @@ EXIT_CODES = ("Exit codes: 0 ok · 1 refused by Baton (conflict, invalid, not fo
 
 app = typer.Typer(
     name="baton",
-    help="Operate Baton (load, switch, canary, roll back) through its admin API /admin/v1.",
+    help="Operate Baton (load, switch, canary, shadow, roll back) through its admin API /admin/v1.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
@@ -94,8 +94,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def _deployment_line(d: dict[str, Any]) -> str:
     """GET /deployment and every deployment change answer the same shape."""
     canary = f"{d['canary']} ({d['canary_percent']} %)" if d.get("canary") else None
-    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(d.get('standby'))}"
+    shadow = f" · shadow {d['shadow']} ({d['shadow_percent']} %)" if d.get("shadow") else ""
+    return (f"active {_cell(d.get('active'))} · canary {_cell(canary)} · standby {_cell(d.get('standby'))}{shadow}"
             f" · by {_cell(d.get('updated_by'))} at {_cell(d.get('updated_at'))}")
+
+
+def _shadow_stats(d: dict[str, Any]) -> str:
+    """The shadow's statistics in a line; "" when there is no shadow."""
+    s = d.get("shadow_stats")
+    if not s:
+        return ""
+    agreement = "-" if s["agreement"] is None else f"{s['agreement']:.1f}"
+    return (f"shadow {s['version']}: {s['samples']} samples · agreement chrF {agreement} · {s['errors']} errors"
+            f" · p95 {_cell(s['p95_ms'])} ms against {_cell(s['primary_p95_ms'])} ms for the users' answers"
+            f" · {s['skipped']} skipped")
 
 
 # deployment ------------------------------------------------------------------------------
@@ -107,7 +119,8 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
     rows = [(v["name"], v["state"], v["role"], v["desired"], v["pid"], v["port"], v["uptime_s"], v["in_flight"],
              v["served"], v["errors"], v["restarts"], v["reason"]) for v in versions]
     human = "\n".join(filter(None, [
-        f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"), "",
+        f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"),
+        _shadow_stats(deployment), "",
         table(("NAME", "STATE", "ROLE", "DESIRED", "PID", "PORT", "UP S", "IN FLIGHT", "SERVED", "ERRORS",
                "RESTARTS", "REASON"), rows) if rows else "No version is registered yet: baton load NAME MODEL_PATH."]))
     _show({"deployment": deployment, "versions": versions}, json_out, human)
@@ -117,6 +130,17 @@ def _change(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | N
     """A deployment change; prints the deployment it left."""
     d = _client(ctx).call(method, path, json=body)
     _show(d, json_out, _deployment_line(d))
+
+
+def _share(ctx: typer.Context, role: str, name: str, percent: int | None, stop: str, json_out: bool) -> None:
+    """`ROLE NAME PERCENT` gives a version that role for a share of traffic; `ROLE STOP` ends it."""
+    path = f"/deployment/{role}"
+    if percent is not None:
+        _change(ctx, "POST", path, {"name": name, "percent": percent}, json_out)
+    elif name == stop:
+        _change(ctx, "DELETE", path, None, json_out)
+    else:
+        raise typer.BadParameter(f"give a PERCENT, or `{role} {stop}` to end the {role}", param_hint="PERCENT")
 
 
 @app.command()
@@ -140,12 +164,7 @@ def canary(
     json_out: JsonOut = False,
 ) -> None:
     """`canary NAME PERCENT` sends a share of conversations to a version; `canary abort` ends it."""
-    if percent is None:
-        if name != "abort":
-            raise typer.BadParameter("give a PERCENT (1-99), or `canary abort` to end the canary", param_hint="PERCENT")
-        _change(ctx, "DELETE", "/deployment/canary", None, json_out)
-    else:
-        _change(ctx, "POST", "/deployment/canary", {"name": name, "percent": percent}, json_out)
+    _share(ctx, "canary", name, percent, "abort", json_out)
 
 
 @app.command()
@@ -175,6 +194,23 @@ def evaluate(
         f"{name} on {ev['set_name']}: chrF {ev['overall']['chrf']:.1f} ({ev['rows']} rows, {ev['errors']} errors, "
         f"{latency})", "", table(("PAIR", "ROWS", "CHRF", "BLEU", "EXACT"), [*rows, row("overall", ev["overall"])])])
     _show(ev, json_out, human)
+
+
+@app.command()
+def shadow(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        help="A ready version, or `off` to stop the shadow; omit it to see the shadow's statistics.")] = None,
+    percent: Annotated[int | None, typer.Argument(min=1, max=100, help="Share of requests copied, 1-100.")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """`shadow NAME PERCENT` also sends a copy of a share of requests to a version, after the users' answers,
+    and compares its answers; `shadow off` stops it; `shadow` shows its statistics."""
+    if name is None:
+        d = _client(ctx).get("/deployment")
+        _show(d, json_out, _shadow_stats(d) or "No version is shadowing.")
+        return
+    _share(ctx, "shadow", name, percent, "off", json_out)
 
 
 # versions --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
 from .scoring import Scores
 from .settings import Settings
+from .shadow import ShadowStats
 from .states import Desired, State
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
@@ -28,6 +29,6 @@ __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
     "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
-    "Scores", "Settings", "State", "Status", "StoreUnavailable", "TranslationRequest", "TranslationResult",
-    "VersionSpec", "VersionStatus", "WaitInfo",
+    "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "TranslationRequest",
+    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]

@@ -1,11 +1,11 @@
 """The one object an operator (chat, tests, benchmarks, CLI) drives the engine through.
 
-Every change of the deployment (load, unload, switch, rollback, canary, promote, abort) is
+Every change of the deployment (load, unload, switch, rollback, canary, promote, abort, shadow) is
 serialized by one lock, and its durable commit (deployment, desired states and audit row in
 one transaction) and its in-memory flip run as one owned task that a cancelled caller cannot
-split. Invariant: active, canary and standby always name versions that are loaded or loading.
-With a gate set configured, a switch or promote to another version passes the quality gate
-(engine/gate.py) under that same lock.
+split. Invariant: active, canary, standby and shadow always name versions that are loaded or
+loading, and the shadow is never the active version. With a gate set configured, a switch or
+promote to another version passes the quality gate (engine/gate.py) under that same lock.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from .pool import Pool
 from .rollout import Rollouts, RolloutState, RolloutView
 from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
+from .shadow import ShadowRunner, ShadowStats
 from .states import LOADING, Desired, State
 from .store import Change, Store
 from .supervisor import Supervisor
@@ -70,6 +71,7 @@ class VersionStatus:
 class Status:
     deployment: Deployment
     versions: list[VersionStatus]
+    shadow: ShadowStats | None = None
 
     def version(self, name: str) -> VersionStatus | None:
         return next((v for v in self.versions if v.name == name), None)
@@ -111,13 +113,11 @@ def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
 
 
 def _role(d: Deployment, name: str) -> str:
-    if name == d.active:
-        return "active"
-    if name == d.canary:
-        return f"canary {d.canary_percent}%"
-    if name == d.previous:
-        return "standby"
-    return ""
+    role = ("active" if name == d.active else f"canary {d.canary_percent}%" if name == d.canary else
+            "standby" if name == d.previous else "")
+    if name == d.shadow:  # a standby or the canary may shadow the active version's answers too
+        role = ", ".join(filter(None, (role, f"shadow {d.shadow_percent}%")))
+    return role
 
 
 def _desired_for(d: Deployment, name: str) -> Desired:
@@ -145,6 +145,8 @@ class Engine:
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
         self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
         self.rollouts = Rollouts(self)
+        self.shadows = ShadowRunner(self.router, self.live, self._limits, self.settings.shadow_max_in_flight,
+                                    self.supervisor.own)
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
@@ -166,7 +168,7 @@ class Engine:
                 desired = _desired_for(dep, spec.name).value
             if desired in (Desired.SERVING.value, Desired.STANDBY.value):
                 self._start_backend(spec, _desired_for(dep, spec.name))
-        for name in (dep.active, dep.canary, dep.previous):
+        for name in (dep.active, dep.canary, dep.previous, dep.shadow):
             if name and self.pool.get(name) is None:
                 log.error("the deployment names %s, which is not registered or not wanted loaded", name)
         await self.rollouts.resume()
@@ -174,6 +176,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop every backend. What the operator wanted stays persisted for the next start."""
+        await self.shadows.close()
         await self.rollouts.close()
         await self.supervisor.close()
         await self.store.close()
@@ -277,6 +280,8 @@ class Engine:
                 if b.desired is Desired.UNLOADED:
                     raise Conflict(f"Version '{name}' is already being unloaded.", "Watch /status.")
                 new = replace(d, previous=None) if d.previous == name else d
+                if d.shadow == name:
+                    new = replace(new, shadow=None, shadow_percent=0)
 
                 def flip() -> Backend:
                     b.desired = Desired.UNLOADED
@@ -311,7 +316,10 @@ class Engine:
             old = self.router.deployment
             record = rollout_for(old) if rollout_for else None
             new = change(old)
-            detail = f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}%"
+            if new.shadow == new.active:  # a shadow that becomes active has nothing left to shadow
+                new = replace(new, shadow=None, shadow_percent=0)
+            detail = (f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}% "
+                      f"shadow={new.shadow}:{new.shadow_percent}%")
             if gated and self.settings.gate_set and old.active and new.active and new.active != old.active:
                 refusal = await self._gate(new.active, old.active, self.settings.gate_set)
                 if refusal is not None and not force:
@@ -516,6 +524,40 @@ class Engine:
         """The running rollout (or the last one), with the current step's numbers so far."""
         return self.rollouts.view()
 
+    # shadow ----------------------------------------------------------------
+    async def shadow(self, name: str, percent: int, *, actor: str = "system") -> Deployment:
+        """Copy `percent` % of routed requests to a ready version, whose answers nobody sees but the
+        statistics. A new shadow replaces the previous one and starts with fresh statistics."""
+        fresh = False
+
+        def change(d: Deployment) -> Deployment:
+            nonlocal fresh
+            if not 1 <= percent <= 100:
+                raise InvalidArgument(f"Shadow percent must be 1-100, not {percent}.",
+                                      "Give the share of requests to copy, e.g. /shadow NAME 10.")
+            if not d.active:
+                raise Conflict("No version is active yet.",
+                               "Switch to a version first; a shadow is compared with its answers.")
+            if name == d.active:
+                raise Conflict(f"Version '{name}' is active: it cannot shadow itself.",
+                               "Shadow another ready version.")
+            self._ready(name)
+            fresh = d.shadow != name  # only a new percent: the statistics go on
+            return replace(d, shadow=name, shadow_percent=percent)
+
+        d = await self._deploy(actor, "shadow", {"name": name, "percent": percent}, change)
+        if fresh:
+            self.shadows.started(name)
+        return d
+
+    async def stop_shadow(self, *, actor: str = "system") -> Deployment:
+        def change(d: Deployment) -> Deployment:
+            if not d.shadow:
+                raise Conflict("There is no shadow to stop.", "Nothing to do.")
+            return replace(d, shadow=None, shadow_percent=0)
+
+        return await self._deploy(actor, "shadow-off", {}, change)
+
     # quality ----------------------------------------------------------------
     async def evaluate(self, name: str, set_name: str | None = None, *, actor: str = "system",
                        on_progress: OnProgress | None = None) -> Evaluation:
@@ -615,7 +657,7 @@ class Engine:
                 continue
             last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
             rows.append(self._status_of(b, last[0] if last else ""))
-        return Status(d, rows)
+        return Status(d, rows, self.shadows.stats(d))
 
     def _status_of(self, b: Backend, last_line: str) -> VersionStatus:
         s = b.snapshot()
@@ -654,12 +696,18 @@ class Engine:
         """An audit row for an action taken outside the engine (accounts, denied commands)."""
         await self.store.audit(actor, action, args, outcome, detail)
 
-    def feedback(self, version: str, up: bool) -> None:
-        """A user's thumbs up or down on an answer `version` gave: a metric, and live data for rollouts."""
+    def feedback(self, version: str, up: bool | None, answer: str = "") -> None:
+        """A user's thumbs up or down (None: taken back) on an answer `version` gave: a metric of votes
+        cast, and live data for rollouts, where only the latest vote on each `answer` counts."""
         if self.pool.get(version) is None:  # an old answer from a version long gone: keep the metric's labels bounded
             return
-        metrics.FEEDBACK.labels(version, "up" if up else "down").inc()
-        self.live.voted(version, up)
+        if up is not None:
+            metrics.FEEDBACK.labels(version, "up" if up else "down").inc()
+        self.live.voted(version, up, answer)
+
+    def shadow_stats(self) -> ShadowStats | None:
+        """The shadow, if there is one, and how its answers compared since it started."""
+        return self.shadows.stats(self.router.deployment)
 
     def live_sample(self, version: str, since: float = 0.0) -> Sample:
         """What live traffic said about `version` since `since` (the engine's monotonic clock)."""
@@ -739,6 +787,7 @@ class Engine:
                 continue
             if not pinned:
                 self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000)
+                self.shadows.offer(result, request_for)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -2,7 +2,8 @@
 
 Each routed answer (not evaluations, not shadow copies) leaves one observation: whether it
 succeeded and its time to first token. Users' thumbs up/down and shadow comparisons leave their
-own. Kept in memory, bounded per version: an analysis looks at the last minutes, not at history
+own; a user who changes or takes back a vote on an answer leaves a new vote that replaces the old.
+Kept in memory, bounded per version: an analysis looks at the last minutes, not at history
 (history is in Prometheus and the audit).
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Answer:
 @dataclass(frozen=True)
 class Vote:
     at: float
-    up: bool
+    up: bool | None  # None: the vote was taken back
+    answer: str = ""  # the answer voted on: its latest vote is the one that counts; "" always counts
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,8 @@ class LiveStats:
     def answered(self, version: str, ok: bool, ttft_s: float | None = None) -> None:
         self._log(self._answers, version).append(Answer(self.clock(), ok, ttft_s))
 
-    def voted(self, version: str, up: bool) -> None:
-        self._log(self._votes, version).append(Vote(self.clock(), up))
+    def voted(self, version: str, up: bool | None, answer: str = "") -> None:
+        self._log(self._votes, version).append(Vote(self.clock(), up, answer))
 
     def shadowed(self, version: str, result: ShadowResult) -> None:
         self._log(self._shadow, version).append(result)
@@ -102,7 +104,11 @@ class LiveStats:
 
     def sample(self, version: str, since: float = 0.0) -> Sample:
         answers = [a for a in self._answers.get(version, ()) if a.at >= since]
-        votes = [v for v in self._votes.get(version, ()) if v.at >= since]
+        latest: dict[str | int, Vote] = {}
+        for i, v in enumerate(self._votes.get(version, ())):
+            if v.at >= since:
+                latest[v.answer or i] = v
+        votes = list(latest.values())
         shadow = [s for s in self._shadow.get(version, ()) if s.at >= since]
         ttfts = [a.ttft_s * 1000 for a in answers if a.ok and a.ttft_s is not None]
         agreed = [s.agreement for s in shadow if s.agreement is not None]
@@ -112,8 +118,8 @@ class LiveStats:
             answers=len(answers),
             errors=sum(not a.ok for a in answers),
             ttft_p95_ms=percentile(ttfts, 95),
-            votes_up=sum(v.up for v in votes),
-            votes_down=sum(not v.up for v in votes),
+            votes_up=sum(v.up is True for v in votes),
+            votes_down=sum(v.up is False for v in votes),
             shadowed=len(shadow),
             shadow_errors=sum(not s.ok for s in shadow),
             shadow_agreement=sum(agreed) / len(agreed) if agreed else None,

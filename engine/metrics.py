@@ -9,6 +9,12 @@ REQUESTS = Counter("baton_requests", "Translation attempts by version and outcom
 RETRIES = Counter("baton_retranslations", "Answers translated again after their backend failed them", ["version"])
 FEEDBACK = Counter("baton_feedback", "Users' thumbs up and down on answers, by the version that gave them",
                    ["version", "value"])
+SHADOW = Counter("baton_shadow_requests", "Copies of routed requests sent to the shadow version, by outcome "
+                 "(ok, failed; skipped: over BATON_SHADOW_MAX_IN_FLIGHT)", ["version", "outcome"])
+SHADOW_AGREEMENT = Histogram(
+    "baton_shadow_agreement", "chrF of the shadow's answer against the answer users got (100: identical)", ["version"],
+    buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 100),
+)
 SWITCHES = Counter("baton_switches", "Deployment changes by action", ["action"])
 BACKEND_CRASHES = Counter("baton_backend_crashes", "Backend processes that exited unexpectedly", ["version"])
 UNHEALTHY = Counter("baton_backend_unhealthy", "Backends that failed a liveness check or stalled", ["version"])

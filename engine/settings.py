@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Stall detection on each request: no first token, or no next token, within these.
     first_token_timeout_s: float = 60.0
     between_tokens_timeout_s: float = 10.0
+    # Shadow copies running at once; a sampled request over the bound is skipped (and counted), so
+    # a slow or hung shadow costs the serving versions nothing but what the bound allows.
+    shadow_max_in_flight: int = Field(default=4, ge=1)
     request_attempts: int = 3  # an answer cut by a failing backend is translated again, whole
     log_max_bytes: int = 10_000_000  # per version; the older part is kept in NAME.log.1
 

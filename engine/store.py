@@ -67,6 +67,9 @@ class DeploymentRow(Base):
     previous: Mapped[str | None] = mapped_column(String(64), nullable=True)
     canary: Mapped[str | None] = mapped_column(String(64), nullable=True)
     canary_percent: Mapped[int] = mapped_column(Integer, default=0)
+    shadow: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # NULL in a database from before shadows (the added column has no default there).
+    shadow_percent: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
     updated_by: Mapped[str] = mapped_column(String(128), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -173,6 +176,8 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
         previous=row.previous,
         canary=row.canary,
         canary_percent=row.canary_percent,
+        shadow=row.shadow,
+        shadow_percent=row.shadow_percent or 0,
         updated_by=row.updated_by,
         updated_at=row.updated_at,
     )
@@ -234,6 +239,7 @@ def _write_change(s: Session, change: Change) -> Saved:
     row = s.get(DeploymentRow, 1) or DeploymentRow(id=1)
     row.active, row.previous = dep.active, dep.previous
     row.canary, row.canary_percent = dep.canary, dep.canary_percent
+    row.shadow, row.shadow_percent = dep.shadow, dep.shadow_percent
     row.updated_by, row.updated_at = change.actor, utcnow()
     s.add(row)
     rollout = _write_rollout(s, change.rollout) if change.rollout is not None else None

@@ -42,6 +42,8 @@ class Deployment:
     previous: str | None = None
     canary: str | None = None
     canary_percent: int = 0
+    shadow: str | None = None  # a ready version that also answers a sample of routed requests, unseen
+    shadow_percent: int = 0
     updated_by: str = ""
     updated_at: datetime | None = None
 

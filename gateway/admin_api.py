@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from admin import shield
 from admin.keys import ApiKey, Audited, Keys
-from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, Health, NotFound, Sample, VersionStatus
+from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, NotFound, Sample, VersionStatus
 from engine import RolloutView as Rollout
 
 from .auth import Auth
@@ -25,6 +25,7 @@ from .schemas import (
     Logs,
     RolloutBody,
     RolloutView,
+    ShadowBody,
     SwitchBody,
     Unloaded,
 )
@@ -91,11 +92,11 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     # deployment -----------------------------------------------------------------------
     async def changed(change: Awaitable[Deployment]) -> DeploymentView:
         await shield.to_completion(change)
-        return _view(get_engine().health())
+        return _view(get_engine())
 
-    @api.get("/deployment", summary="Which version is active, canary and standby; can anything serve")
+    @api.get("/deployment", summary="Which version is active, canary, standby and shadow; can anything serve")
     async def deployment(key: Admin) -> DeploymentView:
-        return _view(get_engine().health())
+        return _view(get_engine())
 
     @api.post("/deployment/switch", summary="Send all new requests to a ready version (quality-gated unless forced)")
     async def switch(body: SwitchBody, key: Admin) -> DeploymentView:
@@ -116,6 +117,15 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     @api.post("/deployment/promote", summary="Make the canary the active version (quality-gated unless forced)")
     async def promote(key: Admin, body: ForceBody | None = None) -> DeploymentView:
         return await changed(get_engine().promote(force=bool(body and body.force), actor=key.actor))
+
+    @api.post("/deployment/shadow",
+              summary="Copy a share of requests to a ready version, after the users' answers, and compare")
+    async def shadow(body: ShadowBody, key: Admin) -> DeploymentView:
+        return await changed(get_engine().shadow(body.name, body.percent, actor=key.actor))
+
+    @api.delete("/deployment/shadow", summary="Stop copying requests to the shadow")
+    async def stop_shadow(key: Admin) -> DeploymentView:
+        return await changed(get_engine().stop_shadow(actor=key.actor))
 
     # rollouts -------------------------------------------------------------------------
     @api.post("/rollout", status_code=status.HTTP_202_ACCEPTED,
@@ -158,10 +168,12 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     return api
 
 
-def _view(health: Health) -> DeploymentView:
+def _view(engine: Engine) -> DeploymentView:
+    health = engine.health()
     d = health.deployment
     return DeploymentView(active=d.active, canary=d.canary, canary_percent=d.canary_percent if d.canary else 0,
-                          standby=d.previous, updated_by=d.updated_by, updated_at=d.updated_at,
+                          standby=d.previous, shadow=d.shadow, shadow_percent=d.shadow_percent,
+                          shadow_stats=engine.shadow_stats(), updated_by=d.updated_by, updated_at=d.updated_at,
                           status=health.status, detail=health.detail, versions=health.states)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admin.accounts import Role
+from engine import ShadowStats
 
 
 class SamplingFields(BaseModel):
@@ -129,6 +130,13 @@ class CanaryBody(BaseModel):
     percent: int = Field(ge=1, le=99)
 
 
+class ShadowBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    percent: int = Field(ge=1, le=100, description="Share of routed requests copied to the shadow.")
+
+
 class KeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -143,6 +151,9 @@ class DeploymentView(BaseModel):
     canary: str | None
     canary_percent: int
     standby: str | None  # the previous version, kept loaded for an instant rollback
+    shadow: str | None  # gets a copy of shadow_percent % of routed requests; its answers are only compared
+    shadow_percent: int
+    shadow_stats: ShadowStats | None  # since the shadow started
     updated_by: str
     updated_at: datetime | None
     status: Literal["ok", "degraded", "unavailable"]

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTRIBUTION_RE = re.compile(r"_Translated by \*\*([^*]+)\*\* \((\w+)\) in ([\d.]+) s")
@@ -439,6 +440,17 @@ async def healthz(app_url: str) -> tuple[int, dict]:
     async with httpx.AsyncClient(base_url=app_url) as http:
         r = await http.get("/healthz")
         return r.status_code, r.json()
+
+
+async def metric(app_url: str, name: str, **labels: str) -> float:
+    """A sample's value in the app's /metrics (0 when it is not there yet)."""
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
 
 
 async def wait_until_healthy(app_url: str, timeout: float) -> dict:

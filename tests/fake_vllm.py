@@ -9,9 +9,10 @@ differently: startup_s (delay before /health is 200), hang (never healthy), toke
 tokens after that many, keeping the connection and /health fine), log_line_bytes (print one
 line that long for every request), ignore_sigterm (only SIGKILL ends it), error_rate (that share of
 completions is answered 500, spread evenly: 0.2 fails every fifth), first_token_delay_s (a pause
-before the first chunk: a slow version), prefix (what an answer starts with instead of
-`<served-name> says:`; "" answers the prompt's last words alone: with the template "{text}" an
-echo of the text). Like vLLM, it refuses
+before the first chunk: a slow version), answer_as (the name its answers start with instead of its
+served name: two versions that answer alike), prefix (what an answer starts with instead of
+`<answer_as> says:`; "" answers the prompt's last words alone: with the template "{text}" an echo of
+the text). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -38,10 +39,11 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     delay = float(knobs.get("token_delay_s", 0.01))
     stall_after = knobs.get("stall_after")
     log_line_bytes = int(knobs.get("log_line_bytes", 0))
-    prefix = str(knobs.get("prefix", f"{served_name} says:"))
     error_rate = float(knobs.get("error_rate", 0))
     first_token_delay = float(knobs.get("first_token_delay_s", 0))
     answered = [0]
+    speaker = str(knobs.get("answer_as", served_name))
+    prefix = str(knobs.get("prefix", f"{speaker} says:"))
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s

@@ -1,4 +1,5 @@
-"""The chat in headless Chromium: log in, translate, and as admin load and switch versions.
+"""The chat in headless Chromium: log in, translate, and as admin load and switch versions; a
+user's thumbs down.
 
 Screenshots go to tests/artifacts/ (gitignored) for a human look.
 """
@@ -139,6 +140,14 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app):
             await say(user_page, "How much is this?")
             await expect(user_page.get_by_text("Translated by")).to_be_visible(timeout=30_000)
             await shot(user_page, "09-user-translated")
+            # Thumbs down under the answer (Chainlit shows the buttons when its data layer is on),
+            # with a comment in its dialog: counted for the version that answered.
+            await user_page.locator(".negative-feedback-off").last.click()
+            await user_page.get_by_placeholder("Your feedback...").fill("not what I meant")
+            await user_page.locator("#submit-feedback").click()
+            await expect(user_page.locator(".negative-feedback-on")).to_have_count(1, timeout=10_000)
+            await shot(user_page, "10-user-thumbs-down")
+            assert await ck.metric(app.url, "baton_feedback_total", version="v2", value="down") == 1
             assert (await ck.healthz(app.url))[1]["active"] == "v2"
         finally:
             await browser.close()
