@@ -307,11 +307,12 @@ class Engine:
     async def _deploy(self, actor: str, action: str, args: dict[str, object],
                       change: Callable[[Deployment], Deployment],
                       rollout_for: Callable[[Deployment], RolloutRecord] | None = None,
-                      note: Callable[[], str] | None = None, *, gated: bool = False,
+                      note: Callable[[], str] | None = None, *, gate: Literal["active", "canary"] | None = None,
                       force: bool = False) -> Deployment:
         """One deployment change under the lock; `rollout_for` gives the rollout state committed with it.
-        `gated`: a change that makes another version active passes the quality gate first, unless
-        `force` (then the audit says what the gate would have refused)."""
+        `gate`: the version the change puts in that role (a new active version; a rollout's canary,
+        which ends as the active one) passes the quality gate first against the active version,
+        unless `force` (then the audit says what the gate would have refused)."""
         async with self._refusals_audited(actor, action, args), self._lock:
             old = self.router.deployment
             record = rollout_for(old) if rollout_for else None
@@ -320,8 +321,9 @@ class Engine:
                 new = replace(new, shadow=None, shadow_percent=0)
             detail = (f"active={new.active} previous={new.previous} canary={new.canary}:{new.canary_percent}% "
                       f"shadow={new.shadow}:{new.shadow_percent}%")
-            if gated and self.settings.gate_set and old.active and new.active and new.active != old.active:
-                refusal = await self._gate(new.active, old.active, self.settings.gate_set)
+            candidate = None if gate is None else new.active if gate == "active" else new.canary
+            if candidate and self.settings.gate_set and old.active and candidate != old.active:
+                refusal = await self._gate(candidate, old.active, self.settings.gate_set)
                 if refusal is not None and not force:
                     raise refusal
                 if refusal is not None:
@@ -364,7 +366,7 @@ class Engine:
             return replace(d, active=name, previous=d.active, canary=canary,
                            canary_percent=d.canary_percent if canary else 0)
 
-        return await self._deploy(actor, "switch", _forced({"name": name}, force), change, gated=True, force=force)
+        return await self._deploy(actor, "switch", _forced({"name": name}, force), change, gate="active", force=force)
 
     async def bootstrap(self, name: str, *, actor: str = "system") -> Deployment:
         """On a fresh install, name the version to serve; `start()` loads it. No switch rule is
@@ -417,7 +419,7 @@ class Engine:
     async def promote(self, *, force: bool = False, actor: str = "system") -> Deployment:
         """The canary becomes the active version. Gated (see engine/gate.py) unless `force`."""
         self._not_during_rollout("promote")
-        return await self._deploy(actor, "promote", _forced({}, force), self._promoted, gated=True, force=force)
+        return await self._deploy(actor, "promote", _forced({}, force), self._promoted, gate="active", force=force)
 
     async def abort_canary(self, *, actor: str = "system") -> Deployment:
         self._not_during_rollout("canary-abort")
@@ -463,7 +465,12 @@ class Engine:
             return RolloutRecord(None, name, d.active, plan, RolloutState.RUNNING.value, 0, actor)
 
         args = {"name": name, "steps": list(plan.steps), "step_s": plan.step_s, "step_requests": plan.step_requests}
-        await self._deploy(actor, "rollout-start", args, change, record)
+        # Gated at the start as well as at the promote: a rollout that could never end is refused up front.
+        try:
+            await self._deploy(actor, "rollout-start", args, change, record, gate="canary")
+        except GateRefused as exc:  # a rollout has no --force: its promote would be refused all the same
+            raise GateRefused(exc.what, f"Run /eval {name} (and /eval of the active version) first; to override "
+                                        "the gate, use /canary and /promote --force by hand.") from None
         self.rollouts.watch()
         view = self.rollouts.view()
         assert view is not None
@@ -504,7 +511,7 @@ class Engine:
         cur = self.rollouts.running
         args: dict[str, object] = {"name": cur.candidate if cur else None, "step": cur.step + 1 if cur else None}
         # The last step makes the candidate active: the quality gate has its say, as for /promote.
-        await self._deploy(actor, action, args, change, record, note, gated=promote)
+        await self._deploy(actor, action, args, change, record, note, gate="active" if promote else None)
 
     async def abort_rollout(self, *, actor: str = "system") -> RolloutView:
         """Stop the running rollout and move its traffic back to the active version at once."""

@@ -281,3 +281,19 @@ async def test_an_evaluation_during_a_recipe_change_is_not_stored(gated):
     with pytest.raises(Conflict, match="saved again during its evaluation; nothing was stored"):
         await task
     assert await eng.evaluations("slow") == []
+
+
+async def test_a_rollout_meets_the_gate_at_its_start(gated):
+    """A rollout ends in a promote, so the gate judges its candidate before any traffic moves."""
+    eng = gated
+    before = await snapshot(eng)
+    with pytest.raises(GateRefused, match="refuses good: it has no evaluation") as refused:
+        await eng.start_rollout("good", steps=[50, 100], actor="tester")
+    assert "/eval good" in refused.value.fix and "/promote --force" in refused.value.fix
+    assert await snapshot(eng) == before and eng.rollout_status() is None
+    assert (await last_audit(eng, "rollout-start")).outcome == "refused"
+    for name in ("good", "bad"):
+        await eng.evaluate(name, actor="tester")
+    view = await eng.start_rollout("good", steps=[50, 100], step_s=3600, actor="tester")
+    assert view.record.state == "running" and eng.router.deployment.canary == "good"
+    await eng.abort_rollout(actor="tester")
