@@ -407,13 +407,54 @@ FAULTS = """## Faults and bad input (tests in `make test`)
 """
 
 
+def quality_section(q: dict) -> str:
+    evals, ro, tr = q["evaluations"], q["rollout"], q["traffic"]
+    names = list(evals)
+    pairs = sorted({p for e in evals.values() for p in e["pairs"]})
+    rows = [[f"**{n}**", e["chrf"], e["bleu"], f"{e['exact']:.0%}", e["rows"], e["errors"], e["latency_p50_ms"],
+             e["latency_p95_ms"], e["seconds"]] for n, e in evals.items()]
+    per_pair = [[p.replace("-", " → ")] + [evals[n]["pairs"].get(p, {}).get("chrf") for n in names] for p in pairs]
+    steps = [[e["step"] + 1, f"{e['percent']} %", e["elapsed_s"], e["canary"]["answers"], e["active"]["answers"],
+              f"{e['canary']['errors']} / {e['active']['errors']}",
+              f"{num(e['canary']['ttft_p95_ms'])} / {num(e['active']['ttft_p95_ms'])}", e["verdict"]]
+             for e in ro["timeline"]]
+    return "\n".join([
+        "## Quality-gated rollout on the demo versions",
+        "",
+        f"`.venv/bin/python -m benchmarks.quality_bench` ({q['measured_at']}, {q['machine']}): the real demo "
+        f"versions on real vLLM, evaluated on `demo/{q['gate_set']}.tsv` (a regression set drawn from the "
+        "phrasebook they were trained on: it shows what a version still knows, not how it generalises), "
+        f"then `/rollout {ro['candidate']}` from {ro['baseline']} while {tr['users']} users translate "
+        "phrasebook lines, each request its own conversation.",
+        "",
+        "### Evaluation",
+        "",
+        table(["version", "chrF", "BLEU", "exact", "rows", "errors", "latency p50 (ms)", "p95 (ms)", "took (s)"], rows),
+        "",
+        table(["pair"] + [f"chrF {n}" for n in names], per_pair),
+        "",
+        "### One rollout",
+        "",
+        f"Steps {', '.join(map(str, ro['steps']))} %, each judged after {num(ro['step_s'])} s with at least "
+        f"{ro['min_requests']} canary answers. Outcome: **{ro['state']}** ({ro['detail']}). "
+        f"Users' requests: {tr['answers']} answered, **{tr['failed']} failed** (target 0: "
+        f"{target(tr['failed'] == 0)}); active version afterwards: {q['active_after']}.",
+        "",
+        table(["step", "share", "after (s)", "canary answers", "active answers", "errors canary / active",
+               "first token p95 canary / active (ms)", "decision"], steps),
+        "",
+        "![rollout timeline](rollout.png)",
+        "",
+    ])
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
              "All numbers are from 2-core machines without a GPU, serving tiny models on the CPU build of "
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
     for key, section in (("engine", engine_section), ("engine_nice", nice_section), ("load", load_section),
-                         ("nginx", nginx_section), ("chaos", chaos_section)):
+                         ("nginx", nginx_section), ("chaos", chaos_section), ("quality", quality_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")
     parts.append(FAULTS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)

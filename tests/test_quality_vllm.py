@@ -2,17 +2,19 @@
 it (demo-v1 and demo-v2 built and registered by demo.versions, demo-v1 active) and its gate on
 demo/golden.tsv.
 
-The app is module-scoped: further scenarios (a rollout) run after this one on the same app, and
-find demo-v1 active, demo-v2 ready as standby, both evaluated.
+The app is module-scoped: the rollout scenario runs after the evaluation one on the same app, and
+finds demo-v1 active, demo-v2 ready as standby, both evaluated.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from pathlib import Path
 
 import pytest
+from openai import AsyncOpenAI
 
 from demo.versions import DEMO_VERSIONS, build_if_missing, prepare_versions
 from engine import Engine, Settings
@@ -34,6 +36,12 @@ START = ck.VLLM_STARTUP_TIMEOUT_S + 30  # one vLLM start-up, and the report of i
 BUILD = 2 * 240
 EVAL = 300  # one evaluation of golden's 60 rows
 BUDGET = BUILD + 2 * START + 2 * EVAL + 2 * 60
+ROLLOUT = 300  # three steps of ROLLOUT_ENV's length, each waiting for its canary answers
+# Short steps, judged on a few answers: the checks themselves are tested on the fake server
+# (tests/test_rollout_fast.py); here a healthy ramp must go through on real vLLM. A busy CI box
+# delays single answers by hundreds of ms, so first-token p95 is judged with a wide margin.
+ROLLOUT_ENV = {"BATON_ROLLOUT_STEP_S": "8", "BATON_ROLLOUT_MIN_REQUESTS": "5", "BATON_ROLLOUT_TTFT_SLACK_MS": "2000"}
+USERS = (("ann", "ann-password-1"), ("bob", "bob-password-1"))
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +65,7 @@ async def app(demo_models, tmp_path_factory):
     finally:
         await eng.store.close()
     env = {**ck.vllm_env(d), "BATON_PORT_MIN": "28300", "BATON_PORT_MAX": "28499",
-           "BATON_EVAL_ROOTS": json.dumps([str(ROOT / "demo")]), "BATON_GATE_SET": "golden"}
+           "BATON_EVAL_ROOTS": json.dumps([str(ROOT / "demo")]), "BATON_GATE_SET": "golden", **ROLLOUT_ENV}
     app = ck.launch_app(env, admin=ADMIN)
     yield app
     app.stop(timeout=60)
@@ -105,3 +113,58 @@ async def test_eval_puts_demo_v2_ahead_and_the_gate_refuses_going_back(app, admi
     forced = next(line for line in audit.splitlines() if "| switch |" in line)
     assert '"force": true' in forced and "forced past the gate: The quality gate refuses demo-v1" in forced, audit
     print(f"scenario took {time.monotonic() - started:.0f} s (after the build and the app's launch)", flush=True)
+
+
+async def translating(chat: ck.ChatClient, answers: list[ck.Msg], stop: asyncio.Event) -> None:
+    """A chat user translating phrasebook lines, one after the other, until told to stop."""
+    phrases = ("Good morning", "Thank you very much", "Where is the station?", "Good night")
+    i = 0
+    while not stop.is_set():
+        answers.append((await chat.ask(phrases[i % len(phrases)], timeout=120))[-1])
+        i += 1
+
+
+async def completing(sdk: AsyncOpenAI, served: list[str], failed: list[str], stop: asyncio.Event) -> None:
+    """An OpenAI client without a conversation: each request lands on a random side of the canary."""
+    while not stop.is_set():
+        try:
+            r = await sdk.completions.create(model="baton", prompt="Translate the following text from English "
+                                             "to French.\nGood evening\n", max_tokens=12)
+            served.append(r.model)
+        except Exception as exc:  # noqa: BLE001 - counted: the test asserts there are none
+            failed.append(repr(exc))
+
+
+@pytest.mark.timeout(ROLLOUT + 2 * 60)
+async def test_rollout_of_demo_v2_ramps_to_promote_while_users_translate(app, admin):
+    assert (await ck.healthz(app.url))[1]["active"] == "demo-v1"  # where the evaluation scenario left it
+    for name, password in USERS:
+        assert "Added" in await admin.reply(f"/users add {name} {password}")
+    chats = [await ck.connect(app.url, *u) for u in USERS]
+    sdk = AsyncOpenAI(base_url=f"{app.url}/v1", api_key=await ck.make_key(admin, "rollout-clients", "user"),
+                      max_retries=0)
+    answers: list[ck.Msg] = []
+    served: list[str] = []
+    failed: list[str] = []
+    stop = asyncio.Event()
+    mark = len(admin.order)
+    work = [asyncio.create_task(translating(c, answers, stop)) for c in chats]
+    work += [asyncio.create_task(completing(sdk, served, failed, stop)) for _ in range(3)]
+    try:
+        started = await admin.reply("/rollout demo-v2 --steps 20,60,100")
+        assert "**Rollout of `demo-v2`** replacing `demo-v1`" in started and "**running**" in started, started
+        await admin.wait_message(r"Rollout of `demo-v2` passed every step and is promoted", timeout=ROLLOUT,
+                                 after=mark)
+    finally:
+        stop.set()
+        await asyncio.gather(*work, return_exceptions=True)
+        await sdk.close()
+        for c in chats:
+            await c.close()
+    status = await admin.reply("/rollout status")
+    assert "**passed**" in status and "| 1 | 20 % |" in status and "| 2 | 60 % |" in status, status
+    assert (await ck.healthz(app.url))[1]["active"] == "demo-v2"
+    # Nobody lost a request: every chat answer is whole and attributed, every client got its answer.
+    assert failed == [] and {"demo-v1", "demo-v2"} <= set(served), (failed, set(served))
+    assert answers and all(m.attribution is not None for m in answers), [m.output for m in answers]
+    print(f"rollout: {len(answers)} chat answers and {len(served)} client answers, none failed\n{status}")
