@@ -10,6 +10,7 @@ there. Nothing else is touched.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from engine import Sampling
 
@@ -29,6 +32,7 @@ FLAGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
 MAX_TOKENS = 32  # random-weight models rarely end an answer: every answer is this long
 SAMPLING = Sampling(max_tokens=MAX_TOKENS, stop=())
 TAG_ENV = "BENCH_TAG"
+T = TypeVar("T")
 # The same English phrases on every side of every comparison.
 PHRASES = [
     "Good morning", "Where is the station?", "Thank you very much", "How much does this cost?",
@@ -123,6 +127,19 @@ def reap(tag: str, grace_s: float = 10.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def run_reaped(main: Coroutine[Any, Any, T]) -> tuple[T, list[int]]:
+    """asyncio.run(main) in a tagged run that SIGTERM/SIGHUP end cleanly; then every process it
+    left behind is reaped. Returns main's result and the pids that had to be reaped."""
+    exit_on_signals()
+    tag = new_tag()
+    try:
+        result = asyncio.run(main)
+    finally:
+        left = reap(tag)
+        print(f"processes left behind and reaped: {left or 'none'}", flush=True)
+    return result, left
 
 
 def exit_on_signals() -> None:

@@ -743,13 +743,7 @@ if __name__ == "__main__":
     a = parser.parse_args()
     if a.switches < a.rounds or a.switches % a.rounds:
         parser.error("--switches must be a multiple of --rounds")
-    bu.exit_on_signals()
-    tag = bu.new_tag()
-    try:
-        result = asyncio.run(main(a))
-    finally:
-        left = bu.reap(tag)
-        print(f"processes left behind and reaped: {left or 'none'}", flush=True)
+    result, left = bu.run_reaped(main(a))
     result["processes_left_behind"] = len(left)
     bu.merge_results("nginx", result)
     for k in ("nginx", "nginx_fresh", "baton"):

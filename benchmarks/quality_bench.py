@@ -178,14 +178,7 @@ def main() -> int:
     parser.add_argument("--min-requests", type=int, default=20, help="canary answers needed to judge a step")
     parser.add_argument("--users", type=int, default=4, help="concurrent users translating")
     args = parser.parse_args()
-    bu.exit_on_signals()
-    tag = bu.new_tag()
-    try:
-        result = asyncio.run(run(args))
-    finally:
-        left = bu.reap(tag)
-        if left:
-            print(f"ended {len(left)} processes left behind: {left}", flush=True)
+    result, _ = bu.run_reaped(run(args))
     plot(result)
     result["traffic"].pop("answers_log")  # plotted; too long for results.json
     bu.merge_results("quality", result)
