@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,6 +158,18 @@ def launch_app(env: dict[str, str], *, admin: tuple[str, str] = ("root", "root-p
         time.sleep(0.2)
     app.stop()
     raise RuntimeError(f"the app did not answer within {timeout} s:\n{app.log()[-3000:]}")
+
+
+@contextlib.asynccontextmanager
+async def background(*loops: Awaitable[None]) -> AsyncIterator[None]:
+    """Run traffic loops (coroutines that never return) while the body runs; cancel them after."""
+    tasks = [asyncio.ensure_future(loop) for loop in loops]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *,

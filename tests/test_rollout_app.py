@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
 from openai import AsyncOpenAI
@@ -29,14 +30,12 @@ class Clients:
     """OpenAI-SDK clients asking Baton's alias without a conversation: each request gets a random
     canary bucket, so a rollout's canary sees its share of them."""
 
-    def __init__(self, app: ck.App, key: str, n: int = 3) -> None:
+    def __init__(self, app: ck.App, key: str) -> None:
         self.sdk = AsyncOpenAI(base_url=f"{app.url}/v1", api_key=key, max_retries=0)
-        self.n = n
         self.served: list[str] = []
         self.failed: list[str] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def _loop(self) -> None:
+    async def loop(self) -> None:
         while True:
             try:
                 r = await self.sdk.chat.completions.create(
@@ -45,14 +44,10 @@ class Clients:
             except Exception as exc:  # noqa: BLE001 - counted: the test asserts there are none
                 self.failed.append(repr(exc))
 
-    async def __aenter__(self) -> Clients:
-        self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.n)]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    @contextlib.asynccontextmanager
+    async def running(self, n: int = 3) -> AsyncIterator[Clients]:
+        async with ck.background(*(self.loop() for _ in range(n))):
+            yield self
         await self.sdk.close()
 
 
@@ -100,7 +95,7 @@ def baton(app: ck.App, key: str, *args: str) -> subprocess.CompletedProcess[str]
 async def test_a_rollout_ramps_to_promote_and_every_admin_hears_each_decision(app, people):
     admin, other, user = people["admin"], people["other"], people["user"]
     marks = {c: len(c.order) for c in (admin, other, user)}
-    async with Clients(app, people["key"]) as clients:
+    async with Clients(app, people["key"]).running() as clients:
         reply = await admin.reply("/rollout v2 --steps 25,60,100")
         assert "**Rollout of `v2`** replacing `v1`" in reply and "**running**" in reply and "25 %" in reply
         for chat in (admin, other):  # both admins are told, each in their own chat
@@ -120,7 +115,7 @@ async def test_a_failing_candidate_through_the_cli_exits_7_and_traffic_moves_bac
     admin = people["admin"]
     assert "Switched" in await admin.reply("/switch v1")
     mark = len(admin.order)
-    async with Clients(app, people["key"]) as clients:
+    async with Clients(app, people["key"]).running() as clients:
         done = await asyncio.to_thread(baton, app, people["admin_key"], "rollout", "start", "flaky",
                                        "--steps", "30,100", "--wait")
     assert done.returncode == 7, done.stderr

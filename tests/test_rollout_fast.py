@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from engine import Conflict, Engine, InvalidArgument, TranslationRequest
+from tests import chatkit as ck
 from tests.chatkit import wait_until
 
 from .conftest import fake_settings, loaded_engine
@@ -22,15 +23,13 @@ FAST = dict(port_min=29000, port_max=29499, rollout_step_s=1.0, rollout_min_requ
 class Users:
     """Chat-like traffic: each request a new conversation, so the canary gets its share."""
 
-    def __init__(self, eng: Engine, clients: int = 4) -> None:
+    def __init__(self, eng: Engine) -> None:
         self.eng = eng
-        self.clients = clients
         self.answers: list[str] = []
         self.started: list[tuple[float, str]] = []  # (when the request began, who answered)
         self.failures: list[str] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def _one_client(self) -> None:
+    async def loop(self) -> None:
         while True:
             req = TranslationRequest("Good morning", "French", conversation_id=uuid.uuid4().hex)
             began = time.monotonic()
@@ -41,14 +40,8 @@ class Users:
             except Exception as exc:  # noqa: BLE001 - a failed request is what the test counts
                 self.failures.append(repr(exc))
 
-    async def __aenter__(self) -> Users:
-        self._tasks = [asyncio.create_task(self._one_client()) for _ in range(self.clients)]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def running(self, clients: int = 4):
+        return ck.background(*(self.loop() for _ in range(clients)))
 
 
 async def ended(eng: Engine, timeout: float = 30) -> str:
@@ -80,7 +73,8 @@ async def test_a_healthy_candidate_ramps_through_every_step_to_promote(make_engi
         said.append(text)
 
     eng.notices.subscribe(hear)
-    async with Users(eng) as users:
+    users = Users(eng)
+    async with users.running():
         view = await eng.start_rollout("v2", steps=[10, 50, 100], actor="alice")
         assert (view.record.state, view.percent, eng.router.deployment.canary) == ("running", 10, "v2")
         assert await ended(eng) == "passed"
@@ -102,7 +96,8 @@ async def test_a_healthy_candidate_ramps_through_every_step_to_promote(make_engi
 async def test_a_worse_candidate_aborts_at_the_first_analysis_and_traffic_moves_back(make_engine, baseline, candidate,
                                                                                      why):
     eng = await make_engine(candidate, baseline)
-    async with Users(eng) as users:
+    users = Users(eng)
+    async with users.running():
         await eng.start_rollout("v2", steps=[20, 50, 100], actor="alice")
         assert await ended(eng) == "aborted"
         d = eng.router.deployment
@@ -160,7 +155,7 @@ async def test_a_restart_mid_rollout_resumes_the_step_it_was_on(tmp_path):
     settings = fake_settings(tmp_path, **{**FAST, "rollout_step_s": 1.5})
     eng = await loaded_engine(settings, ("v1", {}), ("v2", {}), active="v1")
     try:
-        async with Users(eng):
+        async with Users(eng).running():
             await eng.start_rollout("v2", steps=[10, 30, 60, 100], actor="alice")
             await wait_until(lambda: eng.rollout_status().record.step >= 1, 20, "the second step")
     finally:
@@ -174,7 +169,8 @@ async def test_a_restart_mid_rollout_resumes_the_step_it_was_on(tmp_path):
         assert (d.active, d.canary, d.canary_percent) == ("v1", "v2", [10, 30, 60, 100][step])
         view = again.rollout_status()
         assert view.record.state == "running" and view.record.step == step
-        async with Users(again) as users:
+        users = Users(again)
+        async with users.running():
             assert await ended(again) == "passed"
         assert again.router.deployment.active == "v2" and users.failures == []
         actions = [e.action for e in await again.audit(30)]
