@@ -792,8 +792,8 @@ class Engine:
                 if exc.partial and on_restart:
                     await on_restart(Restart(route.backend.name, exc.what))
                 continue
-            if not pinned:
-                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000)
+            if not pinned:  # an empty answer has no first token to time
+                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None)
                 self.shadows.offer(result, request_for)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,6 +111,16 @@ class App:
 # What Chainlit reads from its working directory (its app root), linked from the repo; `tests`
 # lets the app start tests/fake_vllm.py backends (`python -m tests.fake_vllm`) from there.
 APP_ROOT_ITEMS = (".chainlit", "public", "chainlit.md", "tests")
+
+
+@contextlib.contextmanager
+def running_app(env: dict[str, str], **options: Any) -> Iterator[App]:
+    """launch_app for the body of a `with` (a module fixture's), stopped after it."""
+    app = launch_app(env, **options)
+    try:
+        yield app
+    finally:
+        app.stop(timeout=60)
 
 
 def app_root(data_dir: Path) -> Path:
@@ -430,6 +440,16 @@ async def connect(app_url: str, username: str, password: str, thread_id: str | N
     client = ChatClient(app_url, token, username)
     await client.connect(thread_id)
     return client
+
+
+@contextlib.asynccontextmanager
+async def chatting(app_url: str, username: str, password: str) -> AsyncIterator[ChatClient]:
+    """connect() for the body of an `async with`, closed after it."""
+    client = await connect(app_url, username, password)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def make_key(chat: ChatClient, name: str, role: str) -> str:

@@ -46,25 +46,22 @@ def env(data_dir) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def app(env):
-    app = ck.launch_app(env, admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
 async def admin(app):
-    client = await ck.connect(app.url, *ADMIN)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ADMIN) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 async def alice(app, admin):
     reply = await admin.reply(f"/users add {ALICE[0]} {ALICE[1]} user")
     assert "Added `alice` as user" in reply
-    client = await ck.connect(app.url, *ALICE)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ALICE) as client:
+        yield client
 
 
 def body(msg: ck.Msg) -> str:

@@ -28,10 +28,9 @@ def app(tmp_path_factory):
         ck.make_fake_model(data_dir, name)
     ck.make_fake_model(data_dir, "broken", exit_at_start=True)
     ck.make_fake_model(data_dir, "slow", startup_s=60)
-    app = ck.launch_app({**ck.fake_env(data_dir), "BATON_PORT_MIN": "26000", "BATON_PORT_MAX": "26999"},
-                        admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app({**ck.fake_env(data_dir), "BATON_PORT_MIN": "26000", "BATON_PORT_MAX": "26999"},
+                        admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -38,16 +38,14 @@ def app(tmp_path_factory):
     write_set(d / SETS, "ident")
     env = {**ck.fake_env(d), "BATON_PORT_MIN": "28100", "BATON_PORT_MAX": "28299",
            "BATON_EVAL_ROOTS": json.dumps([str(d / SETS)]), "BATON_GATE_SET": "ident"}
-    app = ck.launch_app(env, admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
 async def admin(app):
-    client = await ck.connect(app.url, *ADMIN)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ADMIN) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -40,16 +40,14 @@ def app(data_dir):
     env = {**ck.fake_env(data_dir), "BATON_PORT_MIN": "25000", "BATON_PORT_MAX": "25999",
            "BATON_RESTART_BACKOFF_S": "2", "BATON_LOGIN_SLOW_AFTER": "2", "BATON_LOGIN_LOCK_AFTER": "4",
            "BATON_LOGIN_DELAY_S": "0.2"}
-    app = ck.launch_app(env, admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
 async def chat(app):
-    client = await ck.connect(app.url, *ADMIN)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ADMIN) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

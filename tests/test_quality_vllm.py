@@ -66,16 +66,14 @@ async def app(demo_models, tmp_path_factory):
         await eng.store.close()
     env = {**ck.vllm_env(d), "BATON_PORT_MIN": "28300", "BATON_PORT_MAX": "28499",
            "BATON_EVAL_ROOTS": json.dumps([str(ROOT / "demo")]), "BATON_GATE_SET": "golden", **ROLLOUT_ENV}
-    app = ck.launch_app(env, admin=ADMIN)
-    yield app
-    app.stop(timeout=60)
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
 async def admin(app):
-    client = await ck.connect(app.url, *ADMIN)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ADMIN) as client:
+        yield client
 
 
 def chrf_of(reply: str) -> float:

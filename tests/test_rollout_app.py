@@ -62,9 +62,8 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(data_dir):
-    app = ck.launch_app({**ck.fake_env(data_dir), **ENV}, admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app({**ck.fake_env(data_dir), **ENV}, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

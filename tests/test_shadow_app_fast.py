@@ -43,9 +43,8 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def app(env):
-    app = ck.launch_app(env, admin=ADMIN)
-    yield app
-    app.stop()
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +64,8 @@ async def admin(app):
 async def alice(app, admin):
     for user, password in (ALICE, BOB):
         assert "Added" in await admin.reply(f"/users add {user} {password} user")
-    client = await ck.connect(app.url, *ALICE)
-    yield client
-    await client.close()
+    async with ck.chatting(app.url, *ALICE) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
