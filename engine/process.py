@@ -18,6 +18,7 @@ from . import logfile
 GUARD = Path(__file__).with_name("guard.py")
 PID_LINE = "BATON_CHILD_PID="
 PID_TIMEOUT_S = 30.0
+GUARD_EXIT_S = 5.0  # how long the guard may take to follow its killed server out
 
 
 class SpawnFailed(Exception):
@@ -102,7 +103,12 @@ class BackendProcess:
     async def _reap(self) -> None:
         proc = self._proc
         assert proc is not None
-        code = await proc.wait()
+        try:
+            code = await asyncio.wait_for(asyncio.shield(proc.wait()), GUARD_EXIT_S)
+        except TimeoutError:  # a guard that does not follow its server out is killed as well
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            code = await proc.wait()
         self.exit_code = code if self.exit_code is None else self.exit_code
         self.exited.set()
         if proc.stdin:
@@ -126,11 +132,15 @@ class BackendProcess:
     def _signal(self, sig: int) -> None:
         # Only while the guard lives: once it has exited it has ended the group itself, and the
         # group id may since belong to someone else. The guard forwards SIGTERM to the group;
-        # SIGKILL cannot be forwarded, so it goes to the group directly.
+        # SIGKILL cannot be forwarded, so it goes to the group directly, and the guard, alive,
+        # reaps the server and exits. Killing the guard too would orphan the dead server, and a
+        # zombie waits for PID 1 to reap it (about a second in a container), keeping the group
+        # "alive" for _wait_group_gone.
         if self._proc is None or self._proc.returncode is not None:
             return
         if sig == signal.SIGKILL and self.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
+            return
         with contextlib.suppress(ProcessLookupError):
             self._proc.send_signal(sig)
