@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 KEEP = 20_000  # observations per version and kind; older ones fall off
@@ -66,6 +66,12 @@ class Sample:
     shadow_agreement: float | None  # mean chrF against the primary's answers
     shadow_p95_ms: float | None
     primary_p95_ms: float | None
+
+    def numbers(self) -> dict[str, Any]:
+        """What an analysis judges, as plain values (the rollout's timeline, the admin API)."""
+        return {"version": self.version, "answers": self.answers, "errors": self.errors,
+                "error_rate": self.error_rate, "ttft_p95_ms": self.ttft_p95_ms, "votes_down": self.votes_down,
+                "votes_up": self.votes_up, "shadow_agreement": self.shadow_agreement}
 
     @property
     def error_rate(self) -> float | None:

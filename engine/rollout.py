@@ -132,11 +132,6 @@ def judge(canary: Sample, active: Sample, p: Policy) -> tuple[Verdict, list[str]
     return ("fail", failed + notes) if failed else ("pass", notes)
 
 
-def _numbers(s: Sample) -> dict[str, Any]:
-    return {"answers": s.answers, "errors": s.errors, "error_rate": s.error_rate, "ttft_p95_ms": s.ttft_p95_ms,
-            "votes_down": s.votes_down, "votes_up": s.votes_up, "shadow_agreement": s.shadow_agreement}
-
-
 @dataclass(frozen=True)
 class Analysis:
     step: int
@@ -149,8 +144,8 @@ class Analysis:
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "step": self.step, "percent": self.percent,
-                "elapsed_s": round(self.elapsed_s, 1), "canary": _numbers(self.canary),
-                "active": _numbers(self.active), "verdict": self.verdict, "reasons": list(self.reasons)}
+                "elapsed_s": round(self.elapsed_s, 1), "canary": self.canary.numbers(),
+                "active": self.active.numbers(), "verdict": self.verdict, "reasons": list(self.reasons)}
 
 
 # what the chat and the API see -----------------------------------------------------
@@ -178,7 +173,6 @@ class Rollouts:
         self.current: RolloutRecord | None = None
         self._task: asyncio.Task[None] | None = None
         self._step_started = 0.0  # live-stats clock at the start of the current step's window
-        self._step_wall = 0.0  # time.monotonic() at the same moment
         self._wake = asyncio.Event()
 
     @property
@@ -233,7 +227,7 @@ class Rollouts:
             if (why := self._interfered(r)) is not None:
                 await self.abort_by_runner(why, touch_traffic=False)
                 return
-            elapsed = time.monotonic() - self._step_wall
+            elapsed = self._step_elapsed()
             canary, active = self._samples(r)
             due = elapsed >= r.plan.step_s or (r.plan.step_requests and canary.answers >= r.plan.step_requests)
             if not due:
@@ -260,7 +254,9 @@ class Rollouts:
 
     def _new_window(self) -> None:
         self._step_started = self.engine.live.now()
-        self._step_wall = time.monotonic()
+
+    def _step_elapsed(self) -> float:
+        return self.engine.live.now() - self._step_started
 
     async def _nap(self) -> None:
         self._wake.clear()
@@ -346,7 +342,7 @@ class Rollouts:
         percent = r.plan.steps[min(r.step, len(r.plan.steps) - 1)]
         if self.running is None:
             return RolloutView(r, percent, None, None, None, f"Ended ({r.state}): {r.detail}")
-        elapsed = time.monotonic() - self._step_wall
+        elapsed = self._step_elapsed()
         canary, active = self._samples(r)
         left = max(0.0, r.plan.step_s - elapsed)
         by_count = f" or after {r.plan.step_requests} canary answers" if r.plan.step_requests else ""

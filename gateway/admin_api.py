@@ -180,9 +180,7 @@ def _view(engine: Engine) -> DeploymentView:
 def _numbers(s: Sample | None) -> LiveNumbers | None:
     if s is None:
         return None
-    return LiveNumbers(version=s.version, answers=s.answers, errors=s.errors, error_rate=s.error_rate,
-                       ttft_p95_ms=s.ttft_p95_ms, votes_up=s.votes_up, votes_down=s.votes_down,
-                       shadow_agreement=s.shadow_agreement)
+    return LiveNumbers(**s.numbers())
 
 
 def _rollout(view: Rollout) -> RolloutView:
