@@ -1,0 +1,220 @@
+"""Formats kept: protect markup and placeholders, translate only the prose between them.
+
+`split` cuts a text into pieces: prose to send to the model, and everything else kept verbatim
+(fenced code, inline code, URLs, link targets, HTML tags and entities, placeholders, markdown
+line prefixes, table pipes, emphasis markers). `join` puts translations back in place, so
+`join(split(t), {})` is `t` exactly. `structure`/`lost` count what must survive and say, in
+plain words, what did not (for a model that was given the whole text, or that added markup).
+
+A regex tokenizer rather than markdown-it-py: markdown-it keeps line ranges but not character
+offsets for inline tokens, so it cannot give back the exact source between them, and it knows
+nothing of placeholders or of HTML inside text nodes. Every token below is a span of the
+source, so the round trip is exact by construction (a property test checks it).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    translate: bool  # True: trimmed prose for the model; False: kept verbatim
+
+
+# A fence opens with 3+ backticks or tildes (up to 3 spaces of indent) and closes with a line
+# of at least as many of the same character; an unclosed fence runs to the end (CommonMark).
+_FENCE_OPEN = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
+
+# Per line: nested quotes, then one heading / bullet / number marker.
+_PREFIX = re.compile(
+    r"[ \t]*(?:>[ \t]?)*"
+    r"(?:(?P<heading>#{1,6})(?:[ \t]+|$)|(?P<bullet>[-*+])[ \t]+|(?P<number>\d{1,9}[.)])[ \t]+)?"
+)
+
+_URL_CHAR = r"[^\s<>\"'`()\[\]]"
+_URL_END = r"[^\s<>\"'`()\[\].,;:!?]"
+_PAREN = r"\([^\s()]*\)"  # balanced parentheses inside a URL, as in Wikipedia's
+_TOKENS = re.compile(
+    "|".join(
+        (
+            r"(?P<code>(?<!`)(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`))",
+            r"(?P<link_open>!?\[(?=[^\[\]]*\]\())",
+            r"(?P<link>\]\([^()\s]*(?:\([^()\s]*\)[^()\s]*)*(?:\s+\"[^\"]*\")?\))",
+            rf"(?P<url>(?:https?://|mailto:|www\.)(?:{_PAREN}|{_URL_CHAR})*(?:{_PAREN}|{_URL_END}))",
+            r"(?P<comment><!--.*?-->)",
+            r"(?P<autolink><(?:https?://|mailto:)[^\s<>]*>)",
+            r"(?P<tag></?[A-Za-z][\w:.-]*(?:\"[^\"]*\"|'[^']*'|[^'\"<>])*>)",
+            r"(?P<entity>&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);)",
+            r"(?P<placeholder>\{\{[^{}]*\}\}|\{[\w.\[\]]*(?:![rsa])?(?::[^{}]*)?\}"
+            r"|%(?:\d+\$)?(?:\([\w.-]+\))?[-+#0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?[hlLqjzt]*[diouxXeEfFgGcrsa%]"
+            r"|\$\{[^{}\s]+\}|\$[A-Za-z_]\w*)",
+            r"(?P<pipe>\|)",
+            # Emphasis only at a word's edge, so snake_case and 2*3 stay as they are.
+            r"(?P<emphasis>(?<![^\W_])(?:\*{1,3}|_{1,3}|~~)|(?:\*{1,3}|_{1,3}|~~)(?![^\W_]))",
+        )
+    )
+)
+_KINDS = ("code", "link_open", "link", "url", "comment", "autolink", "tag", "entity", "placeholder", "pipe", "emphasis")
+_TAG_NAME = re.compile(r"</?([A-Za-z][\w:.-]*)")
+
+
+@dataclass(frozen=True)
+class _Span:
+    text: str
+    kind: str | None  # None: prose; otherwise what is kept (its `structure` key, or "" for layout)
+
+
+def _line_spans(line: str) -> Iterator[_Span]:
+    prefix = _PREFIX.match(line)
+    assert prefix is not None  # every group is optional
+    if prefix.end():
+        for kind in ("heading", "bullet", "number"):
+            if prefix.group(kind):
+                yield _Span(prefix.group(), kind + (":" + prefix.group(kind) if kind == "heading" else ""))
+                break
+        else:
+            yield _Span(prefix.group(), "quote" if ">" in prefix.group() else "")
+    start = prefix.end()
+    for match in _TOKENS.finditer(line, start):
+        if match.start() > start:
+            yield _Span(line[start : match.start()], None)
+        yield _Span(match.group(), _key(match))
+        start = match.end()
+    if start < len(line):
+        yield _Span(line[start:], None)
+
+
+def _key(match: re.Match[str]) -> str:
+    kind = next(k for k in _KINDS if match.group(k) is not None)
+    text = match.group()
+    if kind == "tag":
+        name = _TAG_NAME.match(text)
+        assert name is not None
+        closing = "/" if text.startswith("</") else ""
+        selfclosing = "/" if text.endswith("/>") else ""
+        return f"tag:<{closing}{name.group(1).lower()}{selfclosing}>"
+    if kind in ("entity", "placeholder", "emphasis"):
+        return f"{kind}:{text}"
+    return {"link_open": "", "autolink": "url"}.get(kind, kind)
+
+
+def _spans(text: str) -> Iterator[_Span]:
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        newline = _Span("\n", "") if i < len(lines) - 1 else None
+        fence = _FENCE_OPEN.match(line)
+        if fence:
+            end = next(
+                (j for j in range(i + 1, len(lines)) if re.fullmatch(rf"[ ]{{0,3}}{fence.group(1)}+\s*", lines[j])),
+                len(lines) - 1,
+            )
+            yield _Span("\n".join(lines[i : end + 1]), "fence")
+            if end < len(lines) - 1:
+                yield _Span("\n", "")
+            i = end + 1
+            continue
+        yield from _line_spans(line)
+        if newline:
+            yield newline
+        i += 1
+
+
+def split(text: str) -> list[Piece]:
+    """Prose pieces (trimmed, with at least one letter) to translate; everything else kept.
+
+    Adjacent kept spans are merged, so pieces alternate between kept and translated.
+    """
+    pieces: list[Piece] = []
+
+    def keep(kept: str) -> None:
+        if not kept:
+            return
+        if pieces and not pieces[-1].translate:
+            pieces[-1] = Piece(pieces[-1].text + kept, False)
+        else:
+            pieces.append(Piece(kept, False))
+
+    for span in _spans(text):
+        if span.kind is not None or not any(c.isalpha() for c in span.text):
+            keep(span.text)
+            continue
+        body = span.text.strip()
+        lead = span.text[: len(span.text) - len(span.text.lstrip())]
+        keep(lead)
+        pieces.append(Piece(body, True))
+        keep(span.text[len(lead) + len(body) :])
+    return pieces
+
+
+def join(pieces: Sequence[Piece], translations: Mapping[int, str]) -> str:
+    """Kept pieces verbatim; each translate-piece replaced by `translations[index]` if given.
+
+    A translation is one line of prose: its edges are trimmed and any line break inside it
+    becomes a space, so a model's stray newline cannot add lines to the layout.
+    """
+    out = []
+    for i, piece in enumerate(pieces):
+        if piece.translate and i in translations:
+            out.append(" ".join(translations[i].split()) if "\n" in translations[i] else translations[i].strip())
+        else:
+            out.append(piece.text)
+    return "".join(out)
+
+
+def structure(text: str) -> Counter[str]:
+    """What must survive translation, counted per kind (e.g. "fence", "url", "tag:<b>",
+    "placeholder:{name}", "heading:##", "line")."""
+    counts = Counter(span.kind for span in _spans(text) if span.kind)
+    counts["line"] = text.count("\n") + 1
+    return counts
+
+
+_NOUNS = {
+    "fence": ("fenced code block", "fenced code blocks"),
+    "code": ("inline code span", "inline code spans"),
+    "link": ("link", "links"),
+    "url": ("URL", "URLs"),
+    "pipe": ("table pipe |", "table pipes |"),
+    "bullet": ("list item", "list items"),
+    "number": ("numbered item", "numbered items"),
+    "quote": ("quoted line", "quoted lines"),
+    "line": ("line", "lines"),
+}
+
+
+def _noun(key: str, count: int) -> str:
+    family, _, detail = key.partition(":")
+    if family in _NOUNS:
+        return _NOUNS[family][count != 1]
+    noun = {"tag": "tag", "entity": "entity", "placeholder": "placeholder", "emphasis": "emphasis marker"}.get(
+        family, family
+    )
+    plural = {"entity": "entities"}.get(noun, noun + "s")
+    return f"{noun if count == 1 else plural} {detail}".strip()
+
+
+def lost(source: str, translated: str) -> list[str]:
+    """One plain sentence per kind whose count differs between the text and its translation
+    (missing or added); [] when the structure was kept."""
+    before, after = structure(source), structure(translated)
+    sentences = []
+    for key in sorted(before.keys() | after.keys()):
+        had, has = before[key], after[key]
+        if had == has:
+            continue
+        if has == 0 and had == 1:
+            sentences.append(f"the {_noun(key, 1)} is missing")
+        else:
+            sentences.append(f"{had} {_noun(key, had)} in the text, {has} in the translation")
+    return sentences
+
+
+def is_plain(text: str) -> bool:
+    """One line of prose with nothing to protect: the chat can send it whole, as before."""
+    return structure(text.strip()) == Counter(line=1)
