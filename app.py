@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, cast
 
 import chainlit as cl
 from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
-from chainlit.input_widget import InputWidget, Select
+from chainlit.input_widget import InputWidget, Switch
 from chainlit.server import UserParam, delete_feedback, update_feedback
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession, ws_sessions_id
@@ -30,10 +32,23 @@ import gateway
 from admin import auth_secret, commands, datalayer, endpoints, languages, login_guard, render
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
+from admin.glossary import Glossary
 from admin.keys import Keys
 from admin.throttle import Locked, LoginThrottle
 from admin.votes import Ballot, Votes
-from engine import BatonError, Engine, Progress, Restart, RouteInfo, Settings, TranslationRequest, WaitInfo
+from engine import (
+    BatonError,
+    Document,
+    Engine,
+    Progress,
+    Restart,
+    RouteInfo,
+    Settings,
+    Term,
+    TranslationRequest,
+    TranslationResult,
+    WaitInfo,
+)
 
 log = logging.getLogger("baton.app")
 # Chainlit logs at INFO; one line per backend HTTP request would bury everything else.
@@ -46,12 +61,15 @@ CONFIG = ChatConfig()
 auth_secret.ensure(SETTINGS.data_dir)
 
 ACTION = "baton_command"  # every button runs a command line, through the same checks as typing it
+PROGRESS_EVERY_S = 0.3  # a document's progress bar is redrawn at most this often
 UNEXPECTED = "⚠️ Something went wrong on our side (it is in the server log). Please try again."
 
 _engine: Engine | None = None
 _accounts: Accounts | None = None
 _keys: Keys | None = None
 _votes: Votes | None = None
+_glossary: Glossary | None = None
+CONTEXT_TURNS = 3  # earlier source texts given as context to a version with a contextual template
 _background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
 THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
 
@@ -91,6 +109,12 @@ def votes() -> Votes:
     return _votes
 
 
+def glossary() -> Glossary:
+    if _glossary is None:
+        raise RuntimeError("the glossary store is not ready yet")
+    return _glossary
+
+
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(coro)
     _background.add(task)
@@ -100,7 +124,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 # process life -------------------------------------------------------------------
 @cl.on_app_startup
 async def startup() -> None:
-    global _engine, _accounts, _keys, _votes
+    global _engine, _accounts, _keys, _votes, _glossary
     eng = Engine(SETTINGS)
     eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
     await eng.start()  # schema, orphans, and the active version loading again in the background
@@ -111,8 +135,10 @@ async def startup() -> None:
     await keys.create_schema()
     votes = Votes(eng.store.engine)
     await votes.create_schema()
+    terms = Glossary(eng.store.engine)
+    await terms.create_schema()
     await _bootstrap_admin(eng, accts)
-    _engine, _accounts, _keys, _votes = eng, accts, keys, votes
+    _engine, _accounts, _keys, _votes, _glossary = eng, accts, keys, votes, terms
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 
 
@@ -191,17 +217,34 @@ async def _account() -> Account | None:
     return await accounts().get(user.identifier) if user else None
 
 
-def _settings_widgets(pair: languages.Pair) -> cl.ChatSettings:
+def _settings_widgets(context: bool) -> cl.ChatSettings:
     widgets: list[InputWidget] = [
-        Select(id="source_lang", label="Translate from", items=languages.source_items(), initial_value=pair.source),
-        Select(id="target_lang", label="Translate to", items=languages.target_items(), initial_value=pair.target),
+        Switch(id="context", label="Use earlier turns as context", initial=context,
+               description="Your last messages go with each new one, as context that is not translated, "
+                           "to versions that have a contextual template."),
     ]
     return cl.ChatSettings(widgets)
 
 
+def _language_modes(pair: languages.Pair) -> list[cl.Mode]:
+    """The pair in plain sight: From and To pickers beside the message box, set to `pair`."""
+    source = [cl.ModeOption(id=languages.AUTO, name=languages.AUTO_LABEL, default=pair.source == languages.AUTO)]
+    source += [cl.ModeOption(id=code, name=name, default=code == pair.source) for code, name in languages.LANGUAGES]
+    target = [cl.ModeOption(id=code, name=f"→ {name}", default=code == pair.target)
+              for code, name in languages.LANGUAGES]
+    return [cl.Mode(id="source", name="From", options=source), cl.Mode(id="target", name="To", options=target)]
+
+
+def _remember(pair: languages.Pair) -> None:
+    """The chosen pair, kept in the chat settings: Chainlit stores them with the thread."""
+    chosen = {"source_lang": pair.source, "target_lang": pair.target}
+    cl.context.session.chat_settings.update(chosen)
+    cl.user_session.set("languages", chosen)
+
+
 async def _prepare_session(chosen: dict[str, Any]) -> None:
-    """Per-session command popup (admins see their commands, users only /help) and the
-    language settings, restored when a thread is resumed."""
+    """Per-session command popup (admins see their commands, users /help and /glossary), the
+    language pickers and the settings, restored when a thread is resumed."""
     account = await _account()
     entries = commands.command_list(bool(account and account.is_admin))
     await cl.context.emitter.set_commands(cast(list[CommandDict], entries))  # CommandEntry is this shape
@@ -209,8 +252,9 @@ async def _prepare_session(chosen: dict[str, Any]) -> None:
         pair = languages.resolve(chosen)
     except BatonError:
         pair = languages.resolve({})
-    cl.user_session.set("languages", {"source_lang": pair.source, "target_lang": pair.target})
-    await _settings_widgets(pair).send()
+    _remember(pair)
+    await cl.context.emitter.set_modes(_language_modes(pair))
+    await _settings_widgets(chosen.get("context") is not False).send()
 
 
 @cl.on_chat_start
@@ -243,7 +287,7 @@ async def settings_update(chosen: dict[str, Any]) -> None:
         cl.context.session.chat_settings.update(previous)
         await cl.Message(f"⚠️ {exc} Your languages did not change.").send()
         return
-    cl.user_session.set("languages", {"source_lang": pair.source, "target_lang": pair.target})
+    _remember(pair)
 
 
 # messages -------------------------------------------------------------------------
@@ -258,8 +302,20 @@ async def on_message(message: cl.Message) -> None:
     inv = commands.parse(message.content, message.command, is_admin=account.is_admin)
     if inv is not None:
         await _run_command(inv, account.username, message)
-    else:
-        await _translate(message.content, account.username)
+        return
+    settings = cl.context.session.chat_settings
+    try:  # the pickers' values come from the browser: checked, and kept only when good
+        pair = languages.resolve(languages.modes_chosen(message.modes or {}, settings))
+    except BatonError as exc:
+        await cl.Message(f"⚠️ {exc} Nothing was translated.").send()
+        return
+    _remember(pair)
+    files = [e for e in message.elements or [] if isinstance(e, cl.File) and e.path]
+    if files:
+        for element in files:
+            await _translate_document(element, pair, account.username)
+    elif message.content.strip():
+        await _translate(message.content, pair, account.username)
 
 
 class _Progress:
@@ -285,7 +341,7 @@ class _Progress:
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
     progress = _Progress()
     try:
-        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show)
+        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary())
     except asyncio.CancelledError:  # Stop: a command that can be stopped (/eval) says it left nothing
         await progress.stopped()
         raise
@@ -320,10 +376,23 @@ async def _redact(typed: cl.Message, shown: str) -> None:
             await dl.update_thread(thread_id, name=shown)
 
 
-async def _translate(text: str, username: str) -> None:
+def _request(text: str, pair: languages.Pair, terms: tuple[Term, ...], context: str = "") -> TranslationRequest:
+    return TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
+                              conversation_id=cl.context.session.thread_id, terms=terms, context=context)
+
+
+def _context(text: str) -> str:
+    """The user's last turns, as context for this one (when the setting is on); this turn joins them."""
+    turns: list[str] = cl.user_session.get("turns") or []
+    cl.user_session.set("turns", [*turns, text][-CONTEXT_TURNS:])
+    return "\n".join(turns) if cl.context.session.chat_settings.get("context") is not False else ""
+
+
+async def _translate(text: str, pair: languages.Pair, username: str) -> None:
     """Stream the translation into one message. Whatever happens (done, error, Stop), the
     message is completed in `finally` with what arrived and where it came from. A whole answer
-    carries its version (in its metadata) and may be rated by `username`."""
+    names its language pair and version (in its metadata too), says what the glossary and
+    format checks found, and may be rated by `username`."""
     answer = cl.Message(content="")
     waiting: cl.Message | None = None
     result, error, stopped = None, None, False
@@ -358,9 +427,7 @@ async def _translate(text: str, username: str) -> None:
         await answer.stream_token(token)
 
     try:
-        pair = languages.resolve(cl.context.session.chat_settings or {})
-        request = TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
-                                     conversation_id=cl.context.session.thread_id)
+        request = _request(text, pair, await glossary().for_user(username), _context(text))
         result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route,
                                           on_restart=on_restart)
     except BatonError as exc:
@@ -375,13 +442,88 @@ async def _translate(text: str, username: str) -> None:
         await clear_waiting()
         answer.content = render.answer(answer.content, result, error, stopped, route)
         if result is not None:
-            answer.metadata = {"version": result.version}
+            answer.metadata = _answer_metadata(result)
         await answer.send()
-    if result is not None and (run := cl.context.current_step) is not None:
+    if result is not None:
+        await _ratable(result, username)
+
+
+def _answer_metadata(result: TranslationResult) -> dict[str, Any]:
+    return {"version": result.version, "source_lang": result.source_lang, "target_lang": result.target_lang,
+            "detected": result.detected.code if result.detected else None}
+
+
+async def _ratable(result: TranslationResult, username: str) -> None:
+    if (run := cl.context.current_step) is not None:
         try:  # the feedback buttons name the run the answer belongs to
             await votes().answered(run.id, result.version, username, cl.context.session.thread_id)
         except BatonError as exc:
             log.warning("the answer %s cannot be rated: %s", run.id, exc)
+
+
+async def _translate_document(element: cl.File, pair: languages.Pair, username: str) -> None:
+    """Translate a dropped document segment by segment with one version, a progress bar counting
+    the segments, and send the translated file back. Stop, a failure or the end: whatever is
+    translated by then comes back, the rest in its original words."""
+    status = cl.Message(content=f"📄 Reading {render.code(element.name)}…")
+    await status.send()
+    try:
+        data = await asyncio.to_thread(Path(str(element.path)).read_bytes)
+        doc = await engine().open_document(element.name, data)
+    except BatonError as exc:
+        status.content = f"⚠️ {exc}"
+        await status.update()
+        return
+    done: list[str | None] = []
+    result: TranslationResult | None = None
+    restarted, error, stopped = "", "", False
+    last_shown = 0.0
+
+    async def on_progress(count: int, total: int) -> None:
+        nonlocal last_shown
+        now = time.monotonic()
+        if count in (0, total) or now - last_shown >= PROGRESS_EVERY_S:  # each update is a websocket message
+            last_shown = now
+            status.content = render.document_progress(doc.filename, count, total, restarted)
+            await status.update()
+
+    async def on_restart(restart: Restart) -> None:
+        nonlocal restarted
+        restarted = restart.reason
+
+    try:
+        req = _request("\n".join(doc.segments[:1]), pair, await glossary().for_user(username))
+        result = await engine().translate_document(doc, req, done, on_progress, on_restart=on_restart)
+    except BatonError as exc:
+        error = str(exc)
+    except asyncio.CancelledError:
+        stopped = True
+        raise
+    except Exception:
+        log.exception("document translation failed")
+        error = UNEXPECTED.removeprefix("⚠️ ")
+    finally:
+        await _send_document(doc, pair, done, result, status, error, stopped)
+    if result is not None:
+        await _ratable(result, username)
+
+
+async def _send_document(doc: Document, pair: languages.Pair, done: list[str | None], result: TranslationResult | None,
+                         status: cl.Message, error: str, stopped: bool) -> None:
+    translated = sum(bool(t) for t in done)
+    outcome = render.document_done(doc.filename, len(doc.segments), translated, result, error, stopped)
+    files: list[cl.Element] = []
+    if translated:
+        name = render.translated_name(doc.filename, pair.target)
+        data, differs = await engine().rebuild_document(doc, done, name)
+        if differs:
+            outcome += f"\n\n⚠️ The translated file's structure differs from the original's: {differs}."
+        files.append(cl.File(name=name, content=data, display="inline"))
+    status.content = outcome
+    await status.update()
+    if files:
+        await cl.Message(content=f"⬇️ {render.code(files[0].name)}", elements=files,
+                         metadata=_answer_metadata(result) if result else {}).send()
 
 
 # votes ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
 from .accounts import Account, Accounts
+from .glossary import SHARED, Glossary
 from .keys import Audited, Keys
 
 log = logging.getLogger("baton.admin")
@@ -40,7 +41,11 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "What you can do here", "info", admin=False),
     "status": Spec("/status", "Versions, processes and traffic", "activity"),
-    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]]",
+    "glossary": Spec("/glossary add SOURCE = TARGET [for LANG] | remove SOURCE [for LANG] | list"
+                     " (admins: /glossary shared add|remove ...)",
+                     "Terms that must be translated your way", "book-a", admin=False, mutating=True),
+    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--template-terminology TEXT] "
+                 "[--template-contextual TEXT] [--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]]",
                  "Register and start a version", "download", mutating=True),
     "switch": Spec("/switch NAME [--force]", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
@@ -107,6 +112,7 @@ class Context:
     keys: Keys
     actor: Account
     progress: ShowProgress = _unseen  # the chat shows it in one message, updated in place
+    glossary: Glossary | None = None
 
 
 class CommandEntry(TypedDict):
@@ -156,16 +162,16 @@ def redact(inv: Invocation) -> str | None:
 
 
 async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                  progress: ShowProgress = _unseen) -> Reply:
+                  progress: ShowProgress = _unseen, glossary: Glossary | None = None) -> Reply:
     """Run one command for `username`. Never raises for bad input: the reply says what was wrong.
     A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, keys, username, inv, progress)
+    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary)
     return replace(reply, redacted=hidden) if hidden else reply
 
 
 async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                   progress: ShowProgress) -> Reply:
+                   progress: ShowProgress, glossary: Glossary | None) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -179,7 +185,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         args = shlex.split(inv.argtext)
     except ValueError as exc:
         return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
-    ctx = Context(engine, accounts, keys, actor, progress)
+    ctx = Context(engine, accounts, keys, actor, progress, glossary)
     work = HANDLERS[inv.name](ctx, args)
     try:
         if spec.mutating:  # Stop cancels the chat task
@@ -245,7 +251,13 @@ class LoadOptions:
 
     flags: list[str]
     template: str | None = None
+    templates: dict[str, str] | None = None  # by capability, when any was given
     max_tokens: int | None = None
+
+
+# --template-terminology TEXT etc.: the templates of a recipe beside the plain one
+TEMPLATE_OPTIONS = {"--template-terminology": "terminology", "--template-contextual": "contextual",
+                    "--template-formatted": "formatted", "--term-format": "term"}
 
 
 def _take_options(tokens: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -269,14 +281,16 @@ def _take_options(tokens: list[str], names: tuple[str, ...]) -> tuple[list[str],
 
 
 def _load_options(rest: list[str]) -> LoadOptions:
-    """Take `--template TEXT` and `--max-tokens N` out of the vLLM flags."""
-    flags, values = _take_options(rest, ("--template", "--max-tokens"))
-    template = values.get("--template")
+    """Take `--template TEXT`, the capability templates and `--max-tokens N` out of the vLLM flags.
+    A chat box cannot hold a line break inside one argument, so \\n stands for one in a template."""
+    flags, values = _take_options(rest, ("--template", "--max-tokens", *TEMPLATE_OPTIONS))
+    texts = {k: v.replace("\\n", "\n") for k, v in values.items()}
+    extra = {cap: texts[option] for option, cap in TEMPLATE_OPTIONS.items() if option in texts}
     max_tokens = values.get("--max-tokens")
     return LoadOptions(
         flags,
-        # A chat box cannot hold a line break inside one argument, so \n stands for one.
-        template.replace("\\n", "\n") if template is not None else None,
+        texts.get("--template"),
+        extra or None,
         _int(max_tokens, "--max-tokens", 1, MAX_TOKENS_LIMIT) if max_tokens is not None else None,
     )
 
@@ -289,7 +303,7 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
     if rest:
         opts = _load_options(rest[1:])
         await ctx.engine.register(name, rest[0], flags=opts.flags, prompt_template=opts.template,
-                                  max_tokens=opts.max_tokens, actor=who)
+                                  templates=opts.templates, max_tokens=opts.max_tokens, actor=who)
     snap = await ctx.engine.load(name, actor=who)
     return Reply(render.load_started(name, snap.port), follow_load=name)
 
@@ -450,8 +464,44 @@ def _rollout_buttons(ctx: Context) -> tuple[Button, ...]:
     return (Button("Rollout status", "/rollout status"), Button("Abort rollout", "/rollout abort"))
 
 
+async def _glossary(ctx: Context, args: list[str]) -> Reply:
+    """`/glossary [shared] add SOURCE = TARGET [for LANG] | remove SOURCE [for LANG] | list`."""
+    assert ctx.glossary is not None, "the chat passes its glossary store"
+    shared = bool(args) and args[0] == "shared"
+    if shared:
+        args = args[1:]
+        if not ctx.actor.is_admin:
+            return Reply("🚫 Only admins keep the shared glossary. `/glossary add` keeps a term in yours.", ok=False)
+    owner = SHARED if shared else ctx.actor.username
+    whose = "the shared glossary" if shared else "your glossary"
+    verb, rest = (args[0], args[1:]) if args else ("list", [])
+    if verb == "list" and not rest:
+        own = await ctx.glossary.terms(ctx.actor.username)
+        common = await ctx.glossary.terms(SHARED)
+        return Reply(render.glossary(own, common))
+    lang = None
+    if len(rest) >= 2 and rest[-2] == "for":
+        rest, lang = rest[:-2], rest[-1]
+    if verb == "add":
+        if "=" not in rest:
+            raise Usage("Separate the term and its translation with ` = `.")
+        cut = rest.index("=")
+        term, replaced = await ctx.glossary.add(owner, " ".join(rest[:cut]), " ".join(rest[cut + 1:]), lang)
+        if shared:
+            await _audit(ctx.engine, ctx.actor.username, "glossary-add", {"source": term.source, "lang": lang}, "ok")
+        return Reply(f"{'Replaced' if replaced else 'Added'} in {whose}: {render.term(term)}. "
+                     "It goes to every version that has a terminology template, and each answer is checked for it.")
+    if verb == "remove" and rest:
+        await ctx.glossary.remove(owner, " ".join(rest), lang)
+        if shared:
+            await _audit(ctx.engine, ctx.actor.username, "glossary-remove", {"source": " ".join(rest), "lang": lang},
+                         "ok")
+        return Reply(f"Removed {render.code(' '.join(rest))} from {whose}.")
+    raise Usage()
+
+
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
-    "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
+    "glossary": _glossary, "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
     "canary": _canary, "promote": _promote, "shadow": _shadow, "unload": _unload, "eval": _eval, "logs": _logs,
     "audit": _audit_log, "users": _users, "keys": _keys, "rollout": _rollout,
 }

@@ -38,13 +38,9 @@ class Pair:
         return f"{src} → {NAMES[self.target]}"
 
 
-def source_items() -> dict[str, str]:
-    """Label -> value, as Chainlit's Select widget wants them."""
-    return {AUTO_LABEL: AUTO, **{name: code for code, name in LANGUAGES}}
-
-
-def target_items() -> dict[str, str]:
-    return {name: code for code, name in LANGUAGES}
+def modes_chosen(modes: Mapping[str, object], current: Mapping[str, object]) -> dict[str, object]:
+    """The chat settings' languages with what the composer's pickers sent ("source", "target")."""
+    return {**current, **{f"{k}_lang": v for k, v in modes.items() if k in ("source", "target")}}
 
 
 def check(code: object, what: str, fix: str) -> str:
@@ -59,14 +55,14 @@ def resolve(settings: Mapping[str, object]) -> Pair:
 
     The values come from the browser, so they are checked rather than trusted.
     """
-    fix = "Pick one from the list in the chat settings."
+    fix = "Pick one from the list under From or To, below the message box."
     source = check(settings.get("source_lang") or DEFAULT_SOURCE, "source", fix)
     target = check(settings.get("target_lang") or DEFAULT_TARGET, "target", fix)
     if source == target:
         raise InvalidArgument(f"The source and target language are both {NAMES[source]}.",
-                              "Pick a different target language in the chat settings.")
+                              "Pick a different language under To, below the message box.")
     return Pair(source, target)
 
 
-__all__ = ["AUTO", "AUTO_LABEL", "DEFAULT_SOURCE", "DEFAULT_TARGET", "LANGUAGES", "NAMES", "Pair", "check", "resolve",
-           "source_items", "target_items"]
+__all__ = ["AUTO", "AUTO_LABEL", "DEFAULT_SOURCE", "DEFAULT_TARGET", "LANGUAGES", "NAMES", "Pair", "check",
+           "modes_chosen", "resolve"]

@@ -17,6 +17,8 @@ from engine import (
     TranslationResult,
     WaitInfo,
 )
+from engine.languages import NAMES
+from engine.terminology import Term
 from engine.types import AuditEvent, Deployment
 
 from .accounts import Account
@@ -335,13 +337,56 @@ def attribution(r: TranslationResult) -> str:
     return line
 
 
+def pair(r: TranslationResult) -> str:
+    """"English → French", with the detected language's confidence when it was detected."""
+    shown = f"**{r.source_lang or 'Auto-detected'} → {r.target_lang}**"
+    if r.detected is not None:
+        shown += f" (detected, {r.detected.confidence:.0%} sure)"
+    return shown
+
+
+def term(t: Term) -> str:
+    where = f" (for {NAMES.get(t.lang, t.lang)})" if t.lang else ""
+    return f"{code(t.source)} = {code(t.target)}{where}"
+
+
+def checks(r: TranslationResult) -> list[str]:
+    """What the translator should know beyond the text: glossary terms, a template the version
+    lacked, formatting that did not survive."""
+    lines = []
+    if r.terms:
+        kept = [t for t in r.terms if t not in r.missing_terms]
+        parts = [f"✅ {code(t.target)}" for t in kept] + [f"❌ {code(t.target)} missing (for {code(t.source)})"
+                                                        for t in r.missing_terms]
+        lines.append("📖 Glossary: " + " · ".join(parts))
+    if r.note:
+        lines.append(f"ℹ️ {cell(r.note)}.")
+    if r.format_lost:
+        lines.append("⚠️ Formatting not kept: " + "; ".join(cell(x) for x in r.format_lost))
+    return lines
+
+
+def glossary(own: Sequence[Term], shared: Sequence[Term]) -> str:
+    def table(terms: Sequence[Term]) -> str:
+        rows = [f"| {cell(t.source)} | {cell(t.target)} | {NAMES.get(t.lang, t.lang) if t.lang else 'every target'} |"
+                for t in terms]
+        return "\n".join(["| term | translation | for |", "|---|---|---|", *rows])
+    parts = [f"**Your glossary** ({len(own)} terms)", table(own) if own else "_Empty._ Add a term with "
+             "`/glossary add SOURCE = TARGET [for LANG]`."]
+    if shared:
+        parts += [f"**Shared glossary** ({len(shared)} terms, kept by admins; yours wins where both have a term)",
+                  table(shared)]
+    return "\n\n".join(parts)
+
+
 def answer(partial: str, result: TranslationResult | None, error: str | None, stopped: bool,
            route: RouteInfo | None = None) -> str:
-    """The final text of an answer: the translation, then where it came from or why it stopped."""
+    """The final text of an answer: the translation, then its language pair, where it came from,
+    and what the checks found; or why it stopped."""
     body = result.text if result is not None else partial
     source = f" (from {code(route.version)})" if route is not None and body else ""
     if result is not None:
-        tail = attribution(result)
+        tail = "\n\n".join([f"{pair(result)} · {attribution(result)}", *checks(result)])
         if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
             tail += "\n\n_No text came back for this: the model may not know it. Try rephrasing it._"
     elif stopped:
@@ -350,6 +395,40 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
     else:
         tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above{source} is kept._"
     return f"{body}\n\n{tail}" if body else tail
+
+
+def translated_name(filename: str, target: str) -> str:
+    """report.docx -> report.fr.docx"""
+    stem, dot, ext = filename.rpartition(".")
+    return f"{stem}.{target}.{ext}" if dot and stem else f"{filename}.{target}"
+
+
+def _bar(count: int, total: int, width: int = 20) -> str:
+    filled = round(width * count / total) if total else width
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def document_progress(filename: str, count: int, total: int, restarted: str = "") -> str:
+    text = f"📄 Translating {code(filename)}: {_bar(count, total)} {count} / {total} segments"
+    if restarted:
+        text += f"\n\n🔁 {cell(restarted)} The document is being translated again from its first segment, " \
+                "so that one version translates all of it."
+    return text
+
+
+def document_done(filename: str, total: int, translated: int, result: TranslationResult | None, error: str,
+                  stopped: bool) -> str:
+    """What happened to a document: whole, stopped or failed, and which one version translated it."""
+    if result is not None:
+        lines = [f"📄 {code(filename)}: {translated} of {total} segments translated, all by one version, "
+                 f"from the first to the last.", f"{pair(result)} · {attribution(result)}", *checks(result)]
+        if translated < total:
+            lines.append(f"ℹ️ {total - translated} segments came back empty and keep their original words.")
+        return "\n\n".join(lines)
+    head = "⏹️ Stopped" if stopped else f"⚠️ {error}"
+    kept = (f"The {translated} segments translated by then are in the file below; the other {total - translated} "
+            "keep their original words." if translated else "Nothing was translated.")
+    return f"{head}\n\n📄 {code(filename)}: {kept}"
 
 
 def waiting(info: WaitInfo) -> str:
@@ -393,7 +472,11 @@ def load_finished(p: Progress, tail: Sequence[str]) -> str:
 # help -----------------------------------------------------------------------
 USER_HELP = """**Baton translates what you type.**
 
-- Pick the languages in the chat settings (the sliders icon next to the message box). The source language is detected by default.
+- Pick the languages under **From** and **To**, below the message box. The source language is detected by default; every answer names its pair.
+- Keep your own terms: `/glossary add station = gare [for fr]`, `/glossary list`, `/glossary remove station`. Each answer is checked for them.
+- Markdown, code, links, HTML tags and placeholders such as `{name}` or `%s` are kept as they are.
+- Drop a `.txt`, `.md`, `.srt`, `.html` or `.docx` file into the chat to get it back translated, with the same structure.
+- Your last messages go with each new one as context, for versions that can use it (switch it off in the settings).
 - Press **Stop** to end an answer early: the part already translated is kept.
 - Every answer says which model version produced it and how long it took.
 - Your conversations are kept; find them in the sidebar."""  # noqa: E501 - Markdown, one line per item
@@ -402,7 +485,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 
 | command | what it does |
 |---|---|
-| `/load NAME MODEL_PATH [vLLM flags] [--template TEXT] [--max-tokens N]` | register a version and start it in the background |
+| `/load NAME MODEL_PATH [vLLM flags] [--template TEXT] [--template-terminology TEXT] [--template-contextual TEXT] [--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]` | register a version and start it in the background |
 | `/load NAME` | start a registered version again |
 | `/switch NAME [--force]` | send every new request to a ready version |
 | `/rollback` | switch back to the previous version (never gated: the way back) |
@@ -418,11 +501,15 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/audit [N]` | the last N (default 20) admin actions |
 | `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts |
 | `/keys add NAME [user\\|admin]` · `/keys revoke NAME` · `/keys list` | API keys for `/v1` (user) and `/admin/v1` (admin) |
+| `/glossary shared add SOURCE = TARGET [for LANG]` · `/glossary shared remove SOURCE [for LANG]` | the glossary every user gets (a user's own term wins) |
 
 A relative MODEL_PATH is under the model root (BATON_MODEL_ROOTS). Quote arguments with spaces.
 A template uses `{source_lang}`, `{target_lang}` and `{text}`; write `\\n` for a line break, e.g.
 `/load v3 demo-v3 --dtype float32 --template "Translate from {source_lang} to {target_lang}:\\n{text}\\n"`.
 `--max-tokens N` caps the length of each answer; without it an answer may fill what the context leaves.
+A terminology template also has `{terms}` (one line per glossary term that occurs in the text, written by
+`--term-format`, default `{source_term} → {target_term}`), a contextual one `{context}` (the user's last turns);
+a formatted one gets text with markup in it. A version without the template a request needs gets the plain one.
 With a gate set (BATON_GATE_SET), `/switch`, `/promote` and a rollout's last step refuse a version without a
 current `/eval` on it, or whose chrF is more than BATON_GATE_MAX_DROP below the active version's; `--force`
 overrides (audited)."""  # noqa: E501 - Markdown table rows cannot wrap

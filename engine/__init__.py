@@ -2,6 +2,8 @@
 
 Never imports Chainlit: the chat app, the tests and the benchmarks all drive `Engine`.
 """
+from .detect import Detection
+from .documents import Document
 from .errors import (
     BatonError,
     Conflict,
@@ -22,13 +24,15 @@ from .scoring import Scores
 from .settings import Settings
 from .shadow import ShadowStats
 from .states import Desired, State
+from .terminology import Term
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
 from .types import AuditEvent, Deployment, Sampling, VersionSpec
 
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
+    "Detection", "Document",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
     "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
-    "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "TranslationRequest",
+    "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "Term", "TranslationRequest",
     "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
 ]

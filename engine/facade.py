@@ -13,17 +13,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from . import evalsets, evaluation, gate, logfile, metrics, orphans, rollout, translate, validation
+from . import (
+    detect,
+    documents,
+    evalsets,
+    evaluation,
+    formats,
+    gate,
+    logfile,
+    metrics,
+    orphans,
+    rollout,
+    sequence,
+    terminology,
+    translate,
+    validation,
+)
 from .backend import Backend
+from .detect import Detection
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
-from .languages import NAMES
+from .languages import CODES, NAMES
 from .livestats import LiveStats, Sample
 from .notices import Notices
 from .pool import Pool
@@ -34,6 +50,7 @@ from .shadow import ShadowRunner, ShadowStats
 from .states import LOADING, Desired, State
 from .store import Change, Store
 from .supervisor import Supervisor
+from .templates import Capability
 from .translate import (
     BackendFailed,
     BackendRequest,
@@ -47,6 +64,8 @@ from .translate import (
 from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, RolloutRecord, Sampling, VersionSpec
 
 log = logging.getLogger("baton.engine")
+# A detected language at least this sure, and the same as the target: the text needs no translation.
+SAME_LANGUAGE_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,7 @@ class Engine:
         *,
         flags: list[str] | tuple[str, ...] = (),
         prompt_template: str | None = None,
+        templates: Mapping[str, str] | None = None,
         interpreter: str | Path | None = None,
         sampling: Sampling | None = None,
         max_tokens: int | None = None,
@@ -197,7 +217,8 @@ class Engine:
         actor: str = "system",
     ) -> VersionSpec:
         """Validate and save a version's recipe. Nothing is started. `max_tokens` overrides the
-        cap of the given (or already saved) sampling."""
+        cap of the given (or already saved) sampling; `templates` (by capability) replace the saved
+        ones when given."""
         args = {"name": name, "model_path": str(model_path), "flags": list(flags)}
         async with self._refusals_audited(actor, "register", args), self._lock:
             validation.check_name(name)
@@ -214,6 +235,8 @@ class Engine:
                 flags=validation.check_flags(list(flags), self.settings),
                 interpreter=validation.check_interpreter(interpreter, self.settings),
                 prompt_template=validation.check_template(template) if template else DEFAULT_TEMPLATE,
+                templates=validation.check_templates(templates if templates is not None
+                                                     else existing.templates if existing else {}),
                 sampling=_with_cap(sampling or (existing.sampling if existing else Sampling()), max_tokens),
                 notes=notes,
                 created_by=actor,
@@ -734,18 +757,122 @@ class Engine:
         on_route: Callable[[RouteInfo], Awaitable[None]] | None = None,
         on_restart: Callable[[Restart], Awaitable[None]] | None = None,
     ) -> TranslationResult:
-        """Stream one translation, with each version's own prompt template. `on_route` hears which
+        """Stream one translation, with each version's own prompt templates. `on_route` hears which
         version answers before any token. When a backend dies, hangs or stalls during the answer,
         the answer is translated again from the start on a ready version (`on_restart` hears it
-        first, to discard the partial text): an answer is never stitched from two versions."""
+        first, to discard the partial text): an answer is never stitched from two versions.
+
+        An "auto" source is detected; glossary terms that occur in the text go to a terminology
+        template; formatting (code, links, tags, placeholders) goes to a formatted template, or is
+        kept verbatim while the text between is translated piece by piece by the same version.
+        The result says what was used, what the version lacked, and which terms or formatting
+        did not survive."""
         translate.validate(req)
+        req, detected = await self._prepared(req, req.text)
+        pieces = None if formats.is_plain(req.text) else formats.split(req.text)
 
         async def on_chunk(chunk: Chunk) -> None:
             if chunk.text:
                 await on_token(chunk.text)
 
-        return await self._answer(req.conversation_id, req.version, translate.for_translation(req), on_chunk,
-                                  on_wait, on_route, on_restart)
+        async def run(route: Route) -> TranslationResult:
+            spec = route.backend.spec
+            chosen = translate.choice(spec, req)
+            if pieces is None or chosen.capability is Capability.FORMATTED:
+                result = await translate.stream(route, translate.for_translation(req)(spec), on_chunk, self._limits)
+            else:
+                code = CODES.get(req.target_lang, "")
+                items = [replace(req, text=p.text, terms=terminology.relevant(req.terms, p.text, code))
+                         if p.translate else p.text for p in pieces]
+                result = await sequence.run(route, items, self._limits, on_text=on_token)
+            return replace(result, capability=chosen.capability.value, note=chosen.note)
+
+        result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart,
+                                    shadow=translate.for_translation(req) if pieces is None else None)
+        return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
+                       terms=req.terms, missing_terms=terminology.missing(result.text, req.terms),
+                       format_lost=tuple(formats.lost(req.text, result.text)) if pieces is not None else ())
+
+    async def open_document(self, filename: str, data: bytes) -> documents.Document:
+        """A document's segments to translate, within the size limits (checked off the event loop)."""
+        doc = await asyncio.to_thread(documents.read_document, filename, data,
+                                      max_bytes=self.settings.document_max_bytes,
+                                      max_segments=self.settings.document_max_segments)
+        for i, segment in enumerate(doc.segments, 1):
+            try:
+                translate.validate(TranslationRequest(segment, "-"))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"Segment {i} of {filename}: {exc.what}", exc.fix) from None
+        return doc
+
+    async def translate_document(
+        self,
+        doc: documents.Document,
+        req: TranslationRequest,
+        done: list[str | None],
+        on_progress: Callable[[int, int], Awaitable[None]],
+        on_route: Callable[[RouteInfo], Awaitable[None]] | None = None,
+        on_restart: Callable[[Restart], Awaitable[None]] | None = None,
+        on_wait: Callable[[WaitInfo], Awaitable[None]] | None = None,
+    ) -> TranslationResult:
+        """Translate every segment of `doc` with one version, from the first to the last, even when
+        an admin switches halfway: the document holds its version's lease until it is done. Each
+        translated segment lands in `done` (its index), so a caller stopped halfway keeps what is
+        done. A version that fails mid-document has it translated again, whole, by another."""
+        segments = list(doc.segments)
+        if not segments:
+            raise InvalidArgument(f"{doc.filename} has no text to translate.", "Send a document with some text in it.")
+        req, detected = await self._prepared(req, "\n".join(segments[:40]))
+        code = CODES.get(req.target_lang, "")
+        items = [replace(req, text=s, terms=terminology.relevant(req.terms, s, code)) for s in segments]
+
+        async def on_done(i: int, text: str) -> None:
+            done[i] = text
+            await on_progress(sum(t is not None for t in done), len(segments))
+
+        async def run(route: Route) -> TranslationResult:
+            done[:] = [None] * len(segments)
+            await on_progress(0, len(segments))
+            with route.backend.traffic.lease():  # an unload drains the document, as it drains an answer
+                result = await sequence.run(route, items, self._limits, on_done=on_done)
+            chosen = translate.choice(route.backend.spec, replace(req, text=segments[0]))
+            return replace(result, capability=chosen.capability.value, note=chosen.note)
+
+        result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart)
+        all_terms = tuple({t: None for it in items for t in it.terms})
+        return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
+                       terms=all_terms, missing_terms=terminology.missing(result.text, all_terms))
+
+    async def rebuild_document(self, doc: documents.Document, done: Sequence[str | None],
+                               filename: str) -> tuple[bytes, str]:
+        """The translated file (an untranslated or empty segment keeps its original words), and
+        how its structure differs from the original's ("" when it is the same)."""
+        def build() -> tuple[bytes, str]:
+            data = doc.rebuild([t or None for t in done])
+            before, after = doc.structure(), documents.structure_of(filename, data)
+            differs = [f"{k}: {before.get(k, 0)} → {after.get(k, 0)}" for k in sorted({*before, *after})
+                       if before.get(k, 0) != after.get(k, 0)]
+            return data, ", ".join(differs)
+
+        return await asyncio.to_thread(build)
+
+    async def _prepared(self, req: TranslationRequest, sample: str) -> tuple[TranslationRequest, Detection | None]:
+        """The request with its source language detected (from `sample`) when it was "auto", and
+        only the glossary terms that occur in its text. Text already in the target language is
+        refused with a hint: translating it could only give it back."""
+        detected = None
+        if req.source_lang in ("", "auto"):
+            detected = await asyncio.to_thread(detect.detect, sample)
+            if detected is not None:
+                name = NAMES[detected.code]
+                if name == req.target_lang and detected.confidence >= SAME_LANGUAGE_CONFIDENCE:
+                    raise InvalidArgument(
+                        f"This text already reads as {name} ({detected.confidence:.0%} sure), the language "
+                        f"it would be translated into.",
+                        "Choose another target language, or name the source language if it is not "
+                        f"{name}.")
+                req = replace(req, source_lang=name)
+        return replace(req, terms=terminology.relevant(req.terms, req.text, CODES.get(req.target_lang, ""))), detected
 
     async def complete(
         self,
@@ -758,19 +885,26 @@ class Engine:
         deadlines and failover as a translation. Without `on_restart` the caller cannot take back
         what it relayed, so a backend failing after the first text raises BackendFailed instead
         of answering again. A pinned `req.version` gets no failover."""
-        return await self._answer(req.conversation_id, req.version, translate.for_completion(req), on_chunk,
-                                  None, on_route, on_restart)
+        request_for = translate.for_completion(req)
+
+        async def run(route: Route) -> TranslationResult:
+            return await translate.stream(route, request_for(route.backend.spec), on_chunk, self._limits)
+
+        return await self._answer(req.conversation_id, req.version, run, None, on_route, on_restart,
+                                  shadow=request_for)
 
     async def _answer(
         self,
         conversation_id: str,
         pinned: str | None,
-        request_for: Callable[[VersionSpec], BackendRequest],
-        on_chunk: Callable[[Chunk], Awaitable[None]],
+        run: Callable[[Route], Awaitable[TranslationResult]],
         on_wait: Callable[[WaitInfo], Awaitable[None]] | None,
         on_route: Callable[[RouteInfo], Awaitable[None]] | None,
         on_restart: Callable[[Restart], Awaitable[None]] | None,
+        shadow: Callable[[VersionSpec], BackendRequest] | None = None,
     ) -> TranslationResult:
+        """`run` on a route, and again on another version when the backend fails (up to
+        request_attempts). `shadow` builds the request a shadow version would get."""
         failed: set[tuple[str, int]] = set()
         note = ""
         attempts = 1 if pinned else self.settings.request_attempts
@@ -780,7 +914,7 @@ class Engine:
             if on_route:
                 await on_route(route.info)
             try:
-                result = await translate.stream(route, request_for(route.backend.spec), on_chunk, self._limits)
+                result = await run(route)
             except BackendFailed as exc:
                 if not pinned:
                     self.live.answered(route.backend.name, ok=False)
@@ -794,7 +928,8 @@ class Engine:
                 continue
             if not pinned:  # an empty answer has no first token to time
                 self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None)
-                self.shadows.offer(result, request_for)
+                if shadow is not None:
+                    self.shadows.offer(result, shadow)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")
 

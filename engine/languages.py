@@ -19,3 +19,4 @@ LANGUAGES: tuple[tuple[str, str], ...] = (
     ("bo", "Tibetan"), ("kk", "Kazakh"), ("mn", "Mongolian"), ("ug", "Uyghur"), ("yue", "Cantonese"),
 )
 NAMES: dict[str, str] = dict(LANGUAGES)
+CODES: dict[str, str] = {name: code for code, name in LANGUAGES}

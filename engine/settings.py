@@ -85,6 +85,9 @@ class Settings(BaseSettings):
 
     # Evaluation sets (/eval): NAME.tsv directly under one of these folders.
     eval_roots: list[Path] = Field(default_factory=list)  # default: data_dir/eval
+    # Documents dropped into the chat: their size, and how many segments one may have.
+    document_max_bytes: int = Field(default=2_000_000, ge=1_000)
+    document_max_segments: int = Field(default=2_000, ge=1)
     eval_concurrency: int = Field(default=4, ge=1, le=64)  # rows of one evaluation translated at once
     # The quality gate: with a set named here, a switch or promote needs a current evaluation on it
     # and may lose at most gate_max_drop chrF points against the active version (engine/gate.py).

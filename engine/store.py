@@ -52,6 +52,7 @@ class VersionRow(Base):
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     interpreter: Mapped[str | None] = mapped_column(Text, nullable=True)
     prompt_template: Mapped[str] = mapped_column(Text)
+    templates: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # by capability
     sampling: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # Sampling's fields
     notes: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128), default="")
@@ -161,6 +162,7 @@ def _spec(row: VersionRow) -> VersionSpec:
         flags=tuple(row.flags or ()),
         interpreter=Path(row.interpreter) if row.interpreter else None,
         prompt_template=row.prompt_template,
+        templates=dict(row.templates or {}),
         sampling=Sampling(**s),
         notes=row.notes,
         created_by=row.created_by,
@@ -301,6 +303,7 @@ class Store:
             flags=list(spec.flags),
             interpreter=str(spec.interpreter) if spec.interpreter else None,
             prompt_template=spec.prompt_template,
+            templates=dict(spec.templates),
             sampling={**asdict(spec.sampling), "stop": list(spec.sampling.stop)},
             notes=spec.notes,
             created_by=spec.created_by,

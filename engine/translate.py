@@ -12,9 +12,12 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from . import metrics
+from . import formats, metrics, templates
+from .detect import Detection
 from .errors import BatonError, InvalidArgument
 from .router import Route
+from .templates import Capability, Needs
+from .terminology import Term
 from .types import Sampling, VersionSpec
 
 MAX_TEXT_CHARS = 4000
@@ -27,6 +30,11 @@ class TranslationRequest:
     source_lang: str = "auto"
     conversation_id: str = ""
     version: str | None = None  # pinned to this version (no failover, not in live stats): an evaluation
+    terms: tuple[Term, ...] = ()  # glossary terms; those that occur in the text go to a terminology template
+    context: str = ""  # earlier turns, for a contextual template: context, never translated itself
+
+    def needs(self) -> Needs:
+        return Needs(self.terms, self.context, formatted=not formats.is_plain(self.text))
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,15 @@ class TranslationResult:
     served_by: str  # the model name the backend itself reported
     failover_note: str = ""
     retranslated: str = ""  # why an earlier attempt was discarded and the answer translated again
+    # What the translator sees besides the text (filled in by Engine.translate):
+    source_lang: str = ""  # the source language's name the prompt used, given or detected
+    target_lang: str = ""
+    detected: Detection | None = None  # when the source was detected
+    capability: str = Capability.PLAIN.value  # the template that was used
+    note: str = ""  # a template the version lacked
+    terms: tuple[Term, ...] = ()  # the glossary terms the answer should contain
+    missing_terms: tuple[Term, ...] = ()
+    format_lost: tuple[str, ...] = ()  # formatting that did not survive
 
 
 @dataclass(frozen=True)
@@ -102,13 +119,18 @@ class BackendFailed(BatonError):
         self.refused = refused  # the backend rejected the request itself: a retry gets the same answer
 
 
+def choice(spec: VersionSpec, req: TranslationRequest) -> templates.Choice:
+    return templates.choose(spec.name, spec.prompt_template, spec.templates, req.needs())
+
+
 def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
     source = "the detected language" if req.source_lang in ("", "auto") else req.source_lang
-    return spec.prompt_template.format(source_lang=source, target_lang=req.target_lang, text=req.text)
+    return templates.fill(choice(spec, req), spec.templates, source_lang=source, target_lang=req.target_lang,
+                          text=req.text, needs=req.needs())
 
 
 def for_translation(req: TranslationRequest) -> Callable[[VersionSpec], BackendRequest]:
-    """Each version's own prompt template and sampling: switching a version switches its prompt."""
+    """Each version's own prompt templates and sampling: switching a version switches its prompt."""
     return lambda spec: BackendRequest(spec.sampling, prompt=build_prompt(spec, req))
 
 

@@ -1,6 +1,7 @@
 """Plain data passed across the engine's seams."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,9 @@ class VersionSpec:
     served_name: str
     flags: tuple[str, ...] = ()
     interpreter: Path | None = None
-    prompt_template: str = DEFAULT_TEMPLATE
+    prompt_template: str = DEFAULT_TEMPLATE  # the plain one
+    # More templates by capability (engine.templates: terminology, contextual, formatted, term)
+    templates: Mapping[str, str] = field(default_factory=dict)
     sampling: Sampling = field(default_factory=Sampling)
     notes: str = ""
     created_by: str = ""

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import InvalidArgument
 from .settings import Settings
+from .templates import OPTIONAL, REQUIRED, SLOTS, Capability
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 FLAG_VALUE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
-TEMPLATE_FIELDS = {"source_lang", "target_lang", "text"}
 MAX_TEMPLATE_CHARS = 4000
 MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 
@@ -97,23 +98,43 @@ def check_max_tokens(max_tokens: int) -> int:
     return max_tokens
 
 
-def check_template(template: str) -> str:
-    hint = "Use the fields {source_lang}, {target_lang} and {text}; write {{ and }} for literal braces."
+def check_template(template: str, capability: Capability = Capability.PLAIN) -> str:
+    allowed, required = SLOTS[capability], REQUIRED[capability]
+    what_template = "prompt template" if capability is Capability.PLAIN else f"{capability.value} template"
+    hint = (f"Use the fields {', '.join('{' + f + '}' for f in sorted(allowed))}, with "
+            f"{' and '.join('{' + f + '}' for f in sorted(required))}; write {{{{ and }}}} for literal braces.")
     if len(template) > MAX_TEMPLATE_CHARS:
-        raise InvalidArgument(f"The prompt template is longer than {MAX_TEMPLATE_CHARS} characters.", "Shorten it.")
+        raise InvalidArgument(f"The {what_template} is longer than {MAX_TEMPLATE_CHARS} characters.", "Shorten it.")
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
-        raise InvalidArgument(f"The prompt template is malformed ({exc}).", hint) from None
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown or "text" not in fields:
-        what = f"unknown fields {sorted(unknown)}" if unknown else "no {text} field"
-        raise InvalidArgument(f"The prompt template has {what}.", hint)
+        raise InvalidArgument(f"The {what_template} is malformed ({exc}).", hint) from None
+    unknown, absent = fields - allowed, required - fields
+    if unknown or absent:
+        missing = " or ".join("{" + f + "}" for f in sorted(absent))
+        what = f"unknown fields {sorted(unknown)}" if unknown else f"no {missing} field"
+        raise InvalidArgument(f"The {what_template} has {what}.", hint)
     marker = "\x00text\x00"
+    main = "source_term" if capability is Capability.TERM else "text"
     try:  # nested fields in format specs ("{text:{x}}") only show up when formatting
-        filled = template.format(source_lang="", target_lang="", text=marker)
+        filled = template.format(**{f: "" for f in allowed} | {main: marker})
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise InvalidArgument(f"The prompt template cannot be filled in ({type(exc).__name__}: {exc}).", hint) from None
+        raise InvalidArgument(f"The {what_template} cannot be filled in ({type(exc).__name__}: {exc}).", hint) from None
     if marker not in filled:  # e.g. "{text:.0}" fills in as nothing: the model would never see the text
-        raise InvalidArgument("The prompt template drops the text ({text} has a format that cuts it).", hint)
+        raise InvalidArgument(f"The {what_template} drops the text ({{{main}}} has a format that cuts it).", hint)
     return template
+
+
+def check_templates(templates: Mapping[str, str]) -> dict[str, str]:
+    """A recipe's extra templates, by capability name (terminology, contextual, formatted, term)."""
+    out: dict[str, str] = {}
+    for key, template in templates.items():
+        try:
+            capability = Capability(key)
+        except ValueError:
+            capability = None
+        if capability is None or capability not in OPTIONAL:
+            raise InvalidArgument(f"'{str(key)[:40]}' is not a template capability.",
+                                  f"Use one of: {', '.join(c.value for c in OPTIONAL)}.")
+        out[capability.value] = check_template(template, capability)
+    return out

@@ -58,6 +58,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         async def work() -> VersionStatus:
             if body.model_path is not None:
                 await engine.register(body.name, body.model_path, flags=body.flags, prompt_template=body.template,
+                                      templates=body.templates,
                                       max_tokens=body.max_tokens, actor=key.actor)
             return await engine.load(body.name, actor=key.actor)
 

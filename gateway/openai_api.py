@@ -10,13 +10,21 @@ from fastapi import APIRouter, Depends, Header, Response
 
 from admin import languages
 from admin.keys import ApiKey
-from engine import CompletionRequest, Engine, Health, TranslationRequest
+from engine import CompletionRequest, Engine, Health, Term, TranslationRequest
 
 from .auth import Auth
 from .config import GatewayConfig
 from .errors import ApiError, ErrorShapedRoute, unavailable
 from .relay import Relay
-from .schemas import ChatBody, CompletionBody, SamplingFields, TranslateBody, TranslateResult, Translation
+from .schemas import (
+    ChatBody,
+    CompletionBody,
+    GlossaryTerm,
+    SamplingFields,
+    TranslateBody,
+    TranslateResult,
+    Translation,
+)
 
 Conversation = Annotated[str | None, Header(alias="X-Baton-Conversation", max_length=256)]
 
@@ -93,12 +101,21 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         conv = conversation or f"translate-{uuid.uuid4()}"
         gate = asyncio.Semaphore(config.translate_concurrency)
 
+        terms = tuple(Term(t.source, t.target) for t in body.glossary)
+
         async def one(text: str) -> Translation:
             async with gate:
                 result = await engine.translate(
-                    TranslationRequest(text, pair.target_name, pair.source_name, conv), _ignore)
+                    TranslationRequest(text, pair.target_name, pair.source_name, conv, terms=terms,
+                                       context=body.context), _ignore)
+            found = result.detected
             return Translation(text=result.text, version=result.version,
-                               detected_source_lang=None if pair.source == languages.AUTO else pair.source)
+                               detected_source_lang=found.code if found else None,
+                               detected_confidence=round(found.confidence, 3) if found else None,
+                               template=result.capability, note=result.note,
+                               missing_terms=[GlossaryTerm(source=t.source, target=t.target)
+                                              for t in result.missing_terms],
+                               format_lost=list(result.format_lost))
 
         # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
         try:

@@ -77,17 +77,37 @@ class ChatBody(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)  # OpenAI's newer name for max_tokens
 
 
+class GlossaryTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=100, description="A word or phrase of the source text.")
+    target: str = Field(min_length=1, max_length=100, description="The translation it must get.")
+
+
 class TranslateBody(BaseModel):
     text: list[str] = Field(min_length=1, description="Texts to translate, each on its own.")
     target_lang: str = Field(description="A language code, e.g. fr (GET /v1/translate/languages lists them).")
-    source_lang: str | None = Field(None, description="A language code; omitted or 'auto' to let the model tell.")
+    source_lang: str | None = Field(None, description="A language code; omitted or 'auto' to detect it.")
     model: str | None = Field(None, description="The service's alias (default), or a version for an admin key.")
+    glossary: list[GlossaryTerm] = Field(
+        default_factory=list, max_length=500,
+        description="Terms that occur in a text go to the version's terminology template; each answer is "
+                    "checked for them (missing_terms).")
+    context: str = Field("", max_length=4000,
+                         description="Text around these texts, for a contextual template; never translated itself.")
 
 
 class Translation(BaseModel):
     text: str
     version: str
-    detected_source_lang: str | None  # Baton has no detector yet: known only when source_lang was given
+    detected_source_lang: str | None = Field(description="The detected language's code, when source_lang was auto.")
+    detected_confidence: float | None = None
+    template: str = Field(description="The version's template that was used: plain, terminology, contextual, "
+                                      "formatted.")
+    note: str = Field("", description="A template the version lacked, when one was needed.")
+    missing_terms: list[GlossaryTerm] = Field(default_factory=list,
+                                              description="Glossary terms the translation does not contain.")
+    format_lost: list[str] = Field(default_factory=list, description="Formatting that did not survive.")
 
 
 class TranslateResult(BaseModel):
@@ -104,6 +124,9 @@ class LoadBody(BaseModel):
     model_path: str | None = Field(None, description="Register (or re-register) the recipe; omit to load a saved one.")
     flags: list[str] = Field(default_factory=list, description="vLLM flags from BATON_ALLOWED_FLAGS.")
     template: str | None = Field(None, description="Prompt template with {source_lang}, {target_lang}, {text}.")
+    templates: dict[str, str] | None = Field(
+        None, description="More templates by capability: terminology (with {terms}), contextual (with {context}), "
+                          "formatted, and term (one glossary line, with {source_term} and {target_term}).")
     max_tokens: int | None = Field(None, ge=1, le=32768)
 
 

@@ -261,13 +261,16 @@ class ChatClient:
         self.order: list[str] = []
         self.commands: list[dict] | None = None
         self.settings_widgets: list[dict] | None = None
+        self.modes: list[dict] = []  # the composer's pickers (From, To), as the server set them
+        self.picked: dict[str, str] = {}  # what this "browser" picked in them, over their defaults
+        self.elements: list[dict] = []  # files and other elements sent to this client
         self.actions: list[dict] = []
         self.sent: list[str] = []  # ids of the user messages this client sent
         self.busy = False  # between the server's task_start and task_end
         self._changed = asyncio.Condition()
         for name in ("new_message", "update_message", "delete_message", "stream_start", "stream_token",
                      "task_start", "task_end", "set_commands", "chat_settings", "action", "remove_action",
-                     "first_interaction", "resume_thread", "resume_thread_error", "toast"):
+                     "first_interaction", "resume_thread", "resume_thread_error", "toast", "set_modes", "element"):
             self.sio.on(name, self._handler(name))
 
     def _handler(self, name: str) -> Callable[[Any], Any]:
@@ -319,6 +322,10 @@ class ChatClient:
             self.commands = data
         elif name == "chat_settings":
             self.settings_widgets = data
+        elif name == "set_modes":
+            self.modes = data
+        elif name == "element":
+            self.elements.append(data)
         elif name == "action":
             self.actions.append(data)
         elif name == "remove_action":
@@ -371,8 +378,33 @@ class ChatClient:
         return sum(1 for n, _ in self.events if n == event)
 
     # talking ------------------------------------------------------------------
-    async def send(self, text: str, command: str | None = None) -> str:
-        """Send a user message like the composer does; its id."""
+    def chosen_modes(self) -> dict[str, str]:
+        """What the composer sends: each picker's picked option, else its default."""
+        defaults = {m["id"]: next((o["id"] for o in m["options"] if o.get("default")), m["options"][0]["id"])
+                    for m in self.modes if m["options"]}
+        return {**defaults, **self.picked}
+
+    def pick(self, **modes: str) -> None:
+        """Pick languages in the composer's From/To pickers (source=..., target=...)."""
+        self.picked.update(modes)
+
+    async def upload(self, name: str, data: bytes, mime: str) -> str:
+        """Upload a file the way the composer does before sending; its id for `send(files=...)`."""
+        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token}) as http:
+            r = await http.post("/project/file", params={"session_id": self.session_id},
+                                files={"file": (name, data, mime)})
+        assert r.status_code == 200, r.text
+        return r.json()["id"]
+
+    async def download(self, element: dict) -> bytes:
+        """A file element's content, fetched the way the browser's download link does."""
+        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token}) as http:
+            r = await http.get(f"/project/file/{element['chainlitKey']}", params={"session_id": self.session_id})
+        assert r.status_code == 200, r.text
+        return r.content
+
+    async def send(self, text: str, command: str | None = None, files: list[str] | None = None) -> str:
+        """Send a user message like the composer does (with its pickers' values); its id."""
         mid = str(uuid.uuid4())
         step: dict[str, Any] = {
             "threadId": self.thread_id or "", "id": mid, "name": self.username, "type": "user_message",
@@ -380,11 +412,15 @@ class ChatClient:
         }
         if command:
             step["command"] = command
+        if modes := self.chosen_modes():
+            step["modes"] = modes
         self.sent.append(mid)
-        await self.sio.emit("client_message", {"message": step, "fileReferences": None})
+        refs = [{"id": f} for f in files] if files else None
+        await self.sio.emit("client_message", {"message": step, "fileReferences": refs})
         return mid
 
-    async def ask(self, text: str, command: str | None = None, timeout: float = 60) -> list[Msg]:
+    async def ask(self, text: str, command: str | None = None, timeout: float = 60,
+                  files: list[str] | None = None) -> list[Msg]:
         """Send, wait until the server's task for it ends, and return the assistant messages
         that appeared after it (still present)."""
         # Let any running task (a settings change, a previous message) end first, so its
@@ -392,7 +428,7 @@ class ChatClient:
         await self.wait_for(lambda: not self.busy, timeout, "the previous task to end")
         before_end = self.count("task_end")
         before = len(self.order)
-        await self.send(text, command)
+        await self.send(text, command, files)
         await self.wait_for(lambda: self.count("task_end") > before_end, timeout, f"the answer to {text!r}")
         return [self.messages[i] for i in self.order[before:]
                 if self.messages[i].type == "assistant_message" and not self.messages[i].removed]

@@ -12,7 +12,8 @@ completions is answered 500, spread evenly: 0.2 fails every fifth), first_token_
 before the first chunk: a slow version), answer_as (the name its answers start with instead of its
 served name: two versions that answer alike), prefix (what an answer starts with instead of
 `<answer_as> says:`; "" answers the prompt's last words alone: with the template "{text}" an echo of
-the text). Like vLLM, it refuses
+the text), echo_prompt (answer with the whole prompt it got, after the prefix: what the template made of
+the request). Like vLLM, it refuses
 (400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     answered = [0]
     speaker = str(knobs.get("answer_as", served_name))
     prefix = str(knobs.get("prefix", f"{speaker} says:"))
+    echo_prompt = bool(knobs.get("echo_prompt"))
 
     async def health(_: Request) -> JSONResponse:
         ok = not hang and time.monotonic() - started >= startup_s
@@ -74,7 +76,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
                        f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
-        words = ([prefix] if prefix else []) + prompt.split()[-6:]
+        words = ([prefix] if prefix else []) + prompt.split()[0 if echo_prompt else -6:]
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 

@@ -321,14 +321,19 @@ async def test_stop_keeps_the_partial_translation(alice):
     assert partial.startswith("v2 says:") and not partial.endswith("eight"), partial
 
 
-async def test_language_settings_are_used_and_checked(alice):
-    await alice.change_settings(source_lang="en", target_lang="de")  # returns once the server applied them
+async def test_the_composer_pickers_set_the_pair_and_are_checked(alice):
+    assert {m["name"] for m in alice.modes} == {"From", "To"}, "the pair is beside the message box"
+    alice.pick(source="en", target="de")
     answer = await alice.ask("hello")
     assert answer, [n for n, _ in alice.events[-20:]]
     assert "English to German" in body(answer[-1])
-    await alice.change_settings(source_lang="en", target_lang="klingon")
-    await alice.wait_message(r"'klingon' is not a target language Baton knows.* did not change")
-    assert "English to German" in body((await alice.ask("hello again"))[-1]), "the last good choice stays"
+    assert "**English → German** · _Translated by" in answer[-1].output, "the answer names its pair"
+    alice.pick(target="klingon")  # a forged value: the browser's list has no such option
+    refused = await alice.ask("hello again")
+    assert "'klingon' is not a target language Baton knows" in refused[-1].output
+    assert "Nothing was translated" in refused[-1].output and "_Translated by" not in refused[-1].output
+    alice.pick(target="de")
+    assert "English to German" in body((await alice.ask("hello again"))[-1])
 
 
 async def test_users_add_keeps_no_password_in_history(app, admin):
@@ -397,8 +402,8 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
         outputs = [s.get("output", "") for s in resumed["steps"]]
         assert any("_Translated by **v1**" in o for o in outputs) and any("_Translated by **v2**" in o for o in outputs)
         assert [c["id"] for c in client.commands] == ["help"], "commands are sent again on resume"
-        langs = {w["id"]: w["initial"] for w in client.settings_widgets}
-        assert langs == {"source_lang": "en", "target_lang": "de"}, "the thread's languages come back"
+        langs = client.chosen_modes()
+        assert langs == {"source": "en", "target": "de"}, "the thread's languages come back in the pickers"
 
         msgs = await client.ask("back after the restart", timeout=60)
         assert msgs[-1].attribution == ("v1", "standby"), msgs[-1].output

@@ -191,11 +191,13 @@ async def test_translate_endpoint_uses_the_version_template(app, loaded):
         assert r.status_code == 200, r.text
         body = r.json()
         bad = await http.post("/v1/translate", json={"text": ["Hi"], "target_lang": "klingon"})
-    # The fake answers with the prompt's last six words: the default template, filled in, ends so.
-    assert [t["text"] for t in body["translations"]] == ["v1 says: detected language to French. Good morning",
-                                                         "v1 says: detected language to French. Thank you"]
+    # The fake answers with the prompt's last six words: the default template, filled in with the
+    # detected source language, ends so.
+    assert [t["text"] for t in body["translations"]] == ["v1 says: from English to French. Good morning",
+                                                         "v1 says: from English to French. Thank you"]
     assert {t["version"] for t in body["translations"]} == {"v1"}
-    assert body["target_lang"] == "fr" and body["translations"][0]["detected_source_lang"] is None
+    assert body["target_lang"] == "fr" and body["translations"][0]["detected_source_lang"] == "en"
+    assert 0 < body["translations"][0]["detected_confidence"] <= 1
     assert bad.status_code == 400 and "klingon" in bad.json()["error"]["message"]
 
 

@@ -1,0 +1,204 @@
+"""What translators expect, through the real app over its websocket, on the fake server: the
+language pair and the detected language on every answer, glossaries in the prompt and checked
+in the answer, earlier turns as context, formatting kept, and documents translated by one
+version from the first segment to the last.
+
+One app for the module; the tests run in file order (they switch versions). The fake versions:
+`v1` echoes the whole prompt it got (so a test sees what the template made of a request) and has
+terminology and contextual templates; `v2` and `slow` have the template "{text}" and answer
+"<name>: <text>", so a translated piece shows which version made it.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from engine import documents
+from tests import chatkit as ck
+from tests import docsamples
+
+ADMIN = ("root", "root-password-1")
+ALICE = ("alice", "alice-password-1")
+BOB = ("bob", "bob-password-12")
+TERMINOLOGY = "Use these terms:\\n{terms}\\nTranslate into {target_lang}:\\n{text}"
+CONTEXTUAL = "Context: {context}\\nTranslate into {target_lang}:\\n{text}"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("baton-translator")
+    ck.make_fake_model(d, "v1", echo_prompt=True)
+    ck.make_fake_model(d, "v2", prefix="v2:")
+    ck.make_fake_model(d, "slow", prefix="slow:", token_delay_s=0.05)
+    return {**ck.fake_env(d), "BATON_PORT_MIN": "30200", "BATON_PORT_MAX": "30499"}
+
+
+@pytest.fixture(scope="module")
+def app(env):
+    with ck.running_app(env, admin=ADMIN) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def admin(app):
+    client = await ck.connect(app.url, *ADMIN)
+    loads = {"v1": f'/load v1 v1 --template-terminology "{TERMINOLOGY}" --template-contextual "{CONTEXTUAL}"',
+             "v2": '/load v2 v2 --template "{text}"', "slow": '/load slow slow --template "{text}"'}
+    for line in loads.values():
+        assert "Loading" in await client.reply(line)
+    for name in loads:
+        await client.wait_message(rf"`{name}` is ready", timeout=30)
+    assert "Switched" in await client.reply("/switch v1")
+    for user, password in (ALICE, BOB):
+        assert "Added" in await client.reply(f"/users add {user} {password} user")
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def alice(app, admin):
+    async with ck.chatting(app.url, *ALICE) as client:
+        yield client
+
+
+DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+async def answer(chat: ck.ChatClient, text: str) -> str:
+    return (await chat.ask(text))[-1].output
+
+
+def texts(name: str, data: bytes) -> list[str]:
+    """The text segments of a file, as the document reader finds them."""
+    return list(documents.read_document(name, data, max_bytes=10**7, max_segments=10**5).segments)
+
+
+def long_srt(cues: int) -> bytes:
+    phrases = list(docsamples.phrasebook("en", "fr"))[:cues]
+    return "".join(f"{i}\n00:00:{i:02d},000 --> 00:00:{i:02d},900\n{p}\n\n"
+                   for i, p in enumerate(phrases, 1)).encode()
+
+
+async def test_every_answer_names_its_pair_and_the_detected_language(alice):
+    out = await answer(alice, "Good morning")
+    assert re.search(r"\*\*English → French\*\* \(detected, \d+% sure\) · _Translated by \*\*v1\*\*", out), out
+    assert "from English to French" in out, "the detected language, not 'the detected language', is in the prompt"
+    alice.pick(source="de")
+    out = await answer(alice, "Guten Morgen")
+    assert "**German → French** · _Translated by" in out and "detected" not in out.split("_Translated")[0], out
+    alice.pick(source="auto")
+
+
+async def test_text_already_in_the_target_language_gets_a_hint(alice):
+    out = await answer(alice, "Bonjour tout le monde, merci beaucoup pour votre aide")
+    assert "already reads as French" in out and "Choose another target language" in out, out
+    assert "_Translated by" not in out, "nothing went to a model"
+
+
+async def test_a_glossary_term_reaches_the_prompt_and_is_checked(app, admin, alice):
+    reply = await answer(alice, "/glossary add station = gare")
+    assert "Added in your glossary: `station` = `gare`" in reply, reply
+    out = await answer(alice, "Where is the station?")
+    assert "Use these terms: station → gare" in out, "the terminology template got the term"
+    assert "📖 Glossary: ✅ `gare`" in out, out
+    assert "| station | gare | every target |" in await answer(alice, "/glossary list")
+
+    # Another user's glossary is their own; a shared term is everyone's, and only admins keep it.
+    async with ck.chatting(app.url, *BOB) as bob:
+        assert "Glossary" not in await answer(bob, "Where is the station?")
+        assert "Only admins keep the shared glossary" in await answer(bob, "/glossary shared add train = TGV")
+    assert "Added in the shared glossary" in await answer(admin, "/glossary shared add train = TGV for fr")
+    out = await answer(alice, "The train to the station")
+    assert "station → gare" in out and "train → TGV" in out and "✅ `TGV`" in out, out
+
+    # A version without a terminology template: the answer says so and shows the missing term.
+    assert "Switched" in await answer(admin, "/switch v2")
+    out = await answer(alice, "Where is the station?")
+    assert out.startswith("v2: Where is the station?"), out
+    assert "v2 has no terminology template, so your glossary terms were not given to it" in out
+    assert "❌ `gare` missing (for `station`)" in out, out
+    assert "Removed `station`" in await answer(alice, "/glossary remove station")
+    assert "no term 'station'" in await answer(alice, "/glossary remove station")
+    assert "Switched" in await answer(admin, "/switch v1")
+
+
+async def test_earlier_turns_reach_the_contextual_template(alice):
+    await answer(alice, "Thank you very much")
+    out = await answer(alice, "See you tomorrow")
+    assert "Context:" in out and "Thank you very much" in out.split("Translate into")[0], out
+    await alice.change_settings(context=False)
+    out = await answer(alice, "Good night")
+    assert "Context:" not in out and "Translate the following text" in out, "the setting turns context off"
+    await alice.change_settings(context=True)
+
+
+async def test_markdown_code_links_and_placeholders_survive(admin, alice):
+    assert "Switched" in await answer(admin, "/switch v2")
+    text = ("# Tickets\n\nRun `baton status` and read [the guide](https://example.com/guide) "
+            "for {name} <b>today</b> %s\n\n```\nkeep = this\n```")
+    out = await answer(alice, text)
+    body = out.split("\n\n**")[0]
+    for kept in ("# v2: Tickets", "`baton status`", "](https://example.com/guide)", "[v2: the guide]", "{name}",
+                 "<b>v2: today</b>", "%s", "```\nkeep = this\n```"):
+        assert kept in body, (kept, body)
+    assert "Formatting not kept" not in out, out
+
+
+async def test_a_docx_and_an_srt_come_back_with_the_same_structure(alice):
+    for name, data, mime in (("letter.docx", docsamples.sample_docx()[0], DOCX_MIME),
+                             ("film.srt", docsamples.sample_srt()[0], "application/x-subrip")):
+        before = len(alice.elements)
+        ref = await alice.upload(name, data, mime)
+        msgs = await alice.ask("", files=[ref], timeout=60)
+        status = next(m.output for m in msgs if "segments translated" in m.output)
+        assert "all by one version" in status and "structure differs" not in status, status
+        element = await alice.wait_for(lambda: alice.elements[before:] and alice.elements[-1], 10, "the file")
+        assert element["name"] == name.replace(".", ".fr.")
+        translated = await alice.download(element)
+        assert documents.structure_of(name, translated) == documents.structure_of(name, data)
+        done = texts(name, translated)
+        assert len(done) == len(texts(name, data)) and all(t.startswith("v2: ") for t in done), done
+
+
+async def test_a_document_in_flight_during_a_switch_is_finished_by_one_version(admin, alice):
+    assert "Switched" in await answer(admin, "/switch slow")
+    data = long_srt(40)
+    ref = await alice.upload("long.srt", data, "application/x-subrip")
+    before = len(alice.elements)
+    mark = len(alice.order)
+    await alice.send("", files=[ref])
+    await alice.wait_for(lambda: alice.find(r"Translating `long.srt`: \S+ ([1-9]\d*) / ", after=mark), 30,
+                         "the document to be under way")
+    assert "Switched" in await answer(admin, "/switch v2")
+    element = await alice.wait_for(lambda: alice.elements[before:] and alice.elements[-1], 60, "the file")
+    done = texts("long.srt", await alice.download(element))
+    assert len(done) == 40 and all(t.startswith("slow: ") for t in done), "every segment from the version that started it"
+    status = alice.find(r"segments translated", after=mark)
+    assert status is not None and "_Translated by **slow**" in status.output
+    # New text goes to the version switched to.
+    assert (await answer(alice, "Good morning")).startswith("v2:")
+
+
+async def test_stop_keeps_the_segments_done(admin, alice):
+    assert "Switched" in await answer(admin, "/switch slow")
+    ref = await alice.upload("stopped.srt", long_srt(40), "application/x-subrip")
+    before, mark = len(alice.elements), len(alice.order)
+    await alice.send("", files=[ref])
+    await alice.wait_for(lambda: alice.find(r"Translating `stopped.srt`: \S+ ([3-9]|\d\d) / ", after=mark), 30,
+                         "a few segments")
+    await alice.stop()
+    element = await alice.wait_for(lambda: alice.elements[before:] and alice.elements[-1], 30, "the partial file")
+    got = texts("stopped.srt", await alice.download(element))
+    done = [t for t in got if t.startswith("slow: ")]
+    assert 3 <= len(done) < len(got) == 40, "what was done is kept, the rest in its original words"
+    await alice.wait_for(lambda: alice.find(r"Stopped.*keep their original words", after=mark), 10, "the note")
+
+
+async def test_documents_too_big_or_of_an_unknown_kind_are_refused(alice):
+    for name, data, expected in (("notes.pdf", b"%PDF-1.4", r"\.pdf"), ("broken.docx", b"not a zip", "docx")):
+        ref = await alice.upload(name, data, "application/octet-stream")
+        msgs = await alice.ask("", files=[ref])
+        assert re.search(expected, msgs[-1].output) and "⚠️" in msgs[-1].output, msgs[-1].output
+    await asyncio.sleep(0)
