@@ -60,7 +60,8 @@ test-fast: install-app lint
 # nginx + `nginx -s reload` against the app's OpenAI-compatible gateway (one client process drives
 # both over HTTP; plus the gateway's overhead against direct vLLM), then chaos: backends killed,
 # frozen and stalled under traffic, on real vLLM and on the fake server; then the demo versions
-# evaluated and one /rollout of demo-v2 (docs/rollout.png). About 50 minutes on 2 cores.
+# evaluated and one /rollout of demo-v2 (docs/rollout.png), and language detection on the
+# phrasebook. About 50 minutes on 2 cores.
 bench: install
 	$(APP)/bin/pip install -q -e '.[test,bench]'
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
@@ -72,6 +73,7 @@ bench: install
 	$(APP)/bin/python -m benchmarks.chaos_bench --backend vllm
 	$(APP)/bin/python -m benchmarks.chaos_bench --backend fake
 	$(APP)/bin/python -m benchmarks.quality_bench
+	$(APP)/bin/python -m benchmarks.detect_bench
 	$(APP)/bin/python -m benchmarks.report
 
 clean:
