@@ -1,6 +1,7 @@
 """Documents: read a file, translate its segments, get the same file back with its structure kept."""
 from __future__ import annotations
 
+import base64
 import io
 import re
 import zipfile
@@ -30,6 +31,9 @@ def translated(document: documents.Document) -> bytes:
     return rebuilt
 
 
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="  # 1x1 PNG
+
+
 def rich_docx() -> bytes:
     document = docx.Document()
     document.sections[0].header.paragraphs[0].text = "Company report"
@@ -39,6 +43,8 @@ def rich_docx() -> bytes:
     mixed.add_run("bold").bold = True
     mixed.add_run(" word and {count} items.")
     document.add_paragraph().add_run("The third paragraph is bold.").bold = True
+    pictured = document.add_paragraph("A picture follows")
+    pictured.add_run().add_picture(io.BytesIO(base64.b64decode(PIXEL)))
     document.add_heading("Details", level=2)
     table = document.add_table(rows=2, cols=2)
     table.style = "Table Grid"
@@ -60,9 +66,9 @@ def test_docx_keeps_paragraphs_styles_and_tables():
     data = rich_docx()
     document = read("report.docx", data)
     assert list(document.segments) == ["Annual summary", "The first paragraph is plain.", "This sentence has a bold word and",
-                                       "items.", "The third paragraph is bold.", "Details", "Name", "Value", "Color",
+                                       "items.", "The third paragraph is bold.", "A picture follows", "Details", "Name", "Value", "Color",
                                        "Company report"]
-    assert document.structure() == {"paragraphs": 11, "tables": 1, "table cells": 4, "headings": 2, "images": 0}
+    assert document.structure() == {"paragraphs": 12, "tables": 1, "table cells": 4, "headings": 2, "images": 1}
 
     rebuilt = translated(document)
     before, after = paragraphs(data), paragraphs(rebuilt)
@@ -71,6 +77,7 @@ def test_docx_keeps_paragraphs_styles_and_tables():
     result = docx.Document(io.BytesIO(rebuilt))
     assert result.sections[0].header.paragraphs[0].text == "COMPANY REPORT"
     assert result.tables[0].style.name == "Table Grid"
+    assert result.paragraphs[4].text == "A PICTURE FOLLOWS" and len(result.inline_shapes) == 1
     bold_paragraph = result.paragraphs[3]
     assert bold_paragraph.runs[0].bold and bold_paragraph.text == "THE THIRD PARAGRAPH IS BOLD."
     # The known loss: a paragraph's text goes into its first run, so an inner bold word is not bold any more.
