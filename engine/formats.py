@@ -49,16 +49,17 @@ _TOKENS = re.compile(
             r"(?P<autolink><(?:https?://|mailto:)[^\s<>]*>)",
             r"(?P<tag></?[A-Za-z][\w:.-]*(?:\"[^\"]*\"|'[^']*'|[^'\"<>])*>)",
             r"(?P<entity>&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);)",
-            r"(?P<placeholder>\{\{[^{}]*\}\}|\{[\w.\[\]]*(?:![rsa])?(?::[^{}]*)?\}"
+            # {{x}}, {name}/{0}/{0:.2f}, {\an8} (subtitle override), %s/%(name)d/%1$s, $VAR/${VAR}
+            r"(?P<placeholder>\{\{[^{}]*\}\}|\{[\w.\[\]]*(?:![rsa])?(?::[^{}]*)?\}|\{\\[^{}]*\}"
             r"|%(?:\d+\$)?(?:\([\w.-]+\))?[-+#0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?[hlLqjzt]*[diouxXeEfFgGcrsa%]"
             r"|\$\{[^{}\s]+\}|\$[A-Za-z_]\w*)",
             r"(?P<pipe>\|)",
+            r"(?P<tab>\t+)",  # tabs separate columns: each side is translated on its own
             # Emphasis only at a word's edge, so snake_case and 2*3 stay as they are.
             r"(?P<emphasis>(?<![^\W_])(?:\*{1,3}|_{1,3}|~~)|(?:\*{1,3}|_{1,3}|~~)(?![^\W_]))",
         )
     )
 )
-_KINDS = ("code", "link_open", "link", "url", "comment", "autolink", "tag", "entity", "placeholder", "pipe", "emphasis")
 _TAG_NAME = re.compile(r"</?([A-Za-z][\w:.-]*)")
 
 
@@ -89,7 +90,8 @@ def _line_spans(line: str) -> Iterator[_Span]:
 
 
 def _key(match: re.Match[str]) -> str:
-    kind = next(k for k in _KINDS if match.group(k) is not None)
+    kind = match.lastgroup  # the alternative that matched (its outermost group closes last)
+    assert kind is not None
     text = match.group()
     if kind == "tag":
         name = _TAG_NAME.match(text)
@@ -99,7 +101,7 @@ def _key(match: re.Match[str]) -> str:
         return f"tag:<{closing}{name.group(1).lower()}{selfclosing}>"
     if kind in ("entity", "placeholder", "emphasis"):
         return f"{kind}:{text}"
-    return {"link_open": "", "autolink": "url"}.get(kind, kind)
+    return {"link_open": "", "tab": "", "autolink": "url"}.get(kind, kind)
 
 
 def _spans(text: str) -> Iterator[_Span]:

@@ -86,6 +86,11 @@ def test_pieces_without_letters_are_kept_and_whitespace_moves_out():
                                               formats.Piece(" \t", False)]
 
 
+def test_tabs_and_subtitle_overrides_are_kept():
+    assert [p.text for p in formats.split("Name\tValue") if p.translate] == ["Name", "Value"]
+    assert [p.text for p in formats.split("{\\an8}Good morning") if p.translate] == ["Good morning"]
+
+
 def test_a_translation_cannot_add_lines():
     pieces = formats.split("- Hello\n- Goodbye")
     assert formats.join(pieces, {1: " Bonjour\n", 3: "Au\nrevoir"}) == "- Bonjour\n- Au revoir"

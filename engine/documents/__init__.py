@@ -65,7 +65,8 @@ def _parse(filename: str, data: bytes, max_unzipped: int | None = None) -> Docum
 def read_document(filename: str, data: bytes, *, max_bytes: int, max_segments: int) -> Document:
     """The document in `data`, or an InvalidArgument for an unknown type, a file over
     `max_bytes`, more than `max_segments` segments, an unreadable file, or no text at all."""
-    name = PurePosixPath(filename.replace("\\", "/")).name[:120] or "the file"
+    # Only the last part of the name, printable, not too long: it is shown in the chat.
+    name = "".join(c for c in PurePosixPath(filename.replace("\\", "/")).name if c.isprintable())[:120] or "the file"
     split_it = "Split it into smaller files and send them one at a time."
     if len(data) > max_bytes:
         _kind(name)  # an unknown type is the first thing to say

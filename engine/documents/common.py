@@ -44,7 +44,7 @@ def decode(filename: str, data: bytes) -> tuple[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise unreadable(
-            filename, "text", f"it is not UTF-8 (byte {exc.start} is not valid)",
+            filename, "text", f"it is not UTF-8 (byte {exc.start + 1} is not valid)",
             "Save it as UTF-8 text (most editors offer this under 'Save as' / 'Encoding') and send it again.",
         ) from None
     if text.startswith(BOM):

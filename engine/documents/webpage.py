@@ -10,6 +10,7 @@ Attributes are not translated (alt, title, placeholder), nor is <html lang> chan
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from collections.abc import Sequence
 from html.parser import HTMLParser
@@ -24,10 +25,7 @@ class _Scanner(HTMLParser):
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=False)  # entities arrive as their own events, kept raw
-        self._line_starts = [0]
-        for i, char in enumerate(text):
-            if char == "\n":
-                self._line_starts.append(i + 1)
+        self._line_starts = [0] + [match.end() for match in re.finditer("\n", text)]
         self._inside: Counter[str] = Counter()
         self.events: list[tuple[int, bool]] = []  # (offset, translatable text)
         self.tags = 0
@@ -80,8 +78,8 @@ class _Scanner(HTMLParser):
 def _runs(text: str, scanner: _Scanner) -> list[tuple[int, int]]:
     """The (start, end) of each stretch of translatable text, entities included."""
     runs: list[tuple[int, int]] = []
-    ends = [offset for offset, _ in scanner.events[1:]] + [len(text)]
-    for (start, translatable), end in zip(scanner.events, ends, strict=True):
+    for n, (start, translatable) in enumerate(scanner.events):
+        end = scanner.events[n + 1][0] if n + 1 < len(scanner.events) else len(text)
         if not translatable or start == end:
             continue
         if runs and runs[-1][1] == start:

@@ -28,6 +28,7 @@ from engine.documents.common import Segments, unreadable
 _TEXT = frozenset({qn("w:t"), qn("w:tab"), qn("w:cr"), qn("w:noBreakHyphen"), qn("w:ptab")})
 _LINE_BREAK = qn("w:br")
 _BREAK_TYPE = qn("w:type")
+_RUN_PROPERTIES = qn("w:rPr")
 
 
 def _open(filename: str, data: bytes, max_unzipped: int | None) -> DocxDocument:
@@ -93,6 +94,9 @@ def _write(paragraph: Paragraph, text: str) -> None:
             if child.tag in _TEXT or (child.tag == _LINE_BREAK and child.get(_BREAK_TYPE) in (None, "textWrapping")):
                 run._r.remove(child)
     first = runs[0]
+    for run in runs[1:]:
+        if all(child.tag == _RUN_PROPERTIES for child in run._r):  # nothing left but its formatting
+            run._r.getparent().remove(run._r)
     for n, line in enumerate(text.split("\n")):
         if n:
             first.add_break()
