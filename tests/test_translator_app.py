@@ -205,7 +205,7 @@ async def test_documents_of_an_unknown_kind_broken_or_too_long_are_refused(alice
         await alice.upload("notes.pdf", b"%PDF-1.4", "application/pdf")
     lines = "".join(f"Line {i}\n" for i in range(150)).encode()
     for name, data, expected in (("broken.docx", b"not a zip", r"broken\.docx"),
-                                 ("long.txt", lines, r"150 pieces of text to translate, over the limit of 100")):
+                                 ("many.txt", lines, r"150 pieces of text to translate, over the limit of 100")):
         ref = await alice.upload(name, data, "application/octet-stream")
         msgs = await alice.ask("", files=[ref])
         assert re.search(expected, msgs[-1].output) and "⚠️" in msgs[-1].output, msgs[-1].output
