@@ -27,12 +27,13 @@ $(VLLM)/.installed:
 
 # Debian's chromium for the headless browser test (playwright cannot download browsers here).
 # The test launches exactly /usr/bin/chromium, so that is the path checked (not `command -v`):
-# under CI a missing browser fails the test instead of skipping it.
+# under CI a missing browser fails the test instead of skipping it. The emoji font draws the
+# chat's 📄/⚠️ marks in screenshots (without it they are empty boxes).
 CHROMIUM := /usr/bin/chromium
 install-browser:
 	@[ -x $(CHROMIUM) ] || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; }
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; fi; }
 	@[ -x $(CHROMIUM) ] || { echo "install-browser: $(CHROMIUM) is still missing after installing Debian's chromium" >&2; exit 1; }
 
 # Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000, with

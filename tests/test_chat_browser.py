@@ -1,5 +1,6 @@
-"""The chat in headless Chromium: log in, translate, and as admin load and switch versions; a
-user's thumbs down.
+"""The chat in headless Chromium: log in, translate, pick the target language in the composer,
+and as admin load and switch versions; a user's thumbs down, and a subtitle file uploaded,
+translated and downloaded.
 
 Screenshots go to tests/artifacts/ (gitignored) for a human look.
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import srt
 
 from tests import chatkit as ck
+from tests import docsamples
 
 from .conftest import require
 
@@ -74,7 +77,7 @@ async def open_command_menu(page: Page) -> None:
     await expect(page.locator('[cmdk-list] [role=option][data-value^="help"]')).to_be_visible(timeout=5_000)
 
 
-async def test_log_in_translate_and_switch_versions_in_the_browser(app):
+async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path):
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
@@ -95,12 +98,13 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app):
             await expect(page.get_by_text("Translated by v1 (active)")).to_be_visible(timeout=30_000)
             await shot(page, "04-translated-by-v1")
 
-            # Pick the target language in the chat settings.
-            await page.click("#chat-settings-open-modal")
-            await page.click("#target_lang")
-            await page.get_by_role("option", name="German", exact=True).click()
-            await shot(page, "05a-settings")
-            await page.click("#confirm")
+            # Pick the target language in the composer's "To" picker (a Chainlit Mode).
+            await page.locator("#mode-picker-trigger-target").click()
+            german = page.locator("#mode-picker-popover-target").get_by_role("option", name="→ German", exact=True)
+            await german.hover()
+            await shot(page, "05a-language-picker")
+            await german.click()
+            await expect(page.locator("#mode-picker-trigger-target")).to_have_text("→ German")
 
             await say(page, "/load v2 v2")
             await expect(page.get_by_text("v2 is starting").first).to_be_visible(timeout=10_000)
@@ -131,8 +135,9 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app):
             await log_in(user_page, app.url, USER)
             await open_command_menu(user_page)
             await shot(user_page, "08-user-command-menu")
-            # A user's popup holds /help only (the list is rendered whole: /help is visible).
-            await expect(user_page.locator("[cmdk-list] [role=option]")).to_have_count(1)
+            # A user's popup holds /help and /glossary only (the list is rendered whole).
+            await expect(user_page.locator("[cmdk-list] [role=option]")).to_have_count(2)
+            await expect(user_page.locator('[cmdk-list] [role=option][data-value^="glossary"]')).to_be_visible()
             assert await user_page.get_by_text("Register and start a version").count() == 0
             await user_page.locator("#chat-input").fill("")
             await say(user_page, "/switch v1")
@@ -148,6 +153,27 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app):
             await expect(user_page.locator(".negative-feedback-on")).to_have_count(1, timeout=10_000)
             await shot(user_page, "10-user-thumbs-down")
             assert await ck.metric(app.url, "baton_feedback_total", version="v2", value="down") == 1
+
+            # A subtitle file through the composer's paperclip: translated cue by cue, and back
+            # as a file to download with the same cues.
+            original, _ = docsamples.sample_srt()
+            upload = tmp_path / "greetings.srt"
+            upload.write_bytes(original)
+            await user_page.locator("#upload-button-input").set_input_files(str(upload))
+            await expect(user_page.locator("#attachments")).to_contain_text("greetings.srt", timeout=10_000)
+            await user_page.locator("#chat-input").press("Enter")
+            await expect(user_page.get_by_text("segments translated, all by one version")).to_be_visible(timeout=60_000)
+            link = user_page.locator("a.inline-file[download]").last
+            await expect(link).to_be_visible(timeout=10_000)
+            await expect(user_page.get_by_text("Feedback updated")).to_have_count(0, timeout=15_000)  # the vote's toast
+            await shot(user_page, "11-document-translated")
+            async with user_page.expect_download() as download_info:
+                await link.click()
+            download = await download_info.value
+            assert download.suggested_filename.startswith("greetings.") and download.suggested_filename.endswith(".srt")
+            cues = list(srt.parse((await download.path()).read_text(encoding="utf-8")))
+            assert len(cues) == len(list(srt.parse(original.decode("utf-8"))))
+            assert all(cue.content.startswith("v2 says:") for cue in cues), [c.content for c in cues]
             assert (await ck.healthz(app.url))[1]["active"] == "v2"
         finally:
             await browser.close()
