@@ -386,7 +386,8 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
     body = result.text if result is not None else partial
     source = f" (from {code(route.version)})" if route is not None and body else ""
     if result is not None:
-        tail = "\n\n".join([f"{pair(result)} · {attribution(result)}", *checks(result)])
+        head = f"{pair(result)} · {attribution(result)}" if result.target_lang else attribution(result)
+        tail = "\n\n".join([head, *checks(result)])
         if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
             tail += "\n\n_No text came back for this: the model may not know it. Try rephrasing it._"
     elif stopped:
