@@ -249,6 +249,10 @@ def load(
         "--flag", help="vLLM flags from BATON_ALLOWED_FLAGS, repeatable: --flag '--dtype bfloat16'.")] = None,
     template: Annotated[str | None, typer.Option(
         help="Prompt template with {source_lang}, {target_lang} and {text}.")] = None,
+    template_for: Annotated[list[str] | None, typer.Option(
+        "--template-for", help="A capability's template, repeatable: terminology=TEXT (with {terms}), "
+                               "contextual=TEXT (with {context}), formatted=TEXT, term=TEXT (one glossary line, "
+                               "with {source_term} and {target_term}).")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on each answer's tokens.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ready, as wait-ready does.")] = False,
     timeout: Timeout = 600,
@@ -256,11 +260,13 @@ def load(
 ) -> None:
     """Start a version in the background (its process starts, then warms up); the chat keeps serving."""
     body: dict[str, Any] = {"name": name}
+    templates = dict(_capability(t) for t in template_for or [])
     if model_path is not None:
         body.update(model_path=model_path, flags=[t for f in flag or [] for t in shlex.split(f)],
-                    template=template, max_tokens=max_tokens)
-    elif flag or template is not None or max_tokens is not None:
-        raise typer.BadParameter("--flag, --template and --max-tokens need MODEL_PATH (they register a new recipe)")
+                    template=template, templates=templates or None, max_tokens=max_tokens)
+    elif flag or template is not None or templates or max_tokens is not None:
+        raise typer.BadParameter("--flag, --template, --template-for and --max-tokens need MODEL_PATH "
+                                 "(they register a new recipe)")
     c = _client(ctx)
     v = c.post("/versions", body)
     if wait:
@@ -268,6 +274,13 @@ def load(
     human = (f"{name} is ready (pid {v['pid']}, port {v['port']})." if v["state"] == "ready" else
              f"Loading {name} ({v['state']}). `baton wait-ready {name}` waits until it is ready.")
     _show(v, json_out, human)
+
+
+def _capability(option: str) -> tuple[str, str]:
+    capability, eq, text = option.partition("=")
+    if not eq or not capability:
+        raise typer.BadParameter(f"--template-for takes CAPABILITY=TEXT, not {option[:40]!r}")
+    return capability.strip(), text
 
 
 @app.command("wait-ready")

@@ -80,6 +80,19 @@ def test_load_and_wait_ready(baton):
     assert argv[-4:-1] == [b"--dtype", b"float32", b"--enforce-eager"]  # each --flag split like a shell would
 
 
+def test_templates_per_capability(baton):
+    wrong = baton("load", "v3", "v1", "--template-for", "sarcastic=Say {text}")
+    assert wrong.returncode == REFUSED and "'sarcastic' is not a template capability" in wrong.stderr
+    no_terms = baton("load", "v3", "v1", "--template-for", "terminology=Translate {text}")
+    assert no_terms.returncode == REFUSED and "terminology template has no {terms} field" in no_terms.stderr
+    usage = baton("load", "v3", "--template-for", "terminology=x")
+    assert usage.returncode == USAGE and "MODEL_PATH" in usage.stderr
+    ok = baton("load", "v3", "v1", "--template-for", "terminology=Terms: {terms}\n{text}", "--template-for",
+               "term={source_term} means {target_term}", "--wait", "--timeout", "30")
+    assert ok.returncode == OK, ok.stderr
+    assert baton("unload", "v3").returncode == OK
+
+
 def test_switch_and_rollback(baton):
     assert baton("switch", "v1").returncode == OK
     switched = baton("switch", "v2")
