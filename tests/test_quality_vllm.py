@@ -17,8 +17,9 @@ import pytest
 from openai import AsyncOpenAI
 
 from demo.versions import DEMO_VERSIONS, build_if_missing, prepare_versions
-from engine import Engine, Settings
+from engine import Engine, Settings, documents
 from tests import chatkit as ck
+from tests import docsamples
 
 from .conftest import VLLM_PYTHON, require
 
@@ -166,3 +167,25 @@ async def test_rollout_of_demo_v2_ramps_to_promote_while_users_translate(app, ad
     assert failed == [] and {"demo-v1", "demo-v2"} <= set(served), (failed, set(served))
     assert answers and all(m.attribution is not None for m in answers), [m.output for m in answers]
     print(f"rollout: {len(answers)} chat answers and {len(served)} client answers, none failed\n{status}")
+
+
+async def test_the_demo_names_the_pair_and_translates_a_subtitle_file(app):
+    """The issue's first step: "Good morning" with the pickers as a new user finds them (auto ->
+    French) used to come back empty, as the demo models never learned "the detected language". Now
+    English is detected and demo-v2 answers; a subtitle file of phrasebook lines comes back in German."""
+    assert (await ck.healthz(app.url))[1]["active"] == "demo-v2"  # where the rollout left it
+    async with ck.chatting(app.url, *USERS[0]) as ann:
+        out = (await ann.ask("Good morning", timeout=60))[-1].output
+        assert out.startswith("Bonjour"), out
+        assert re.search(r"\*\*English → French\*\* \(detected, \d+% sure\) · _Translated by \*\*demo-v2\*\*", out)
+        ann.pick(target="de")
+        data, segments = docsamples.sample_srt()
+        ref = await ann.upload("film.srt", data, "application/x-subrip")
+        await ann.ask("", files=[ref], timeout=120)
+        element = await ann.wait_for(lambda: next((e for e in ann.elements if e["name"] == "film.de.srt"), None),
+                                     30, "the translated file")
+        translated = await ann.download(element)
+    got = documents.read_document("film.de.srt", translated, max_bytes=10**6, max_segments=100).segments
+    want = [docsamples.phrasebook("en", "de")[s] for s in segments]
+    assert documents.structure_of("film.de.srt", translated) == documents.structure_of("film.srt", data)
+    assert sum(g == w for g, w in zip(got, want, strict=True)) >= len(want) - 1, (got, want)
