@@ -376,6 +376,34 @@ async def _redact(typed: cl.Message, shown: str) -> None:
             await dl.update_thread(thread_id, name=shown)
 
 
+class _Ending:
+    """How a translation ended, for the message that shows it: a refusal or failure is kept as its
+    text (a bug is logged, the user gets a plain apology), Stop marks it stopped and propagates."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.error = ""
+        self.stopped = False
+
+    def __enter__(self) -> _Ending:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if kind is None or exc is None:
+            return False
+        if isinstance(exc, asyncio.CancelledError):
+            self.stopped = True
+            return False
+        if isinstance(exc, BatonError):
+            self.error = str(exc)
+            return True
+        if isinstance(exc, Exception):
+            log.error("%s failed", self.what, exc_info=exc)
+            self.error = UNEXPECTED.removeprefix("⚠️ ")
+            return True
+        return False
+
+
 def _request(text: str, pair: languages.Pair, terms: tuple[Term, ...], context: str = "") -> TranslationRequest:
     return TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
                               conversation_id=cl.context.session.thread_id, terms=terms, context=context)
@@ -395,7 +423,7 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
     format checks found, and may be rated by `username`."""
     answer = cl.Message(content="")
     waiting: cl.Message | None = None
-    result, error, stopped = None, None, False
+    result: TranslationResult | None = None
     route: RouteInfo | None = None
 
     async def clear_waiting() -> None:
@@ -426,21 +454,15 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
         await clear_waiting()
         await answer.stream_token(token)
 
+    ended = _Ending("translation")
     try:
-        request = _request(text, pair, await glossary().for_user(username), _context(text))
-        result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route,
-                                          on_restart=on_restart)
-    except BatonError as exc:
-        error = str(exc)
-    except asyncio.CancelledError:
-        stopped = True
-        raise
-    except Exception:
-        log.exception("translation failed")
-        error = UNEXPECTED.removeprefix("⚠️ ")
+        with ended:
+            request = _request(text, pair, await glossary().for_user(username), _context(text))
+            result = await engine().translate(request, on_token=on_token, on_wait=on_wait, on_route=on_route,
+                                              on_restart=on_restart)
     finally:
         await clear_waiting()
-        answer.content = render.answer(answer.content, result, error, stopped, route)
+        answer.content = render.answer(answer.content, result, ended.error, ended.stopped, route)
         if result is not None:
             answer.metadata = _answer_metadata(result)
         await answer.send()
@@ -476,7 +498,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
         return
     done: list[str | None] = []
     result: TranslationResult | None = None
-    restarted, error, stopped = "", "", False
+    restarted = ""
     last_shown = 0.0
 
     async def on_progress(count: int, total: int) -> None:
@@ -491,19 +513,13 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
         nonlocal restarted
         restarted = restart.reason
 
+    ended = _Ending("document translation")
     try:
-        req = _request("\n".join(doc.segments[:1]), pair, await glossary().for_user(username))
-        result = await engine().translate_document(doc, req, done, on_progress, on_restart=on_restart)
-    except BatonError as exc:
-        error = str(exc)
-    except asyncio.CancelledError:
-        stopped = True
-        raise
-    except Exception:
-        log.exception("document translation failed")
-        error = UNEXPECTED.removeprefix("⚠️ ")
+        with ended:
+            req = _request("\n".join(doc.segments[:1]), pair, await glossary().for_user(username))
+            result = await engine().translate_document(doc, req, done, on_progress, on_restart=on_restart)
     finally:
-        await _send_document(doc, pair, done, result, status, error, stopped)
+        await _send_document(doc, pair, done, result, status, ended.error, ended.stopped)
     if result is not None:
         await _ratable(result, username)
 

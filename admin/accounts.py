@@ -16,10 +16,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import DateTime, String, Text, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from engine import Conflict, InvalidArgument, NotFound, StoreUnavailable
+
+from .tables import Tables
 
 Role = Literal["admin", "user"]
 ROLES: tuple[Role, ...] = ("admin", "user")
@@ -83,16 +84,10 @@ def check_role(role: str) -> Role:
     return role
 
 
-class Accounts:
+class Accounts(Tables):
     """The repository. Hashing runs in a worker thread: argon2 is deliberately slow."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._session = async_sessionmaker(engine, expire_on_commit=False)
-        self._engine = engine
-
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_Base.metadata.create_all)
+    base = _Base
 
     async def get(self, username: str) -> Account | None:
         async with self._session() as s:

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, UniqueConstraint, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from engine import InvalidArgument, NotFound, StoreUnavailable
 from engine.languages import NAMES
 from engine.terminology import Term
+
+from .tables import Tables
 
 SHARED = ""  # the owner of the shared glossary
 MAX_TERM_CHARS = 100
@@ -62,14 +63,8 @@ def _term(row: TermRow) -> Term:
     return Term(row.source, row.target, row.lang or None)
 
 
-class Glossary:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._session = async_sessionmaker(engine, expire_on_commit=False)
-
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_Base.metadata.create_all)
+class Glossary(Tables):
+    base = _Base
 
     async def add(self, owner: str, source: str, target: str, lang: str | None) -> tuple[Term, bool]:
         """Add or replace a term; True when it replaced one."""

@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from engine import BatonError, Conflict, Engine, NotFound, StoreUnavailable
 
 from .accounts import Role, check_role, check_username
+from .tables import Tables
 
 PREFIX = "baton-"
 CACHE_S = 5.0
@@ -69,15 +70,12 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class Keys:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._session = async_sessionmaker(engine, expire_on_commit=False)
-        self._engine = engine
-        self._cache: dict[str, tuple[ApiKey, float]] = {}
+class Keys(Tables):
+    base = _Base
 
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_Base.metadata.create_all)
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._cache: dict[str, tuple[ApiKey, float]] = {}
 
     async def add(self, name: str, role: str, *, created_by: str) -> tuple[ApiKey, str]:
         """A new key and its secret, which is never stored and cannot be shown again. The name of

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from engine import Engine, NotFound, StoreUnavailable
+
+from .tables import Tables
 
 
 class _Base(DeclarativeBase):
@@ -52,14 +53,8 @@ def _ballot(row: AnswerRow | None, username: str) -> Ballot:
     return Ballot(row.id, row.version, row.thread_id, row.feedback_id)
 
 
-class Votes:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._session = async_sessionmaker(engine, expire_on_commit=False)
-
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_Base.metadata.create_all)
+class Votes(Tables):
+    base = _Base
 
     async def answered(self, answer: str, version: str, username: str, thread_id: str) -> None:
         """Baton sent `username` an answer from `version`: it may be rated from now on."""
