@@ -8,6 +8,7 @@ configure the engine (engine.Settings) and the first admin (admin.config.ChatCon
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Coroutine
@@ -22,6 +23,7 @@ from chainlit.input_widget import InputWidget, Switch
 from chainlit.server import UserParam, delete_feedback, update_feedback
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession, ws_sessions_id
+from chainlit.step import StepDict
 from chainlit.types import CommandDict, DeleteFeedbackRequest, ThreadDict, UpdateFeedbackRequest
 from chainlit.utils import utc_now
 from fastapi import Request
@@ -167,10 +169,20 @@ async def shutdown() -> None:
         await _engine.close()  # stops every backend process
 
 
+class _DataLayer(SQLAlchemyDataLayer):
+    """Chainlit 2.12's SQL data layer binds a user message's composer modes (the From/To pickers, a
+    dict) as they are, which SQLite refuses: the user's message would be missing from the history."""
+
+    async def create_step(self, step_dict: StepDict) -> None:
+        if isinstance(modes := step_dict.get("modes"), dict):
+            step_dict = cast(StepDict, {**step_dict, "modes": json.dumps(modes)})
+        await super().create_step(step_dict)
+
+
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
     # Chat history lives in the engine's database; its tables are created in startup().
-    return SQLAlchemyDataLayer(conninfo=SETTINGS.db_url)
+    return _DataLayer(conninfo=SETTINGS.db_url)
 
 
 # login and session ----------------------------------------------------------------

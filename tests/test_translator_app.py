@@ -10,7 +10,9 @@ terminology and contextual templates; `v2` and `slow` have the template "{text}"
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 
 import pytest
 
@@ -88,7 +90,7 @@ def long_srt(cues: int) -> bytes:
                    for i, p in enumerate(phrases, 1)).encode()
 
 
-async def test_every_answer_names_its_pair_and_the_detected_language(alice):
+async def test_every_answer_names_its_pair_and_the_detected_language(app, alice):
     out = await answer(alice, "Good morning")
     assert re.search(r"\*\*English → French\*\* \(detected, \d+% sure\) · _Translated by \*\*v1\*\*", out), out
     assert "from English to French" in out, "the detected language, not 'the detected language', is in the prompt"
@@ -96,6 +98,12 @@ async def test_every_answer_names_its_pair_and_the_detected_language(alice):
     out = await answer(alice, "Guten Morgen")
     assert "**German → French** · _Translated by" in out and "detected" not in out.split("_Translated")[0], out
     alice.pick(source="auto")
+
+    def kept(text: str) -> bool:  # the message sent with the pickers' values is in the history
+        with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db:
+            return db.execute("SELECT count(*) FROM steps WHERE type = 'user_message' AND output = ?",
+                              (text,)).fetchone()[0] == 1
+    await ck.wait_until(lambda: kept("Good morning") and kept("Guten Morgen"), 10, "the user's messages stored")
 
 
 async def test_text_already_in_the_target_language_gets_a_hint(alice):
