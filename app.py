@@ -14,11 +14,13 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import chainlit as cl
 from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.input_widget import InputWidget, Switch
 from chainlit.server import UserParam, delete_feedback, update_feedback
 from chainlit.server import app as http_app
@@ -34,6 +36,7 @@ import gateway
 from admin import auth_secret, commands, datalayer, endpoints, languages, login_guard, render
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
+from admin.files import FileStore
 from admin.glossary import Glossary
 from admin.keys import Keys
 from admin.throttle import Locked, LoginThrottle
@@ -169,6 +172,41 @@ async def shutdown() -> None:
         await _engine.close()  # stops every backend process
 
 
+FILES = FileStore(SETTINGS.data_dir / "files")
+
+
+class _LocalFiles(BaseStorageClient):
+    """Chainlit's storage for the files of the history, on this machine (admin/files.py); served to
+    their owner only, by `get_file` below."""
+
+    async def upload_file(self, object_key: str, data: bytes | str, mime: str = "application/octet-stream",
+                          overwrite: bool = True, content_disposition: str | None = None) -> dict[str, Any]:
+        await FILES.put(object_key, data.encode() if isinstance(data, str) else data, mime)
+        return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+    async def delete_file(self, object_key: str) -> bool:
+        return await FILES.delete(object_key)
+
+    async def get_read_url(self, object_key: str) -> str:
+        return f"/baton/files/{quote(object_key)}"
+
+    async def close(self) -> None:
+        return None
+
+
+async def get_file(key: str, user: UserParam) -> Response:
+    """A file of the history, for the user it belongs to; 404 for anyone else."""
+    found = await FILES.get(key, str(getattr(user, "id", "") or ""))
+    if found is None:
+        return JSONResponse({"detail": "No such file."}, status_code=404)
+    return Response(found.data, media_type=found.mime,
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.name)}",
+                             "Cache-Control": "private, no-store"})
+
+
+endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
+
+
 class _DataLayer(SQLAlchemyDataLayer):
     """Chainlit 2.12's SQL data layer binds a user message's composer modes (the From/To pickers, a
     dict) as they are, which SQLite refuses: the user's message would be missing from the history."""
@@ -182,7 +220,7 @@ class _DataLayer(SQLAlchemyDataLayer):
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
     # Chat history lives in the engine's database; its tables are created in startup().
-    return _DataLayer(conninfo=SETTINGS.db_url)
+    return _DataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
 
 
 # login and session ----------------------------------------------------------------

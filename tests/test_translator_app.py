@@ -14,6 +14,7 @@ import contextlib
 import re
 import sqlite3
 
+import httpx
 import pytest
 
 from engine import documents
@@ -173,6 +174,26 @@ async def test_a_docx_and_an_srt_come_back_with_the_same_structure(alice):
         assert documents.structure_of(name, translated) == documents.structure_of(name, data)
         done = texts(name, translated)
         assert len(done) == len(texts(name, data)) and all(t.startswith("v2: ") for t in done), done
+
+
+async def test_a_translated_file_stays_in_the_history_for_its_owner_only(app, alice):
+    """Resumed later, the thread still offers the translated file, to alice and nobody else."""
+    first = await translated_file(alice, "letter.docx", 10)
+    live = await alice.download(first)
+    again = ck.ChatClient(app.url, alice.token, "alice")
+    await again.connect(alice.thread_id)
+    resumed = await again.wait_for(lambda: next((d for n, d in again.events if n == "resume_thread"), None), 10,
+                                   "the resumed thread")
+    await again.close()
+    kept = next(e for e in resumed["elements"] if e["name"] == "letter.fr.docx")
+    assert kept["url"].startswith("/baton/files/"), kept
+    async def fetch(token: str | None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=app.url, cookies={"access_token": token} if token else None) as http:
+            return await http.get(kept["url"])
+    mine, bobs, nobody = await fetch(alice.token), await fetch(await ck.login(app.url, *BOB)), await fetch(None)
+    assert mine.status_code == 200 and mine.content == live
+    assert 'filename*=UTF-8\'\'letter.fr.docx' in mine.headers["content-disposition"]
+    assert bobs.status_code == 404 and nobody.status_code == 401
 
 
 async def test_a_document_in_flight_during_a_switch_is_finished_by_one_version(admin, alice):
