@@ -364,7 +364,7 @@ async def on_message(message: cl.Message) -> None:
     if files:
         for element in files:
             await _translate_document(element, pair, account.username)
-    elif message.content.strip():
+    else:
         await _translate(message.content, pair, account.username)
 
 
@@ -462,7 +462,8 @@ def _request(text: str, pair: languages.Pair, terms: tuple[Term, ...], context: 
 def _context(text: str) -> str:
     """The user's last turns, as context for this one (when the setting is on); this turn joins them."""
     turns: list[str] = cl.user_session.get("turns") or []
-    cl.user_session.set("turns", [*turns, text][-CONTEXT_TURNS:])
+    if text.strip():
+        cl.user_session.set("turns", [*turns, text][-CONTEXT_TURNS:])
     return "\n".join(turns) if cl.context.session.chat_settings.get("context") is not False else ""
 
 
