@@ -150,6 +150,24 @@ async def test_earlier_turns_reach_the_contextual_template(alice):
     await alice.change_settings(context=True)
 
 
+async def test_the_translate_api_takes_a_glossary_and_context(app, admin):
+    key = await ck.make_key(admin, "translator-api", "user")
+    glossary = [{"source": "station", "target": "gare"}, {"source": "bus", "target": "autobus"}]
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        terms = await http.post("/v1/translate", json={"text": ["Where is the station?"], "target_lang": "fr",
+                                                        "glossary": glossary})
+        context = await http.post("/v1/translate", json={"text": ["See you tomorrow"], "target_lang": "de",
+                                                          "context": "We are lost."})
+        same = await http.post("/v1/translate", json={"text": ["Guten Morgen, wie geht es Ihnen heute?"],
+                                                       "target_lang": "de"})
+    t = terms.json()["translations"][0]
+    assert t["template"] == "terminology" and "station → gare" in t["text"] and "autobus" not in t["text"], t
+    assert t["missing_terms"] == [] and t["detected_source_lang"] == "en" and t["version"] == "v1"
+    c = context.json()["translations"][0]
+    assert c["template"] == "contextual" and "Context: We are lost." in c["text"] and "into German" in c["text"], c
+    assert same.status_code == 400 and "already reads as German" in same.json()["error"]["message"]
+
+
 async def test_markdown_code_links_and_placeholders_survive(admin, alice):
     assert "Switched" in await answer(admin, "/switch v2")
     text = ("# Tickets\n\nRun `baton status` and read [the guide](https://example.com/guide) "
