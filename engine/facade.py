@@ -839,9 +839,10 @@ class Engine:
             return replace(result, capability=chosen.capability.value, note=chosen.note)
 
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart)
-        all_terms = tuple({t: None for it in items for t in it.terms})
+        expected = tuple({t: None for it in items for t in it.terms})  # each term once, in order
+        missing = {t for it, text in zip(items, done, strict=True) for t in terminology.missing(text or "", it.terms)}
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
-                       terms=all_terms, missing_terms=terminology.missing(result.text, all_terms))
+                       terms=expected, missing_terms=tuple(t for t in expected if t in missing))
 
     async def rebuild_document(self, doc: documents.Document, done: Sequence[str | None],
                                filename: str) -> tuple[bytes, str]:

@@ -11,7 +11,9 @@ terminology and contextual templates; `v2` and `slow` have the template "{text}"
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import sqlite3
 
 import httpx
@@ -245,6 +247,27 @@ async def test_stop_keeps_the_segments_done(admin, alice):
     done = [t for t in got if t.startswith("slow: ")]
     assert 3 <= len(done) < len(got) == 40, "what was done is kept, the rest in its original words"
     await alice.wait_for(lambda: alice.find(r"Stopped.*keep their original words", after=mark), 10, "the note")
+
+
+async def test_a_document_whose_version_dies_is_translated_again_whole_by_another(admin, alice):
+    """`slow` (active, v2 its standby) is killed mid-document: the document starts again from its
+    first segment on v2, and the file comes back from v2 alone, never stitched from both."""
+    status = await answer(admin, "/status")
+    assert status.startswith("**Active:** `slow` · **standby:** `v2`"), status
+    pid = next(int(cells[5]) for line in status.splitlines() if line.startswith("| slow ")
+               for cells in [[c.strip() for c in line.split("|")]] if cells[5].isdigit())
+    ref = await alice.upload("crash.srt", long_srt(40), "application/x-subrip")
+    mark = len(alice.order)
+    await alice.send("", files=[ref])
+    await alice.wait_for(lambda: alice.find(r"Translating `crash.srt`: \S+ ([3-9]|\d\d) / ", after=mark), 30,
+                         "a few segments")
+    os.kill(pid, signal.SIGKILL)
+    element = await translated_file(alice, "crash.srt", 60)
+    done = texts("crash.srt", await alice.download(element))
+    assert len(done) == 40 and all(t.startswith("v2: ") for t in done), done
+    note = alice.find(r"segments translated", after=mark)
+    assert note is not None and "_Translated by **v2** (standby)" in note.output, note.output if note else None
+    assert "🔁 Version slow stopped answering" in note.output, note.output
 
 
 async def test_documents_of_an_unknown_kind_broken_or_too_long_are_refused(alice):
