@@ -567,7 +567,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
     ended = _Ending("document translation")
     try:
         with ended:
-            req = _request("\n".join(doc.segments[:1]), pair, await glossary().for_user(username))
+            req = _request(doc.segments[0], pair, await glossary().for_user(username))
             result = await engine().translate_document(doc, req, done, on_progress, on_restart=on_restart)
     finally:
         await _send_document(doc, pair, done, result, status, ended.error, ended.stopped)
