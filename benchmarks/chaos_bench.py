@@ -195,10 +195,6 @@ async def close_client(c: ChaosClient) -> None:
         await asyncio.wait_for(c.close(), 10)
 
 
-def body_of(output: str) -> str:
-    return output.split("\n\n_Translated by", 1)[0]
-
-
 def classify(c: ChaosClient, text: str, t0: float, t1: float | None, msgs: list[ck.Msg], fake: bool) -> dict:
     rec: dict = {"start": t0, "end": t1, "outcome": "failed", "version": None, "role": None, "retranslated": None,
                  "failover": False, "server_s": None, "detail": "", "stream_ok": None, "whole": None, "resets": 0}
@@ -225,7 +221,7 @@ def classify(c: ChaosClient, text: str, t0: float, t1: float | None, msgs: list[
         rec["retranslated"] = r.group(1)
         rec["detail"] = out[out.index("🔁"):][:300]
     rec["failover"] = "answered by standby" in out
-    body = body_of(out)
+    body = ck.translation_of(out)
     if answer.streamed:  # what streamed since the last reset is exactly the final text
         rec["stream_ok"] = "".join(c.fresh_tokens.get(answer.id, [])) == body
     if fake:  # "<version> says: <the prompt's last words>": one version, whole

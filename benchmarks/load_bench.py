@@ -93,10 +93,6 @@ async def exchange(c: ck.ChatClient, text: str, timeout: float) -> tuple[float, 
     return t0, t1, msgs
 
 
-def body_of(m: ck.Msg) -> str:
-    return m.output.rsplit("\n\n_Translated by", 1)[0]
-
-
 def classify(c: TimedClient, t0: float, t1: float | None, msgs: list[ck.Msg]) -> dict:
     rec: dict = {"start": t0, "latency": None, "ttft": None, "version": None, "role": None, "outcome": "failed",
                  "detail": "", "stream_ok": None}
@@ -112,11 +108,11 @@ def classify(c: TimedClient, t0: float, t1: float | None, msgs: list[ck.Msg]) ->
         rec["ttft"] = c.first_token_at[answer.id] - t0
     if answer.attribution:
         rec["version"], rec["role"] = answer.attribution
-        rec["out_chars"] = len(body_of(answer))
+        rec["out_chars"] = len(answer.translation)
         if m := SERVER_RE.search(answer.output):  # the engine's own timing, without Chainlit
             rec["server_s"], rec["server_ttft"] = float(m.group(1)), int(m.group(2)) / 1000
         rec["outcome"] = "ok"
-        rec["stream_ok"] = (not answer.streamed) or "".join(answer.tokens) == body_of(answer)
+        rec["stream_ok"] = (not answer.streamed) or "".join(answer.tokens) == answer.translation
     else:
         partial = "".join(answer.tokens).strip() or "partial translation above" in answer.output
         rec["outcome"] = "truncated" if partial else "failed"

@@ -39,6 +39,17 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where an answer's footer starts: its language pair ("**English → French** (detected, 77% sure) · "),
+# when it has one, then its attribution.
+FOOTER_RE = re.compile(r"(?:^|\n\n)(?:\*\*[^*\n]* → [^*\n]*\*\*[^\n]* · )?_Translated by")
+
+
+def translation_of(output: str) -> str:
+    """An answer's text without its footer ('' when no text came back)."""
+    found = FOOTER_RE.search(output)
+    return output[:found.start()] if found else output
+
+
 ATTRIBUTION_RE = re.compile(r"_Translated by \*\*([^*]+)\*\* \((\w+)\) in ([\d.]+) s")
 KEY_RE = re.compile(r"baton-[A-Za-z0-9_-]{20,}")
 
@@ -239,6 +250,10 @@ class Msg:
     parent_id: str | None = None
     name: str = ""
     raw: dict = field(default_factory=dict)
+
+    @property
+    def translation(self) -> str:
+        return translation_of(self.output)
 
     @property
     def attribution(self) -> tuple[str, str] | None:
