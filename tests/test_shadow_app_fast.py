@@ -279,7 +279,7 @@ async def test_the_chat_shows_the_feedback_buttons(app, alice):
 
 async def test_a_thumbs_down_counts_for_the_version_that_answered(app, admin, alice):
     answer = await translate(alice, "where is the station")
-    assert answer.raw.get("metadata") == {"version": "v1"}, "the answer carries its version"
+    assert answer.raw.get("metadata", {}).get("version") == "v1", "the answer carries its version"
     run = answer.parent_id  # the buttons under an answer rate its run (Chainlit's on_message step)
     assert run and alice.messages[run].type == "run"
     down = await ck.metric(app.url, "baton_feedback_total", version="v1", value="down")
