@@ -53,6 +53,7 @@ from engine import (
     TranslationRequest,
     TranslationResult,
     WaitInfo,
+    shown_name,
 )
 
 log = logging.getLogger("baton.app")
@@ -538,7 +539,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
     """Translate a dropped document segment by segment with one version, a progress bar counting
     the segments, and send the translated file back. Stop, a failure or the end: whatever is
     translated by then comes back, the rest in its original words."""
-    status = cl.Message(content=f"📄 Reading {render.code(element.name)}…")
+    status = cl.Message(content=f"📄 Reading {render.code(shown_name(element.name))}…")
     await status.send()
     try:
         data = await asyncio.to_thread(Path(str(element.path)).read_bytes)

@@ -3,7 +3,7 @@
 Never imports Chainlit: the chat app, the tests and the benchmarks all drive `Engine`.
 """
 from .detect import Detection
-from .documents import Document
+from .documents import Document, shown_name
 from .errors import (
     BatonError,
     Conflict,
@@ -34,5 +34,5 @@ __all__ = [
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
     "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
     "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "Term", "TranslationRequest",
-    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo",
+    "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo", "shown_name",
 ]

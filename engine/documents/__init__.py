@@ -62,11 +62,15 @@ def _parse(filename: str, data: bytes, max_unzipped: int | None = None) -> Docum
     return TextDocument(filename, kind, data)
 
 
+def shown_name(filename: str) -> str:
+    """Only the last part of a name from the browser, printable, not too long: it is shown in the chat."""
+    return "".join(c for c in PurePosixPath(filename.replace("\\", "/")).name if c.isprintable())[:120] or "the file"
+
+
 def read_document(filename: str, data: bytes, *, max_bytes: int, max_segments: int) -> Document:
     """The document in `data`, or an InvalidArgument for an unknown type, a file over
     `max_bytes`, more than `max_segments` segments, an unreadable file, or no text at all."""
-    # Only the last part of the name, printable, not too long: it is shown in the chat.
-    name = "".join(c for c in PurePosixPath(filename.replace("\\", "/")).name if c.isprintable())[:120] or "the file"
+    name = shown_name(filename)
     split_it = "Split it into smaller files and send them one at a time."
     if len(data) > max_bytes:
         _kind(name)  # an unknown type is the first thing to say
