@@ -39,7 +39,7 @@ from .detect import Detection
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
-from .languages import CODES, NAMES
+from .languages import NAMES
 from .livestats import LiveStats, Sample
 from .notices import Notices
 from .pool import Pool
@@ -769,6 +769,7 @@ class Engine:
         did not survive."""
         translate.validate(req)
         req, detected = await self._prepared(req, req.text)
+        req = req.about(req.text)
         pieces = None if formats.is_plain(req.text) else formats.split(req.text)
 
         async def on_chunk(chunk: Chunk) -> None:
@@ -781,9 +782,7 @@ class Engine:
             if pieces is None or chosen.capability is Capability.FORMATTED:
                 result = await translate.stream(route, translate.for_translation(req)(spec), on_chunk, self._limits)
             else:
-                code = CODES.get(req.target_lang, "")
-                items = [replace(req, text=p.text, terms=terminology.relevant(req.terms, p.text, code))
-                         if p.translate else p.text for p in pieces]
+                items = [req.about(p.text) if p.translate else p.text for p in pieces]
                 result = await sequence.run(route, items, self._limits, on_text=on_token)
             return replace(result, capability=chosen.capability.value, note=chosen.note)
 
@@ -823,8 +822,7 @@ class Engine:
         if not segments:
             raise InvalidArgument(f"{doc.filename} has no text to translate.", "Send a document with some text in it.")
         req, detected = await self._prepared(req, "\n".join(segments[:40]))
-        code = CODES.get(req.target_lang, "")
-        items = [replace(req, text=s, terms=terminology.relevant(req.terms, s, code)) for s in segments]
+        items = [req.about(s) for s in segments]  # each segment with the terms that occur in it
 
         async def on_done(i: int, text: str) -> None:
             done[i] = text
@@ -835,7 +833,7 @@ class Engine:
             await on_progress(0, len(segments))
             with route.backend.traffic.lease():  # an unload drains the document, as it drains an answer
                 result = await sequence.run(route, items, self._limits, on_done=on_done)
-            chosen = translate.choice(route.backend.spec, replace(req, text=segments[0]))
+            chosen = translate.choice(route.backend.spec, items[0])
             return replace(result, capability=chosen.capability.value, note=chosen.note)
 
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart)
@@ -858,9 +856,8 @@ class Engine:
         return await asyncio.to_thread(build)
 
     async def _prepared(self, req: TranslationRequest, sample: str) -> tuple[TranslationRequest, Detection | None]:
-        """The request with its source language detected (from `sample`) when it was "auto", and
-        only the glossary terms that occur in its text. Text already in the target language is
-        refused with a hint: translating it could only give it back."""
+        """The request with its source language detected (from `sample`) when it was "auto". Text
+        already in the target language is refused with a hint: translating it could only give it back."""
         detected = None
         if req.source_lang in ("", "auto"):
             detected = await asyncio.to_thread(detect.detect, sample)
@@ -873,7 +870,7 @@ class Engine:
                         "Choose another target language, or name the source language if it is not "
                         f"{name}.")
                 req = replace(req, source_lang=name)
-        return replace(req, terms=terminology.relevant(req.terms, req.text, CODES.get(req.target_lang, ""))), detected
+        return req, detected
 
     async def complete(
         self,

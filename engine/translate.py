@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 
-from . import formats, metrics, templates
+from . import formats, metrics, templates, terminology
 from .detect import Detection
 from .errors import BatonError, InvalidArgument
+from .languages import CODES
 from .router import Route
 from .templates import Capability, Needs
 from .terminology import Term
@@ -35,6 +36,11 @@ class TranslationRequest:
 
     def needs(self) -> Needs:
         return Needs(self.terms, self.context, formatted=not formats.is_plain(self.text))
+
+    def about(self, text: str) -> TranslationRequest:
+        """This request for `text` (all of its text, a piece or a segment), with only the glossary
+        terms that occur there."""
+        return replace(self, text=text, terms=terminology.relevant(self.terms, text, CODES.get(self.target_lang, "")))
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,10 @@ def choice(spec: VersionSpec, req: TranslationRequest) -> templates.Choice:
 
 def build_prompt(spec: VersionSpec, req: TranslationRequest) -> str:
     source = "the detected language" if req.source_lang in ("", "auto") else req.source_lang
-    return templates.fill(choice(spec, req), spec.templates, source_lang=source, target_lang=req.target_lang,
-                          text=req.text, needs=req.needs())
+    needs = req.needs()
+    chosen = templates.choose(spec.name, spec.prompt_template, spec.templates, needs)
+    return templates.fill(chosen, spec.templates, source_lang=source, target_lang=req.target_lang, text=req.text,
+                          needs=needs)
 
 
 def for_translation(req: TranslationRequest) -> Callable[[VersionSpec], BackendRequest]:

@@ -142,6 +142,16 @@ async def test_a_glossary_term_reaches_the_prompt_and_is_checked(app, admin, ali
     assert "Switched" in await answer(admin, "/switch v1")
 
 
+async def test_a_glossary_term_in_a_later_segment_of_a_document_reaches_its_prompt(alice):
+    """The shared term occurs only in the second line: that segment's prompt gets it (v1 echoes it)."""
+    ref = await alice.upload("notes.txt", b"Good morning\nThe train is late\n", "text/plain")
+    msgs = await alice.ask("", files=[ref])
+    note = next(m.output for m in msgs if "segments translated" in m.output)
+    assert "📖 Glossary: ✅ `TGV`" in note, note
+    first, second = texts("notes.txt", await alice.download(await translated_file(alice, "notes.txt", 10)))
+    assert "train → TGV" in second and "→" not in first, (first, second)
+
+
 async def test_earlier_turns_reach_the_contextual_template(alice):
     await answer(alice, "Thank you very much")
     out = await answer(alice, "See you tomorrow")
