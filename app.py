@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -67,7 +66,6 @@ CONFIG = ChatConfig()
 auth_secret.ensure(SETTINGS.data_dir)
 
 ACTION = "baton_command"  # every button runs a command line, through the same checks as typing it
-PROGRESS_EVERY_S = 0.3  # a document's progress bar is redrawn at most this often
 UNEXPECTED = "⚠️ Something went wrong on our side (it is in the server log). Please try again."
 
 _engine: Engine | None = None
@@ -551,13 +549,13 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
     done: list[str | None] = []
     result: TranslationResult | None = None
     restarted = ""
-    last_shown = 0.0
+    shown = -1
 
     async def on_progress(count: int, total: int) -> None:
-        nonlocal last_shown
-        now = time.monotonic()
-        if count in (0, total) or now - last_shown >= PROGRESS_EVERY_S:  # each update is a websocket message
-            last_shown = now
+        nonlocal shown
+        step = render.progress_step(count, total)
+        if step != shown:  # one update per step of the bar, not per segment, as for /eval
+            shown = step
             status.content = render.document_progress(doc.filename, count, total, restarted)
             await status.update()
 

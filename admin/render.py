@@ -194,10 +194,13 @@ def progress_step(done: int, total: int) -> int:
     return done * BAR_WIDTH // total if total else BAR_WIDTH
 
 
-def eval_progress(name: str, set_name: str, done: int, total: int) -> str:
+def _bar(done: int, total: int) -> str:
     full = progress_step(done, total)
-    bar = "█" * full + "░" * (BAR_WIDTH - full)
-    return (f"Evaluating {code(name)} on {code(set_name)}: `{bar}` {done}/{total} rows\n\n"
+    return "█" * full + "░" * (BAR_WIDTH - full)
+
+
+def eval_progress(name: str, set_name: str, done: int, total: int) -> str:
+    return (f"Evaluating {code(name)} on {code(set_name)}: `{_bar(done, total)}` {done}/{total} rows\n\n"
             "_Press Stop to cancel: nothing is stored then._")
 
 
@@ -350,6 +353,12 @@ def term(t: Term) -> str:
     return f"{code(t.source)} = {code(t.target)}{where}"
 
 
+def footer(r: TranslationResult) -> list[str]:
+    """Under a translation: its pair and where it came from, then what the checks found."""
+    head = f"{pair(r)} · {attribution(r)}" if r.target_lang else attribution(r)
+    return [head, *checks(r)]
+
+
 def checks(r: TranslationResult) -> list[str]:
     """What the translator should know beyond the text: glossary terms, a template the version
     lacked, formatting that did not survive."""
@@ -386,8 +395,7 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
     body = result.text if result is not None else partial
     source = f" (from {code(route.version)})" if route is not None and body else ""
     if result is not None:
-        head = f"{pair(result)} · {attribution(result)}" if result.target_lang else attribution(result)
-        tail = "\n\n".join([head, *checks(result)])
+        tail = "\n\n".join(footer(result))
         if not body.strip():  # e.g. a model that ends at once on a phrase it does not know
             tail += "\n\n_No text came back for this: the model may not know it. Try rephrasing it._"
     elif stopped:
@@ -404,13 +412,8 @@ def translated_name(filename: str, target: str) -> str:
     return f"{stem}.{target}.{ext}" if dot and stem else f"{filename}.{target}"
 
 
-def _bar(count: int, total: int, width: int = 20) -> str:
-    filled = round(width * count / total) if total else width
-    return "▰" * filled + "▱" * (width - filled)
-
-
 def document_progress(filename: str, count: int, total: int, restarted: str = "") -> str:
-    text = f"📄 Translating {code(filename)}: {_bar(count, total)} {count} / {total} segments"
+    text = f"📄 Translating {code(filename)}: `{_bar(count, total)}` {count} / {total} segments"
     if restarted:
         text += f"\n\n🔁 {cell(restarted)} The document is being translated again from its first segment, " \
                 "so that one version translates all of it."
@@ -422,7 +425,7 @@ def document_done(filename: str, total: int, translated: int, result: Translatio
     """What happened to a document: whole, stopped or failed, and which one version translated it."""
     if result is not None:
         lines = [f"📄 {code(filename)}: {translated} of {total} segments translated, all by one version, "
-                 f"from the first to the last.", f"{pair(result)} · {attribution(result)}", *checks(result)]
+                 f"from the first to the last.", *footer(result)]
         if translated < total:
             lines.append(f"ℹ️ {total - translated} segments came back empty and keep their original words.")
         return "\n\n".join(lines)
