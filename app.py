@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import chainlit as cl
@@ -56,6 +56,7 @@ from engine import (
 )
 
 log = logging.getLogger("baton.app")
+T = TypeVar("T")
 # Chainlit logs at INFO; one line per backend HTTP request would bury everything else.
 for noisy in ("httpx", "httpx2"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -89,34 +90,31 @@ gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
 
 
+def _started(part: T | None, what: str) -> T:
+    """A part startup() made; an error if it was called for before then."""
+    if part is None:
+        raise RuntimeError(f"{what} is not ready yet")
+    return part
+
+
 def engine() -> Engine:
-    if _engine is None:
-        raise RuntimeError("the engine is not started yet")
-    return _engine
+    return _started(_engine, "the engine")
 
 
 def accounts() -> Accounts:
-    if _accounts is None:
-        raise RuntimeError("the accounts store is not ready yet")
-    return _accounts
+    return _started(_accounts, "the accounts store")
 
 
 def keys() -> Keys:
-    if _keys is None:
-        raise RuntimeError("the API keys store is not ready yet")
-    return _keys
+    return _started(_keys, "the API keys store")
 
 
 def votes() -> Votes:
-    if _votes is None:
-        raise RuntimeError("the votes store is not ready yet")
-    return _votes
+    return _started(_votes, "the votes store")
 
 
 def glossary() -> Glossary:
-    if _glossary is None:
-        raise RuntimeError("the glossary store is not ready yet")
-    return _glossary
+    return _started(_glossary, "the glossary store")
 
 
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:
