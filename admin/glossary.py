@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Integer, String, UniqueConstraint, delete, func, select
+from sqlalchemy import ColumnElement, DateTime, Integer, String, UniqueConstraint, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -59,6 +59,11 @@ def check_lang(code: str | None) -> str:
     return code
 
 
+def _the_term(owner: str, source: str, code: str) -> tuple[ColumnElement[bool], ...]:
+    """Where-clauses for the one term a glossary may hold for (source, language)."""
+    return TermRow.owner == owner, TermRow.lang == code, TermRow.source_key == source.casefold()
+
+
 def _term(row: TermRow) -> Term:
     return Term(row.source, row.target, row.lang or None)
 
@@ -71,8 +76,7 @@ class Glossary(Tables):
         source, target, code = _checked(source, "source"), _checked(target, "target"), check_lang(lang)
         try:
             async with self._session.begin() as s:
-                row = await s.scalar(select(TermRow).where(TermRow.owner == owner, TermRow.lang == code,
-                                                           TermRow.source_key == source.casefold()))
+                row = await s.scalar(select(TermRow).where(*_the_term(owner, source, code)))
                 if row is None:
                     count = await s.scalar(select(func.count()).select_from(TermRow).where(TermRow.owner == owner))
                     if (count or 0) >= MAX_TERMS:
@@ -87,12 +91,10 @@ class Glossary(Tables):
         return Term(source, target, code or None), row is not None
 
     async def remove(self, owner: str, source: str, lang: str | None) -> None:
-        code = check_lang(lang)
+        code, key = check_lang(lang), _checked(source, "source")
         try:
             async with self._session.begin() as s:
-                gone = await s.execute(delete(TermRow).where(
-                    TermRow.owner == owner, TermRow.lang == code, TermRow.source_key == _checked(source, "source")
-                    .casefold()))
+                gone = await s.execute(delete(TermRow).where(*_the_term(owner, key, code)))
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"The database refused the change ({type(exc).__name__}).",
                                    "Nothing changed; try again.") from exc
