@@ -24,6 +24,8 @@ def health(h: Health) -> tuple[int, dict[str, object]]:
         "standby": d.previous,
         "versions": h.states,
         "detail": h.detail,
+        "generation": d.generation,  # of the deployment this replica applies (engine/replicas.py)
+        "replica": h.replica,
     }
     return (200 if h.serving else 503), body
 

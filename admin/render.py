@@ -8,6 +8,7 @@ from engine import (
     EvalSetInfo,
     Evaluation,
     Progress,
+    ReplicaView,
     RolloutView,
     RouteInfo,
     Sample,
@@ -93,6 +94,8 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
     lines = [deployment(st.deployment), ""]
     if st.shadow is not None:
         lines += [shadow(st.shadow), ""]
+    if st.replicas:
+        lines += [replicas(st.replicas, st.deployment.generation), ""]
     if not st.versions:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
@@ -112,6 +115,19 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
     notes += [f"- **{cell(v.name)}** restarted {v.restarts}×" for v in st.versions if v.restarts]
     if notes:
         lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def replicas(views: Sequence[ReplicaView], generation: int) -> str:
+    """Every replica on the database: the generation it applies and when it last said so."""
+    newest = max([generation, *(r.generation for r in views)])
+    lines = [f"**Replicas** (deployment generation {newest})", "",
+             "| replica | generation | last heartbeat | |", "|---|---|---|---|"]
+    for r in views:
+        mark = ("⚠️ silent: stopped, or cut off from the database" if r.silent else
+                "✅ converged" if r.converged else f"⏳ behind ({r.generation} of {newest})")
+        name = f"{cell(r.id)} (this one)" if r.this else cell(r.id)
+        lines.append(f"| {name} | {r.generation} | {duration(r.heartbeat_age_s)} ago | {mark} |")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from .evalsets import EvalSetInfo
 from .evaluation import Evaluation, PairScores
 from .facade import Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
+from .replicas import ReplicaView
 from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
 from .scoring import Scores
@@ -32,7 +33,7 @@ __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Detection", "Document",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
-    "NotFound", "NotReady", "PairScores", "Progress", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
+    "NotFound", "NotReady", "PairScores", "Progress", "ReplicaView", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
     "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "Term", "TranslationRequest",
     "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo", "shown_name",
 ]

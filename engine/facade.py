@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +43,7 @@ from .languages import NAMES
 from .livestats import LiveStats, Sample
 from .notices import Notices
 from .pool import Pool
+from .replicas import Replicas, ReplicaView
 from .rollout import Rollouts, RolloutState, RolloutView
 from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
@@ -91,6 +92,7 @@ class Status:
     deployment: Deployment
     versions: list[VersionStatus]
     shadow: ShadowStats | None = None
+    replicas: list[ReplicaView] = field(default_factory=list)  # on Postgres: every replica's heartbeat
 
     def version(self, name: str) -> VersionStatus | None:
         return next((v for v in self.versions if v.name == name), None)
@@ -104,6 +106,7 @@ class Health:
     deployment: Deployment
     states: dict[str, str]
     detail: str  # why the active version is not serving, in a sentence; "" when it is
+    replica: str = ""  # which replica answers (BATON_REPLICA_ID)
 
     @property
     def serving(self) -> bool:
@@ -166,6 +169,8 @@ class Engine:
         self.rollouts = Rollouts(self)
         self.shadows = ShadowRunner(self.router, self.live, self._limits, self.settings.shadow_max_in_flight,
                                     self.supervisor.own)
+        self.replicas = Replicas(self.settings, self.store, lambda: self.router.deployment.generation, self.follow,
+                                 self.supervisor.own)
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
@@ -185,16 +190,69 @@ class Engine:
             # A database from before desired states: the versions the deployment names come back.
             if desired is None and spec.name in (dep.active, dep.canary, dep.previous):
                 desired = _desired_for(dep, spec.name).value
-            if desired in (Desired.SERVING.value, Desired.STANDBY.value):
+            if desired in (Desired.SERVING.value, Desired.STANDBY.value) and self._runs(spec):
                 self._start_backend(spec, _desired_for(dep, spec.name))
         for name in (dep.active, dep.canary, dep.previous, dep.shadow):
             if name and self.pool.get(name) is None:
-                log.error("the deployment names %s, which is not registered or not wanted loaded", name)
+                log.error("the deployment names %s, which is not registered or not wanted loaded here", name)
         await self.rollouts.resume()
+        await self.replicas.start()
         return dep
+
+    def _runs(self, spec: VersionSpec) -> bool:
+        """Whether this replica serves `spec`: a remote version always; a local one only where
+        BATON_RUN_LOCAL_VERSIONS lets it start vLLM processes."""
+        if spec.remote or self.settings.run_local_versions:
+            return True
+        log.warning("version %s is local and this replica runs no processes (BATON_RUN_LOCAL_VERSIONS=false): "
+                    "it is not served here", spec.name)
+        return False
+
+    async def follow(self) -> bool:
+        """Apply what another replica committed: the deployment and the versions it wants loaded.
+        False when this replica already serves the newest generation."""
+        async with self._lock:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> bool:
+        """`follow` under the lock the caller holds."""
+        dep = await self.store.get_deployment()
+        if dep.generation <= self.router.deployment.generation:
+            return False
+        wanted = await self.store.desired_states()
+        specs = {spec.name: spec for spec in await self.store.list_versions()}
+        for name, b in list(self.pool.backends.items()):
+            if b.desired is Desired.UNLOADED:
+                continue
+            want = wanted.get(name)
+            if want in (Desired.SERVING.value, Desired.STANDBY.value):
+                b.desired = Desired(want)
+                if b.gave_up and name in specs:  # loaded again elsewhere after its start failed
+                    b.spec = specs[name]
+                    self.supervisor.launch(b)
+            else:  # unloaded through another replica: stop routing to it and let it drain here
+                b.desired = Desired.UNLOADED
+                self.supervisor.interrupt(b)
+                self.supervisor.own(self._retired(b), f"retire-{name}")
+        for name, want in wanted.items():
+            spec = specs.get(name)
+            if (want in (Desired.SERVING.value, Desired.STANDBY.value) and spec is not None
+                    and self.pool.get(name) is None and self._runs(spec)):
+                self._start_backend(spec, Desired(want))
+        self.router.deployment = dep  # the flip, as in _commit
+        latest = await self.store.latest_rollout()
+        if latest is not None:
+            self.rollouts.adopt(latest)
+        log.info("replica %s follows generation %d: active=%s canary=%s:%d%%", self.replicas.id, dep.generation,
+                 dep.active, dep.canary, dep.canary_percent)
+        return True
+
+    async def _retired(self, b: Backend) -> None:
+        await self.supervisor.retired(b)
 
     async def close(self) -> None:
         """Stop every backend. What the operator wanted stays persisted for the next start."""
+        await self.replicas.close()
         await self.shadows.close()
         await self.rollouts.close()
         await self.supervisor.close()
@@ -251,6 +309,10 @@ class Engine:
         loading or loaded is joined; a failed one is started again."""
         async with self._refusals_audited(actor, "load", {"name": name}), self._lock:
             spec = await self._spec(name)
+            if not spec.remote and not self.settings.run_local_versions:
+                raise Conflict(f"Version '{name}' is local, and this replica starts no vLLM process "
+                               "(BATON_RUN_LOCAL_VERSIONS=false).",
+                               f"Serve it from an engine built for clusters and /load {name} --url URL instead.")
             b = self.pool.get(name)
             if b is not None and (b.desired is Desired.UNLOADED or b.state in (State.DRAINING, State.STOPPING)):
                 raise Conflict(f"Version '{name}' is being unloaded ({b.state.value}).",
@@ -337,6 +399,8 @@ class Engine:
         which ends as the active one) passes the quality gate first against the active version,
         unless `force` (then the audit says what the gate would have refused)."""
         async with self._refusals_audited(actor, action, args), self._lock:
+            if self.replicas.enabled:  # decide on what the other replicas committed, not on a stale copy
+                await self._catch_up()
             old = self.router.deployment
             record = rollout_for(old) if rollout_for else None
             new = change(old)
@@ -673,7 +737,7 @@ class Engine:
         serving = [n for n in (d.active, d.canary, d.previous) if self.router.usable(n)]
         status: Literal["ok", "degraded", "unavailable"] = (
             "ok" if d.active in serving else "degraded" if serving else "unavailable")
-        return Health(status, d, states, "" if status == "ok" else self.router.describe_wait())
+        return Health(status, d, states, "" if status == "ok" else self.router.describe_wait(), self.replicas.id)
 
     async def status(self) -> Status:
         d = self.router.deployment
@@ -687,7 +751,7 @@ class Engine:
                 continue
             last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
             rows.append(self._status_of(b, last[0] if last else ""))
-        return Status(d, rows, self.shadows.stats(d))
+        return Status(d, rows, self.shadows.stats(d), await self.replicas.view())
 
     def _status_of(self, b: Backend, last_line: str) -> VersionStatus:
         s = b.snapshot()

@@ -1,6 +1,7 @@
 """One typed settings object, read once from the environment (BATON_*) and `.env`."""
 from __future__ import annotations
 
+import socket
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +37,15 @@ class Settings(BaseSettings):
 
     data_dir: Path = ROOT / "data"
     database_url: str | None = None  # default: SQLite file in data_dir
+
+    # Replicas on one Postgres database (engine/replicas.py). The id names this replica in /status
+    # and must differ between replicas (the host name does, one replica per host or pod).
+    replica_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+    replica_heartbeat_s: float = Field(default=1.0, gt=0)
+    replica_poll_s: float = Field(default=5.0, gt=0)  # a missed notification is caught up within this
+    # False on a replica that must not start vLLM processes: with several replicas, versions are
+    # remote (/load NAME --url), served by an engine built for clusters.
+    run_local_versions: bool = True
 
     vllm_python: Path = ROOT / ".venv-vllm" / "bin" / "python"
     # Extra interpreters a version may name (two vLLM releases side by side).
