@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from admin import shield
 from admin.keys import ApiKey, Audited, Keys
-from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, NotFound, Sample, VersionStatus
+from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, NotFound, ReplicaView, Sample, VersionStatus
 from engine import RolloutView as Rollout
 
 from .auth import Auth
@@ -99,6 +99,10 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     async def deployment(key: Admin) -> DeploymentView:
         return _view(get_engine())
 
+    @api.get("/replicas", summary="Every replica on the database: the generation it applies, its last heartbeat")
+    async def replicas(key: Admin) -> list[ReplicaView]:
+        return (await get_engine().status()).replicas
+
     @api.post("/deployment/switch", summary="Send all new requests to a ready version (quality-gated unless forced)")
     async def switch(body: SwitchBody, key: Admin) -> DeploymentView:
         return await changed(get_engine().switch(body.name, force=body.force, actor=key.actor))
@@ -175,7 +179,8 @@ def _view(engine: Engine) -> DeploymentView:
     return DeploymentView(active=d.active, canary=d.canary, canary_percent=d.canary_percent if d.canary else 0,
                           standby=d.previous, shadow=d.shadow, shadow_percent=d.shadow_percent,
                           shadow_stats=engine.shadow_stats(), updated_by=d.updated_by, updated_at=d.updated_at,
-                          status=health.status, detail=health.detail, versions=health.states)
+                          status=health.status, detail=health.detail, versions=health.states,
+                          generation=d.generation, replica=health.replica)
 
 
 def _numbers(s: Sample | None) -> LiveNumbers | None:

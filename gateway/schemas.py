@@ -182,6 +182,8 @@ class DeploymentView(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
     detail: str  # why the active version is not serving, in a sentence; "" when it is
     versions: dict[str, str]  # loaded version -> state
+    generation: int  # of the deployment the answering replica applies; one more per change
+    replica: str  # the answering replica (BATON_REPLICA_ID)
 
 
 class RolloutBody(BaseModel):
