@@ -1,0 +1,113 @@
+"""Two app replicas on one Postgres database, on the fast fake server as the remote versions:
+admins acting at once on both replicas, a lost LISTEN connection, /status's replica table, and an
+unload that only stops routing. (tests/test_replicas_vllm.py does the rest on real vLLM.)"""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from engine.replicas import asyncpg_dsn
+
+from . import chatkit as ck
+from . import replicakit as rk
+
+PORTS = (31800, 31801)
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("replicas-fast")
+    remotes = [rk.start_remote(name, ck.make_fake_model(root, name, token_delay_s=0.02), port, "fake-remote-key",
+                               root, vllm=False)
+               for name, port in (("v1", PORTS[0]), ("v2", PORTS[1]))]
+    db = postgres.new_database()
+    try:
+        rk.wait_remotes(remotes, 30)
+        with rk.replicas(root, db, remotes) as apps:
+            yield db, remotes, apps
+    finally:
+        for r in remotes:
+            r.kill()
+
+
+@pytest.fixture(scope="module")
+async def admin_key(cluster):
+    _, remotes, (a, b) = cluster
+    async with ck.chatting(a.url, *rk.ADMIN) as chat:
+        key = await ck.make_key(chat, "ops", "admin")
+    async with rk.admin_api(a, key) as api:
+        for remote in remotes:
+            await rk.load_remote(api, remote)
+        await rk.wait_states(b, {"v1": "ready", "v2": "ready"}, 30)
+        assert (await api.post("/deployment/switch", json={"name": "v1"})).status_code == 200
+    return key
+
+
+async def both(apps: list[ck.App]) -> list[dict]:
+    return [(await ck.healthz(app.url))[1] for app in apps]
+
+
+async def test_two_admins_switching_at_once_on_two_replicas_one_wins_and_both_agree(cluster, admin_key):
+    _, _, apps = cluster
+    async with rk.admin_api(apps[0], admin_key) as on_a, rk.admin_api(apps[1], admin_key) as on_b:
+        for round_ in range(6):
+            active = (await both(apps))[0]["active"]
+            target = "v2" if active == "v1" else "v1"
+            ra, rb = await asyncio.gather(on_a.post("/deployment/switch", json={"name": target}),
+                                          on_b.post("/deployment/switch", json={"name": target}))
+            codes = sorted((ra.status_code, rb.status_code))
+            assert codes == [200, 409], (round_, ra.text, rb.text)
+            refused = ra if ra.status_code == 409 else rb
+            assert ("another replica" in refused.text or "already active" in refused.text), refused.text
+            winner = (ra if ra.status_code == 200 else rb).json()["generation"]
+            for app in apps:
+                await rk.applied(app, winner, timeout=1.0)
+            a, b = await both(apps)
+            assert a["active"] == b["active"] == target and a["generation"] == b["generation"] == winner
+
+
+async def test_a_replica_whose_listen_connection_drops_catches_up_after_reconnecting(cluster, admin_key):
+    db, _, (a, b) = cluster
+    conn = await asyncpg.connect(asyncpg_dsn(db))
+    try:
+        dropped = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    assert dropped == 2, dropped  # one per replica
+    async with rk.admin_api(a, admin_key) as api:
+        active = (await ck.healthz(a.url))[1]["active"]
+        r = await api.post("/deployment/switch", json={"name": "v2" if active == "v1" else "v1"})
+        assert r.status_code == 200, r.text
+        # Sent while B was not listening: B applies it after it reconnects (well before the poll).
+        assert await rk.applied(b, r.json()["generation"], timeout=3.0) < 3.0
+
+
+async def test_status_shows_every_replica_with_its_generation_and_heartbeat(cluster, admin_key):
+    _, _, (a, b) = cluster
+    async with ck.chatting(b.url, *rk.ADMIN) as chat:
+        text = await chat.reply("/status")
+    generation = (await ck.healthz(a.url))[1]["generation"]
+    assert f"deployment generation {generation}" in text, text
+    assert "| b (this one) |" in text and "| a |" in text, text
+    assert text.count("✅ converged") == 2, text
+
+
+async def test_unloading_a_remote_version_on_a_stops_routing_on_b_and_kills_nothing(cluster, admin_key):
+    _, remotes, (a, b) = cluster
+    async with rk.admin_api(a, admin_key) as api:
+        active = (await ck.healthz(a.url))[1]["active"]
+        idle = "v2" if active == "v1" else "v1"
+        r = await api.delete(f"/versions/{idle}")
+        assert r.status_code == 200, r.text
+
+    async def gone() -> bool:
+        return idle not in (await ck.healthz(b.url))[1]["versions"]
+    await ck.wait_until(gone, 5, f"B to stop serving {idle}")
+    remote = next(r for r in remotes if r.name == idle)
+    assert remote.proc.poll() is None and remote.alive()  # nothing remote was killed
+    async with rk.admin_api(a, admin_key) as api:
+        await rk.load_remote(api, remote)  # and it can be loaded again
+        await rk.wait_states(b, {idle: "ready"}, 30)
