@@ -75,6 +75,7 @@ bench: install
 	$(APP)/bin/python -m benchmarks.chaos_bench --backend fake
 	$(APP)/bin/python -m benchmarks.quality_bench
 	$(APP)/bin/python -m benchmarks.detect_bench
+	$(APP)/bin/python -m benchmarks.replicas_bench
 	$(APP)/bin/python -m benchmarks.report
 
 clean:

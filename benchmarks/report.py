@@ -478,6 +478,29 @@ its prior, where English leads, with a confidence near 0.23: the confidence says
 """
 
 
+def replicas_section(r: dict) -> str:
+    c, commit = r["convergence"], r["commit"]
+    ratio = (commit["postgres"]["p50_ms"] / commit["sqlite"]["p50_ms"]) if commit["sqlite"]["p50_ms"] else None
+    rows = [["convergence, A's switch to B applying it", num(c["p50_ms"], " ms"), num(c["p99_ms"], " ms"),
+             num(c["max_ms"], " ms"), target((c["p99_ms"] or 0) < 1000) + " p99 under 1 s"],
+            ["switch commit on SQLite (file, WAL)", num(commit["sqlite"]["p50_ms"], " ms"),
+             num(commit["sqlite"]["p99_ms"], " ms"), num(commit["sqlite"]["max_ms"], " ms"), ""],
+            ["switch commit on Postgres (+ NOTIFY)", num(commit["postgres"]["p50_ms"], " ms"),
+             num(commit["postgres"]["p99_ms"], " ms"), num(commit["postgres"]["max_ms"], " ms"),
+             f"{ratio:.1f}× SQLite's p50" if ratio else ""]]
+    return f"""## Replicas on Postgres (`benchmarks/replicas_bench.py`)
+
+Two app replicas (`chainlit run app.py`) on one throwaway Postgres cluster serve two remote versions (fake
+OpenAI-compatible servers started outside Baton, so that the times are Baton's). {r['switches']} switches are made
+through replica A's admin API; replica B's `/healthz` is polled every 5 ms until it applies the new generation,
+counted from the moment A was asked. Meanwhile {r['clients']} openai-SDK clients stream through B:
+**{r['served_through_b']} answers, {r['failed_through_b']} failed**. The commit is `Store.save_change`, what a switch
+waits for, {commit['sqlite']['n']} times on each database, alternately. Measured {r['measured_at']} ({r['machine']}).
+
+{table(["", "p50", "p99", "max", "target"], rows)}
+"""
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
@@ -485,7 +508,7 @@ def main() -> None:
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
     for key, section in (("engine", engine_section), ("engine_nice", nice_section), ("load", load_section),
                          ("nginx", nginx_section), ("chaos", chaos_section), ("quality", quality_section),
-                         ("detection", detection_section)):
+                         ("detection", detection_section), ("replicas", replicas_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")
     parts.append(FAULTS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
