@@ -1,6 +1,7 @@
-"""Two app replicas on one Postgres database, on the fast fake server as the remote versions:
-admins acting at once on both replicas, a lost LISTEN connection, /status's replica table, and an
-unload that only stops routing. (tests/test_replicas_vllm.py does the rest on real vLLM.)"""
+"""Two app replicas on one Postgres database behind nginx (docs/deploy/nginx.conf), on the fast fake
+server as the remote versions: admins acting at once on both replicas, a lost LISTEN connection,
+/status's replica table, an unload that only stops routing, and a user's replica killed under
+them. (tests/test_replicas_vllm.py does the rest on real vLLM.)"""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ import pytest
 from engine.replicas import asyncpg_dsn
 
 from . import chatkit as ck
+from . import nginxkit
 from . import replicakit as rk
 
 PORTS = (31800, 31801)
@@ -23,10 +25,11 @@ def cluster(postgres, tmp_path_factory):
                                root, vllm=False)
                for name, port in (("v1", PORTS[0]), ("v2", PORTS[1]))]
     db = postgres.new_database()
+    envs = [rk.replica_env(root / rid, db, rid, remotes) for rid in ("a", "b")]
     try:
         rk.wait_remotes(remotes, 30)
-        with rk.replicas(root, db, remotes) as apps:
-            yield db, remotes, apps
+        with nginxkit.balanced(envs, root / "nginx", admin=rk.ADMIN) as lb:
+            yield db, remotes, lb.apps, lb
     finally:
         for r in remotes:
             r.kill()
@@ -34,7 +37,7 @@ def cluster(postgres, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def admin_key(cluster):
-    _, remotes, (a, b) = cluster
+    _, remotes, (a, b), _ = cluster
     async with ck.chatting(a.url, *rk.ADMIN) as chat:
         key = await ck.make_key(chat, "ops", "admin")
     async with rk.admin_api(a, key) as api:
@@ -50,7 +53,7 @@ async def both(apps: list[ck.App]) -> list[dict]:
 
 
 async def test_two_admins_switching_at_once_on_two_replicas_one_wins_and_both_agree(cluster, admin_key):
-    _, _, apps = cluster
+    _, _, apps, _ = cluster
     async with rk.admin_api(apps[0], admin_key) as on_a, rk.admin_api(apps[1], admin_key) as on_b:
         for round_ in range(6):
             active = (await both(apps))[0]["active"]
@@ -69,7 +72,7 @@ async def test_two_admins_switching_at_once_on_two_replicas_one_wins_and_both_ag
 
 
 async def test_a_replica_whose_listen_connection_drops_catches_up_after_reconnecting(cluster, admin_key):
-    db, _, (a, b) = cluster
+    db, _, (a, b), _ = cluster
     conn = await asyncpg.connect(asyncpg_dsn(db))
     try:
         dropped = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -86,7 +89,7 @@ async def test_a_replica_whose_listen_connection_drops_catches_up_after_reconnec
 
 
 async def test_status_shows_every_replica_with_its_generation_and_heartbeat(cluster, admin_key):
-    _, _, (a, b) = cluster
+    _, _, (a, b), _ = cluster
     async with ck.chatting(b.url, *rk.ADMIN) as chat:
         text = await chat.reply("/status")
     generation = (await ck.healthz(a.url))[1]["generation"]
@@ -96,7 +99,7 @@ async def test_status_shows_every_replica_with_its_generation_and_heartbeat(clus
 
 
 async def test_unloading_a_remote_version_on_a_stops_routing_on_b_and_kills_nothing(cluster, admin_key):
-    _, remotes, (a, b) = cluster
+    _, remotes, (a, b), _ = cluster
     async with rk.admin_api(a, admin_key) as api:
         active = (await ck.healthz(a.url))[1]["active"]
         idle = "v2" if active == "v1" else "v1"
@@ -111,3 +114,31 @@ async def test_unloading_a_remote_version_on_a_stops_routing_on_b_and_kills_noth
     async with rk.admin_api(a, admin_key) as api:
         await rk.load_remote(api, remote)  # and it can be loaded again
         await rk.wait_states(b, {idle: "ready"}, 30)
+
+
+async def test_a_user_whose_replica_dies_resumes_the_thread_through_nginx_on_the_other(cluster, admin_key):
+    _, _, apps, lb = cluster
+    chat = await ck.connect(lb.nginx.url, *rk.ADMIN)
+    try:
+        asked = await chat.ask("Where is the station?", timeout=30)
+        answer, thread = asked[-1].output, chat.thread_id
+    finally:
+        await chat.close()
+    home = lb.app_at(next(r.upstream for r in reversed(lb.nginx.requests()) if r.path.startswith("/ws/socket.io")))
+    home.proc.kill()
+    home.proc.wait()
+    token = await ck.login(lb.nginx.url, *rk.ADMIN)
+    again = ck.ChatClient(lb.nginx.url, token, rk.ADMIN[0])
+    await again.connect(thread)
+    try:
+        resumed = await again.wait_for(lambda: next((d for n, d in again.events if n == "resume_thread"), None), 15,
+                                       "the resumed thread")
+        outputs = [step.get("output") for step in resumed["steps"]]
+        assert "Where is the station?" in outputs and answer in outputs, outputs
+        more = await again.ask("Good morning", timeout=30)  # and the thread goes on there
+        assert more[-1].attribution is not None, more[-1].output
+    finally:
+        await again.close()
+    survivor = next(a for a in apps if a is not home)
+    last = next(r for r in reversed(lb.nginx.requests()) if r.path.startswith("/ws/socket.io"))
+    assert last.upstream == f"127.0.0.1:{survivor.port}", last
