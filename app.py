@@ -201,7 +201,8 @@ endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
 
 class _DataLayer(SQLAlchemyDataLayer):
     """Chainlit 2.12's SQL data layer binds a user message's composer modes (the From/To pickers, a
-    dict) as they are, which SQLite refuses: the user's message would be missing from the history."""
+    dict) as they are, which SQLite and asyncpg (JSONB takes text) refuse: the user's message would
+    be missing from the history."""
 
     async def create_step(self, step_dict: StepDict) -> None:
         if isinstance(modes := step_dict.get("modes"), dict):

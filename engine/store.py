@@ -273,7 +273,8 @@ class Store:
         self.engine: AsyncEngine = create_async_engine(url)
         self._sync_engine: Engine | None = None
         self._sync_session: sessionmaker[Session] | None = None
-        if self.engine.dialect.name == "sqlite":
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self._sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             if self.engine.url.database not in (None, "", ":memory:"):
                 # The same file through the standard library's driver, for one-round-trip writes.
@@ -304,7 +305,8 @@ class Store:
         cause = getattr(exc, "orig", None) or exc  # the driver's own words ("database is locked")
         return StoreUnavailable(
             f"The database refused the change ({str(cause).splitlines()[0]}); nothing was changed.",
-            "Check that the database file is writable and not locked, then retry.",
+            "Check that the database file is writable and not locked, then retry." if self._sqlite
+            else "Check that the database server is reachable and accepts writes, then retry.",
         )
 
     # versions ---------------------------------------------------------------
@@ -347,7 +349,8 @@ class Store:
             return _deployment(await s.get(DeploymentRow, 1))
 
     async def save_change(self, change: Change) -> Saved:
-        """The deployment, the desired states it changes, and its audit row, in one durable commit.
+        """The deployment, the desired states it changes, and its audit row, in one durable commit,
+        if the deployment is still at `change.deployment.generation` (else Conflict, nothing written).
 
         A switch waits for this commit. Through aiosqlite each statement is a round trip between
         SQLite's thread and the event loop (a dozen per commit), and under load every round trip
@@ -364,6 +367,9 @@ class Store:
     def _write_change_sync(self, change: Change) -> Saved:
         assert self._sync_session is not None
         with self._sync_session.begin() as s:
+            # The driver would begin at the first write, after the generation is read: another
+            # process could write in between. The write lock first makes the compare-and-swap whole.
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
             return _write_change(s, change)
 
     async def generation(self) -> int:

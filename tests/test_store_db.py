@@ -22,10 +22,12 @@ from admin.accounts import Accounts
 from admin.glossary import Glossary
 from admin.keys import Keys
 from admin.votes import Votes
-from engine import Conflict
+from engine import Conflict, Engine
 from engine.migrations import CHAT_TABLES
 from engine.store import NOTIFY_CHANNEL, Base, Change, Store, _write_change
 from engine.types import Deployment
+
+from .conftest import fake_model, fake_settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -215,10 +217,9 @@ async def test_a_change_from_a_stale_deployment_is_refused_and_changes_nothing(d
         await b.close()
 
 
-async def test_concurrent_changes_from_one_generation_one_wins(postgres):
+async def test_concurrent_changes_from_one_generation_one_wins(database_url):
     """Two replicas change the same generation at once: the row lock lets exactly one through."""
-    url = postgres.new_database()
-    a, b = Store(url), Store(url)
+    a, b = Store(database_url), Store(database_url)
     try:
         await a.migrate()
         dep = await a.get_deployment()
@@ -277,3 +278,26 @@ async def test_replica_records_beat_list_and_leave(store):
     await store.leave("a")
     await store.leave("nobody")  # already gone: nothing to do
     assert [r.id for r in await store.list_replicas()] == ["b"]
+
+
+async def test_an_engine_working_from_a_stale_deployment_is_refused_and_says_why(postgres, tmp_path):
+    """Through the facade: replica B, which has not heard of A's change, cannot write over it; the
+    refusal is audited and B starts nothing."""
+    url = postgres.new_database()
+    a = Engine(fake_settings(tmp_path / "a", database_url=url))
+    b = Engine(fake_settings(tmp_path / "b", database_url=url))
+    try:
+        await a.start()
+        await b.start()
+        await a.register("v1", fake_model(a.settings, "v1"))
+        await a.load("v1")
+        await b.register("v2", fake_model(b.settings, "v2"))
+        with pytest.raises(Conflict, match="changed on another replica meanwhile"):
+            await b.load("v2")
+        assert b.pool.get("v2") is None and b.router.deployment.generation == 0
+        last = (await b.store.list_audit(1))[0]
+        assert (last.action, last.outcome) == ("load", "refused") and "generation 1, this replica had 0" in last.detail
+        assert await b.store.desired_states() == {"v1": "standby", "v2": None}
+    finally:
+        await b.close()
+        await a.close()
