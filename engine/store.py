@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -219,6 +219,11 @@ def _write_rollout(s: Session, r: RolloutRecord) -> RolloutRow:
     return row
 
 
+def _changed_meanwhile(how: str) -> Conflict:
+    return Conflict(f"The deployment changed on another replica meanwhile ({how}); nothing was changed.",
+                    "Look at /status and try again.")
+
+
 @dataclass(frozen=True)
 class Change:
     """One change of the deployment, written in one transaction with its audit row."""
@@ -244,8 +249,7 @@ def _write_change(s: Session, change: Change) -> Saved:
     dep = change.deployment
     row = s.get(DeploymentRow, 1, with_for_update=True) or DeploymentRow(id=1, generation=0)
     if row.generation != dep.generation:
-        raise Conflict(f"The deployment changed on another replica meanwhile (generation {row.generation}, "
-                       f"this replica had {dep.generation}); nothing was changed.", "Look at /status and try again.")
+        raise _changed_meanwhile(f"generation {row.generation}, this replica had {dep.generation}")
     s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
                    detail=change.detail))
     for name, desired in change.desired.items():
@@ -361,6 +365,8 @@ class Store:
                 return await asyncio.to_thread(self._write_change_sync, change)
             async with self._session.begin() as s:
                 return await s.run_sync(_write_change, change)
+        except IntegrityError as exc:  # two replicas wrote the very first change at once: no row to lock yet
+            raise _changed_meanwhile("its first change") from exc
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 

@@ -217,16 +217,21 @@ async def test_a_change_from_a_stale_deployment_is_refused_and_changes_nothing(d
         await b.close()
 
 
-async def test_concurrent_changes_from_one_generation_one_wins(database_url):
-    """Two replicas change the same generation at once: the row lock lets exactly one through."""
+async def test_a_change_waits_for_one_in_flight_then_is_refused(database_url):
+    """Two replicas change the same generation at once: B waits on A's lock on the deployment
+    (Postgres: the row; SQLite: the database), then finds A's generation and is refused."""
     a, b = Store(database_url), Store(database_url)
     try:
         await a.migrate()
-        dep = await a.get_deployment()
-        results = await asyncio.gather(a.save_change(change(dep, active="v1")), b.save_change(change(dep, active="v2")),
-                                       return_exceptions=True)
-        assert sorted(type(r).__name__ for r in results) == ["Conflict", "Saved"]
-        assert await a.generation() == 1 and len(await a.list_audit()) == 1
+        dep = (await a.save_change(change(await a.get_deployment(), active="v0"))).deployment
+        async with a._session.begin() as s:
+            await s.run_sync(_write_change, change(dep, active="v1"))  # written, not committed yet
+            bs = asyncio.ensure_future(b.save_change(change(dep, active="v2")))
+            await asyncio.sleep(0.5)
+            assert not bs.done(), "B waits for A's transaction"
+        with pytest.raises(Conflict, match="generation 2, this replica had 1"):
+            await bs
+        assert (await b.get_deployment()).active == "v1" and len(await b.list_audit()) == 2
     finally:
         await a.close()
         await b.close()
