@@ -110,7 +110,7 @@ async def fake_engine(tmp_path):
 
 # ---------------------------------------------------------------------------- Postgres
 
-POSTGRES_PORTS = range(31000, 31100)
+POSTGRES_PORTS = range(31000, 31050)  # 31050-31099: backends of the apps tests run on it
 
 
 def _free(port: int) -> bool:
