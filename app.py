@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
 import gateway
-from admin import auth_secret, commands, datalayer, endpoints, languages, login_guard, render
+from admin import auth_secret, commands, endpoints, languages, login_guard, render
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
@@ -129,16 +129,11 @@ async def startup() -> None:
     global _engine, _accounts, _keys, _votes, _glossary
     eng = Engine(SETTINGS)
     eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
-    await eng.start()  # schema, orphans, and the active version loading again in the background
-    await datalayer.create_schema(eng.store.engine)
+    await eng.start()  # schema (the stores' and the chat history's too), orphans, the active version loading again
     accts = Accounts(eng.store.engine)
-    await accts.create_schema()
     keys = Keys(eng.store.engine)
-    await keys.create_schema()
     votes = Votes(eng.store.engine)
-    await votes.create_schema()
     terms = Glossary(eng.store.engine)
-    await terms.create_schema()
     await _bootstrap_admin(eng, accts)
     _engine, _accounts, _keys, _votes, _glossary = eng, accts, keys, votes, terms
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
@@ -206,7 +201,8 @@ endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
 
 class _DataLayer(SQLAlchemyDataLayer):
     """Chainlit 2.12's SQL data layer binds a user message's composer modes (the From/To pickers, a
-    dict) as they are, which SQLite refuses: the user's message would be missing from the history."""
+    dict) as they are, which SQLite and asyncpg (JSONB takes text) refuse: the user's message would
+    be missing from the history."""
 
     async def create_step(self, step_dict: StepDict) -> None:
         if isinstance(modes := step_dict.get("modes"), dict):
@@ -216,7 +212,7 @@ class _DataLayer(SQLAlchemyDataLayer):
 
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
-    # Chat history lives in the engine's database; its tables are created in startup().
+    # Chat history lives in the engine's database; engine/migrations creates its tables (Engine.start).
     return _DataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
 
 

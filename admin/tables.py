@@ -1,5 +1,5 @@
 """What the admin stores (accounts, API keys, votes, glossaries) share: their tables live in the
-engine's database, each store's on its own declarative base, created at start-up."""
+engine's database, each store's on its own declarative base; engine/migrations creates them."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -9,12 +9,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 
 class Tables:
-    base: ClassVar[type[DeclarativeBase]]  # the store's own tables
+    base: ClassVar[type[DeclarativeBase]]  # the store's own tables (tests compare them with the migrations)
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
         self._session = async_sessionmaker(engine, expire_on_commit=False)
-
-    async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(self.base.metadata.create_all)

@@ -37,12 +37,11 @@ async def main() -> None:
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     eng = Engine(settings)
-    await eng.store.create_schema()
+    await eng.store.migrate()
     logins = settings.data_dir / "demo-logins.txt"
     try:
         await prepare_versions(eng)
         accounts = Accounts(eng.store.engine)
-        await accounts.create_schema()
         await ensure_logins(accounts, logins)
     finally:
         await eng.store.close()

@@ -27,13 +27,14 @@ from .shadow import ShadowStats
 from .states import Desired, State
 from .terminology import Term
 from .translate import BackendFailed, Chunk, CompletionRequest, Restart, TranslationRequest, TranslationResult
-from .types import AuditEvent, Deployment, Sampling, VersionSpec
+from .types import AuditEvent, Deployment, ReplicaRecord, Sampling, VersionSpec
 
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
     "Detection", "Document",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
-    "NotFound", "NotReady", "PairScores", "Progress", "ReplicaView", "Restart", "RolloutView", "RouteInfo", "Sample", "Sampling",
+    "NotFound", "NotReady", "PairScores", "Progress", "ReplicaRecord", "ReplicaView", "Restart", "RolloutView",
+    "RouteInfo", "Sample", "Sampling",
     "Scores", "Settings", "ShadowStats", "State", "Status", "StoreUnavailable", "Term", "TranslationRequest",
     "TranslationResult", "VersionSpec", "VersionStatus", "WaitInfo", "shown_name",
 ]

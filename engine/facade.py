@@ -174,10 +174,11 @@ class Engine:
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
-        """Create/upgrade the schema, end orphans, and bring back every version the operator
-        wants loaded (serving and standby alike), in the background."""
+        """Create/upgrade the schema (every table: the admin stores' and the chat history's too), end
+        orphans, and bring back every version the operator wants loaded (serving and standby alike),
+        in the background."""
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
-        await self.store.create_schema()
+        await self.store.migrate()
         killed = await orphans.reap(self.store)
         if killed:
             log.warning("ended %d orphaned backend processes: %s", len(killed), killed)

@@ -18,22 +18,24 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     make_url,
     select,
-    text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from .errors import StoreUnavailable
+from . import migrations
+from .errors import Conflict, StoreUnavailable
 from .evaluation import Evaluation, PairScores
 from .scoring import Scores
-from .types import AuditEvent, Deployment, RolloutPlan, RolloutRecord, Sampling, VersionSpec
+from .types import AuditEvent, Deployment, ReplicaRecord, RolloutPlan, RolloutRecord, Sampling, VersionSpec
+
+NOTIFY_CHANNEL = "baton_deployment"  # every committed deployment change, with its generation (Postgres)
+_MIGRATION_LOCK = 0x6261746F6E  # pg_advisory_xact_lock's key: one replica runs the migrations at a time
 
 
 def utcnow() -> datetime:
@@ -59,6 +61,10 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # What the operator wants for it (engine.states.Desired); NULL in a database from before it.
     desired: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # A remote version (served by an engine Baton does not start): its base URL, and the name of the
+    # environment variable holding its API key. NULL for a local version.
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    api_key_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class DeploymentRow(Base):
@@ -73,6 +79,8 @@ class DeploymentRow(Base):
     shadow_percent: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
     updated_by: Mapped[str] = mapped_column(String(128), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Bumped by every change; a change written from an older generation is refused (Store.save_change).
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditRow(Base):
@@ -128,23 +136,22 @@ class ProcessRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReplicaRow(Base):
+    """A running app replica: the deployment generation it serves, and when it last said so."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
-
-
-def _add_missing_columns(sync_conn: Connection) -> None:
-    """Additive schema upgrade: columns added to a model appear in an older database."""
-    insp = inspect(sync_conn)
-    for table in Base.metadata.sorted_tables:
-        existing = {c["name"] for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            if col.name not in existing:
-                ddl = col.type.compile(dialect=sync_conn.dialect)
-                sync_conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {ddl}'))
 
 
 def _json(arguments: object) -> str:
@@ -182,6 +189,7 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
         shadow_percent=row.shadow_percent or 0,
         updated_by=row.updated_by,
         updated_at=row.updated_at,
+        generation=row.generation,
     )
 
 
@@ -211,6 +219,11 @@ def _write_rollout(s: Session, r: RolloutRecord) -> RolloutRow:
     return row
 
 
+def _changed_meanwhile(how: str) -> Conflict:
+    return Conflict(f"The deployment changed on another replica meanwhile ({how}); nothing was changed.",
+                    "Look at /status and try again.")
+
+
 @dataclass(frozen=True)
 class Change:
     """One change of the deployment, written in one transaction with its audit row."""
@@ -231,19 +244,26 @@ class Saved:
 
 
 def _write_change(s: Session, change: Change) -> Saved:
+    """Compare-and-swap on the deployment's generation: the row stays locked until commit, and a
+    change made from a deployment another replica has changed since is refused, writing nothing."""
+    dep = change.deployment
+    row = s.get(DeploymentRow, 1, with_for_update=True) or DeploymentRow(id=1, generation=0)
+    if row.generation != dep.generation:
+        raise _changed_meanwhile(f"generation {row.generation}, this replica had {dep.generation}")
     s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
                    detail=change.detail))
     for name, desired in change.desired.items():
         version = s.get(VersionRow, name)
         if version is not None:
             version.desired = desired
-    dep = change.deployment
-    row = s.get(DeploymentRow, 1) or DeploymentRow(id=1)
     row.active, row.previous = dep.active, dep.previous
     row.canary, row.canary_percent = dep.canary, dep.canary_percent
     row.shadow, row.shadow_percent = dep.shadow, dep.shadow_percent
     row.updated_by, row.updated_at = change.actor, utcnow()
+    row.generation = dep.generation + 1
     s.add(row)
+    if s.get_bind().dialect.name == "postgresql":  # delivered to every LISTENer when this commits
+        s.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(row.generation))))
     rollout = _write_rollout(s, change.rollout) if change.rollout is not None else None
     s.flush()  # assigns a new rollout its id
     return Saved(_deployment(row), _rollout(rollout) if rollout is not None else None)
@@ -257,7 +277,8 @@ class Store:
         self.engine: AsyncEngine = create_async_engine(url)
         self._sync_engine: Engine | None = None
         self._sync_session: sessionmaker[Session] | None = None
-        if self.engine.dialect.name == "sqlite":
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self._sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             if self.engine.url.database not in (None, "", ":memory:"):
                 # The same file through the standard library's driver, for one-round-trip writes.
@@ -266,10 +287,18 @@ class Store:
                 self._sync_session = sessionmaker(self._sync_engine, expire_on_commit=False)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            await conn.run_sync(_add_missing_columns)
+    async def migrate(self) -> None:
+        """Create or upgrade the schema (engine/migrations), in one transaction. Processes starting
+        together take turns: the first runs the migrations, the others then find nothing left to do."""
+        try:
+            async with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                else:  # SQLite's driver would begin only at the first write, after Alembic has looked
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                await conn.run_sync(migrations.upgrade)
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -280,7 +309,8 @@ class Store:
         cause = getattr(exc, "orig", None) or exc  # the driver's own words ("database is locked")
         return StoreUnavailable(
             f"The database refused the change ({str(cause).splitlines()[0]}); nothing was changed.",
-            "Check that the database file is writable and not locked, then retry.",
+            "Check that the database file is writable and not locked, then retry." if self._sqlite
+            else "Check that the database server is reachable and accepts writes, then retry.",
         )
 
     # versions ---------------------------------------------------------------
@@ -323,7 +353,8 @@ class Store:
             return _deployment(await s.get(DeploymentRow, 1))
 
     async def save_change(self, change: Change) -> Saved:
-        """The deployment, the desired states it changes, and its audit row, in one durable commit.
+        """The deployment, the desired states it changes, and its audit row, in one durable commit,
+        if the deployment is still at `change.deployment.generation` (else Conflict, nothing written).
 
         A switch waits for this commit. Through aiosqlite each statement is a round trip between
         SQLite's thread and the event loop (a dozen per commit), and under load every round trip
@@ -334,13 +365,23 @@ class Store:
                 return await asyncio.to_thread(self._write_change_sync, change)
             async with self._session.begin() as s:
                 return await s.run_sync(_write_change, change)
+        except IntegrityError as exc:  # two replicas wrote the very first change at once: no row to lock yet
+            raise _changed_meanwhile("its first change") from exc
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
     def _write_change_sync(self, change: Change) -> Saved:
         assert self._sync_session is not None
         with self._sync_session.begin() as s:
+            # The driver would begin at the first write, after the generation is read: another
+            # process could write in between. The write lock first makes the compare-and-swap whole.
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
             return _write_change(s, change)
+
+    async def generation(self) -> int:
+        """The deployment's generation (0 before the first change): cheap, for replicas to compare."""
+        async with self._session() as s:
+            return (await s.scalar(select(DeploymentRow.generation).where(DeploymentRow.id == 1))) or 0
 
     async def desired_states(self) -> dict[str, str | None]:
         async with self._session() as s:
@@ -432,3 +473,27 @@ class Store:
         async with self._session() as s:
             rows = (await s.scalars(select(ProcessRow))).all()
             return [(r.pgid, r.version, r.marker) for r in rows]
+
+    # replicas ---------------------------------------------------------------
+    async def beat(self, replica_id: str, generation: int, started_at: datetime) -> None:
+        """This replica is alive and serves `generation`."""
+        try:
+            async with self._session.begin() as s:
+                await s.merge(ReplicaRow(id=replica_id, generation=generation, started_at=started_at,
+                                         heartbeat_at=utcnow()))
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+
+    async def list_replicas(self) -> list[ReplicaRecord]:
+        async with self._session() as s:
+            rows = (await s.scalars(select(ReplicaRow).order_by(ReplicaRow.id))).all()
+            return [ReplicaRecord(r.id, r.generation, r.started_at, r.heartbeat_at) for r in rows]
+
+    async def leave(self, replica_id: str) -> None:
+        try:
+            async with self._session.begin() as s:
+                row = await s.get(ReplicaRow, replica_id)
+                if row is not None:
+                    await s.delete(row)
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc

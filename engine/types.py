@@ -49,6 +49,17 @@ class Deployment:
     shadow_percent: int = 0
     updated_by: str = ""
     updated_at: datetime | None = None
+    generation: int = 0  # the store's count of changes; a change from an older one is refused
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """An app replica as its last heartbeat left it."""
+
+    id: str
+    generation: int  # of the deployment it serves
+    started_at: datetime
+    heartbeat_at: datetime
 
 
 @dataclass(frozen=True)

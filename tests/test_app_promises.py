@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin.accounts import Accounts
 from engine.backend import MARKER_ENV
 from engine.router import canary_bucket
+from engine.store import Store
 from engine.translate import MAX_TEXT_CHARS
 from tests import chatkit as ck
 
@@ -175,9 +175,10 @@ async def test_demo_logins_are_argon2_accounts_in_a_0600_file(tmp_path, monkeypa
     from demo.prepare import DEMO_LOGINS, ensure_logins
 
     monkeypatch.delenv("BATON_ADMIN_USER", raising=False)  # the operator chose no accounts
-    db = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
+    await store.migrate()  # every table, the accounts' too
+    db = store.engine
     accounts = Accounts(db)
-    await accounts.create_schema()
     logins = tmp_path / "demo-logins.txt"
     old_umask = os.umask(0)  # the most permissive umask: the mode must not come from it
     try:
@@ -204,7 +205,7 @@ async def test_demo_logins_are_argon2_accounts_in_a_0600_file(tmp_path, monkeypa
         await ensure_logins(accounts, logins)  # a second `make demo` keeps them
         assert logins.read_text() == before and await accounts.count_admins() == 1
     finally:
-        await db.dispose()
+        await store.close()
 
 
 async def answer_side(client: ck.ChatClient, text: str) -> tuple[str, tuple[str, str] | None]:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -447,14 +448,14 @@ async def test_deployment_commit_without_a_database_file():
     deployment and its audit row through the async driver instead of the one-round-trip path."""
     store = Store("sqlite+aiosqlite://")
     try:
-        await store.create_schema()
+        await store.migrate()
         saved = await store.save_change(Change(Deployment(active="v1", previous="v0"), {}, "ops", "switch", {"name": "v1"}, ""))
         assert saved.deployment.active == "v1" and (await store.get_deployment()).previous == "v0"
         assert [(e.actor, e.action, e.outcome) for e in await store.list_audit(5)] == [("ops", "switch", "ok")]
         # A rollout's state is committed with the traffic it sets, on this path too.
         plan = RolloutPlan((10, 100), 60.0, 0)
         started = RolloutRecord(None, "v2", "v1", plan, "running", 0, "ops")
-        saved = await store.save_change(Change(Deployment(active="v1", canary="v2", canary_percent=10), {}, "ops",
+        saved = await store.save_change(Change(replace(saved.deployment, canary="v2", canary_percent=10), {}, "ops",
                                                "rollout-start", {"name": "v2"}, "", started))
         assert saved.rollout is not None and saved.rollout.id is not None
         latest = await store.latest_rollout()

@@ -60,7 +60,7 @@ async def app(demo_models, tmp_path_factory):
     d = tmp_path_factory.mktemp("quality-vllm")
     (d / "models").symlink_to(demo_models)
     eng = Engine(Settings(data_dir=d))  # what `make demo` does before the app starts
-    await eng.store.create_schema()
+    await eng.store.migrate()
     try:
         await prepare_versions(eng)
     finally:
