@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,11 +26,14 @@ from admin import render
 from engine import Engine, InvalidArgument, NotFound, NotReady
 from engine.states import State
 
+from tests import chatkit as ck
+
 from .conftest import ROOT, fake_model, fake_settings, loaded_engine
 from .test_engine_fast import add_version, translate, wait_for
 
 KEY_VAR = "BATON_TEST_REMOTE_KEY"  # named in BATON_REMOTE_KEY_ENVS by these tests' settings
 KEY = "remote-secret-4f1c9a7e2b"
+ADMIN = ("root", "root-password-1")
 # Baton's own backends take ports from 31100-31199; the remote servers 31200-31399.
 PORT_MIN, PORT_MAX = 31100, 31199
 
@@ -279,3 +285,57 @@ async def test_the_api_key_comes_from_an_allowed_variable_only_and_is_never_show
             assert any(KEY_VAR in a.arguments for a in audit if a.action == "register")
             await no_secret_anywhere(eng)
             assert not [a for a in audit if "wrong-" in f"{a.arguments} {a.detail}"]
+
+
+async def test_load_url_through_the_chat_the_admin_api_and_the_cli(tmp_path):
+    """The real app: /load NAME --url in the chat, the admin API's LoadBody with url, `baton load --url`;
+    /status shows where each version lives; the key is in no chat message or audit row."""
+    with remote(tmp_path) as server:
+        env = {**ck.fake_env(tmp_path / "app"), "BATON_PORT_MIN": str(PORT_MIN), "BATON_PORT_MAX": str(PORT_MAX),
+               "BATON_ALLOWED_REMOTE": json.dumps([f"{server.url}/v1"]), "BATON_REMOTE_KEY_ENVS": json.dumps([KEY_VAR]),
+               KEY_VAR: KEY}
+        with ck.running_app(env, admin=ADMIN) as app:
+            async with ck.chatting(app.url, *ADMIN) as chat:
+                reply = await chat.reply(f"/load r1 --url {server.url}/v1 --served-model remote-m --api-key-env {KEY_VAR}")
+                assert f"Loading `r1` (served at {server.url})" in reply
+                await chat.wait_message(f"`r1` is ready after .* \\(served at {re.escape(server.url)}\\)", 30)
+                assert "Switched" in await chat.reply("/switch r1")
+                answer = await chat.reply("good morning")
+                assert "remote-m says:" in answer and "**r1**" in answer
+                status = await chat.reply("/status")
+                assert f"| r1 | ready | serving | active | — | {server.url} |" in status
+                assert "not under an allowed base URL" in await chat.reply(
+                    f"/load evil --url http://127.0.0.1:{server.port + 1}/v1 --served-model remote-m")
+                assert "no local log" in await chat.reply("/logs r1")
+                admin_key = await ck.make_key(chat, "ci", "admin")
+
+                async with httpx.AsyncClient(base_url=f"{app.url}/admin/v1", timeout=30,
+                                             headers={"Authorization": f"Bearer {admin_key}"}) as http:
+                    r = await http.post("/versions", json={"name": "r2", "url": server.url, "served_model": "remote-m",
+                                                           "api_key_env": KEY_VAR})
+                    assert r.status_code == 202 and r.json()["url"] == server.url and r.json()["port"] is None, r.text
+                    r = await http.post("/versions", json={"name": "r3", "url": "http://127.0.0.1:1@evil/v1"})
+                    assert r.status_code == 400 and "user name or password" in r.text, r.text
+
+                cli = subprocess.run(
+                    [sys.executable, "-m", "baton_cli", "load", "r4", "--url", f"{server.url}/v1", "--served-model",
+                     "remote-m", "--api-key-env", KEY_VAR, "--wait", "--timeout", "30"],
+                    cwd=ROOT, capture_output=True, text=True, timeout=60,
+                    env={**{k: v for k, v in os.environ.items() if not k.startswith("BATON_")},
+                         "BATON_URL": app.url, "BATON_API_KEY": admin_key})
+                assert cli.returncode == 0 and f"r4 is ready (served at {server.url})" in cli.stdout, cli.stderr
+                async def both_ready() -> str | None:
+                    text = await chat.reply("/status")
+                    return text if "| r2 | ready |" in text and "| r4 | ready |" in text else None
+
+                status = await ck.wait_until(both_ready, 20, "r2 and r4 ready", interval=0.5)
+                assert KEY not in status
+            with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db:
+                leaks = db.execute("SELECT count(*) FROM steps WHERE output LIKE ? OR input LIKE ?",
+                                   (f"%{KEY}%", f"%{KEY}%")).fetchone()[0]
+                leaks += db.execute("SELECT count(*) FROM audit_events WHERE arguments LIKE ? OR detail LIKE ?",
+                                    (f"%{KEY}%", f"%{KEY}%")).fetchone()[0]
+                named = db.execute("SELECT count(*) FROM audit_events WHERE action = 'register' AND outcome = 'ok' "
+                                   "AND arguments LIKE ?", (f"%{KEY_VAR}%",)).fetchone()[0]
+            assert leaks == 0 and named == 3
+        assert server.running and (await server.answers()).startswith("remote-m says:")
