@@ -44,9 +44,10 @@ COMMANDS: dict[str, Spec] = {
     "glossary": Spec("/glossary add SOURCE = TARGET [for LANG] | remove SOURCE [for LANG] | list"
                      " (admins: /glossary shared add|remove ...)",
                      "Terms that must be translated your way", "book-a", admin=False, mutating=True),
-    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] [--template TEXT] [--template-terminology TEXT] "
-                 "[--template-contextual TEXT] [--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]]",
-                 "Register and start a version", "download", mutating=True),
+    "load": Spec("/load NAME [MODEL_PATH [vLLM flags] | --url URL [--served-model M] [--api-key-env VAR]] "
+                 "[--template TEXT] [--template-terminology TEXT] [--template-contextual TEXT] "
+                 "[--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]",
+                 "Register and start a version (--url: one served elsewhere)", "download", mutating=True),
     "switch": Spec("/switch NAME [--force]", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
     "canary": Spec("/canary NAME PERCENT | /canary abort", "Send a share of conversations to a version", "bird",
@@ -247,9 +248,13 @@ async def _status(ctx: Context, args: list[str]) -> Reply:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Baton's own options on a /load line; every other token is a vLLM flag."""
+    """Baton's own options on a /load line; the first other token is the model path, the rest vLLM flags."""
 
+    model_path: str | None
     flags: list[str]
+    url: str | None = None  # a remote version: its server's URL (under BATON_ALLOWED_REMOTE)
+    served_model: str | None = None
+    api_key_env: str | None = None  # the NAME of the variable holding the remote server's key
     template: str | None = None
     templates: dict[str, str] | None = None  # by capability, when any was given
     max_tokens: int | None = None
@@ -280,15 +285,23 @@ def _take_options(tokens: list[str], names: tuple[str, ...]) -> tuple[list[str],
     return rest, values
 
 
+REMOTE_OPTIONS = ("--url", "--served-model", "--api-key-env")
+
+
 def _load_options(rest: list[str]) -> LoadOptions:
-    """Take `--template TEXT`, the capability templates and `--max-tokens N` out of the vLLM flags.
+    """Take Baton's options (a remote server's, the templates, `--max-tokens N`) out of a /load line.
     A chat box cannot hold a line break inside one argument, so \\n stands for one in a template."""
-    flags, values = _take_options(rest, ("--template", "--max-tokens", *TEMPLATE_OPTIONS))
+    others, values = _take_options(rest, (*REMOTE_OPTIONS, "--template", "--max-tokens", *TEMPLATE_OPTIONS))
+    remote = {k: values.pop(k) for k in REMOTE_OPTIONS if k in values}
     texts = {k: v.replace("\\n", "\n") for k, v in values.items()}
     extra = {cap: texts[option] for option, cap in TEMPLATE_OPTIONS.items() if option in texts}
     max_tokens = values.get("--max-tokens")
     return LoadOptions(
-        flags,
+        others[0] if others else None,
+        others[1:],
+        remote.get("--url"),
+        remote.get("--served-model"),
+        remote.get("--api-key-env"),
         texts.get("--template"),
         extra or None,
         _int(max_tokens, "--max-tokens", 1, MAX_TOKENS_LIMIT) if max_tokens is not None else None,
@@ -301,11 +314,12 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
     name, rest = args[0], args[1:]
     who = ctx.actor.username
     if rest:
-        opts = _load_options(rest[1:])
-        await ctx.engine.register(name, rest[0], flags=opts.flags, prompt_template=opts.template,
+        opts = _load_options(rest)
+        await ctx.engine.register(name, opts.model_path, url=opts.url, api_key_env=opts.api_key_env,
+                                  served_name=opts.served_model, flags=opts.flags, prompt_template=opts.template,
                                   templates=opts.templates, max_tokens=opts.max_tokens, actor=who)
     snap = await ctx.engine.load(name, actor=who)
-    return Reply(render.load_started(name, snap.port), follow_load=name)
+    return Reply(render.load_started(snap), follow_load=name)
 
 
 async def _switch(ctx: Context, args: list[str]) -> Reply:

@@ -16,6 +16,7 @@ from engine import (
     ShadowStats,
     Status,
     TranslationResult,
+    VersionStatus,
     WaitInfo,
 )
 from engine.languages import NAMES
@@ -100,7 +101,7 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
     lines += [
-        "| version | state | wanted | role | pid | port | uptime | in flight | served | errors | chrF |",
+        "| version | state | wanted | role | pid | port or URL | uptime | in flight | served | errors | chrF |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in st.versions:
@@ -108,7 +109,7 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         chrf = f"{ev.chrf:.1f} ({cell(ev.set_name)})" if ev else "—"
         lines.append(
             f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} "
-            f"| {_dash(v.pid)} | {_dash(v.port)} "
+            f"| {_dash(v.pid)} | {cell(v.url) if v.url else _dash(v.port)} "
             f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
@@ -457,8 +458,14 @@ def waiting(info: WaitInfo) -> str:
 
 
 # loading --------------------------------------------------------------------
-def load_started(name: str, port: int | None) -> str:
-    where = f" on port {port}" if port else ""
+def _where(v: VersionStatus) -> str:
+    """Where a version runs: its process, or the remote server it is served by."""
+    return f"served at {v.url}" if v.url else f"pid {_dash(v.pid)}, port {_dash(v.port)}"
+
+
+def load_started(v: VersionStatus) -> str:
+    where = f" (served at {v.url})" if v.url else f" on port {v.port}" if v.port else ""
+    name = v.name
     return (f"Loading {code(name)}{where} in the background. Progress shows below; "
             "the chat stays usable meanwhile, for you and everyone else.")
 
@@ -468,7 +475,7 @@ def load_progress(p: Progress) -> str:
     if v is None:
         return f"{code(p.name)} · waiting for its process · {duration(p.elapsed_s)}"
     lines = [f"**{cell(v.name)}** is **{cell(v.state)}** · {duration(p.elapsed_s)}",
-             f"pid {_dash(v.pid)} · port {_dash(v.port)}"]
+             _where(v).replace(", ", " · ")]
     if v.last_line:
         lines.append(f"last log line: {code(v.last_line[:200])}")
     return "\n\n".join(lines)
@@ -477,14 +484,15 @@ def load_progress(p: Progress) -> str:
 def load_finished(p: Progress, tail: Sequence[str]) -> str:
     v = p.version
     if p.phase == "ready" and v is not None:
-        return (f"✅ {code(v.name)} is ready after {duration(p.elapsed_s)} (pid {_dash(v.pid)}, port {_dash(v.port)}). "
+        return (f"✅ {code(v.name)} is ready after {duration(p.elapsed_s)} ({_where(v)}). "
                 f"Send traffic to it with `/switch {v.name}` or `/canary {v.name} 10`.")
     if p.phase == "failed":
         reason = v.reason if v and v.reason else "no reason was given"
         text = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {reason}"
         if tail:
             text += f"\n\nLast log lines:\n\n{block(tail)}"
-        return text + (f"\n\nFix the recipe with `/load {p.name} MODEL_PATH ...`, "
+        recipe = "--url URL ..." if v and v.url else "MODEL_PATH ..."
+        return text + (f"\n\nFix the recipe with `/load {p.name} {recipe}`, "
                        f"or try it again as it is with `/load {p.name}`.")
     return f"{code(p.name)} stopped loading (it was unloaded)."
 

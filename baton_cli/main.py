@@ -116,12 +116,13 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Which version is active, canary and standby, and every version's process and traffic."""
     c = _client(ctx)
     deployment, versions = c.get("/deployment"), c.get("/versions")
-    rows = [(v["name"], v["state"], v["role"], v["desired"], v["pid"], v["port"], v["uptime_s"], v["in_flight"],
+    rows = [(v["name"], v["state"], v["role"], v["desired"], v["pid"], v.get("url") or v["port"], v["uptime_s"],
+             v["in_flight"],
              v["served"], v["errors"], v["restarts"], v["reason"]) for v in versions]
     human = "\n".join(filter(None, [
         f"{deployment['status']}: {_deployment_line(deployment)}", deployment.get("detail"),
         _shadow_stats(deployment), "",
-        table(("NAME", "STATE", "ROLE", "DESIRED", "PID", "PORT", "UP S", "IN FLIGHT", "SERVED", "ERRORS",
+        table(("NAME", "STATE", "ROLE", "DESIRED", "PID", "PORT/URL", "UP S", "IN FLIGHT", "SERVED", "ERRORS",
                "RESTARTS", "REASON"), rows) if rows else "No version is registered yet: baton load NAME MODEL_PATH."]))
     _show({"deployment": deployment, "versions": versions}, json_out, human)
 
@@ -245,6 +246,14 @@ def load(
     model_path: Annotated[str | None, typer.Argument(
         help="Model directory under BATON_MODEL_ROOTS; registers (or re-registers) the version. "
              "Omit it to load the recipe saved for NAME.")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Instead of MODEL_PATH: a remote version, served by an OpenAI-compatible server that runs "
+                      "elsewhere (under BATON_ALLOWED_REMOTE); Baton never starts or stops it.")] = None,
+    served_model: Annotated[str | None, typer.Option(
+        "--served-model", help="The model name the server serves (default: NAME).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        "--api-key-env", help="The environment variable, where Baton runs, holding the remote server's API key "
+                              "(one of BATON_REMOTE_KEY_ENVS); never the key itself.")] = None,
     flag: Annotated[list[str] | None, typer.Option(
         "--flag", help="vLLM flags from BATON_ALLOWED_FLAGS, repeatable: --flag '--dtype bfloat16'.")] = None,
     template: Annotated[str | None, typer.Option(
@@ -261,19 +270,24 @@ def load(
     """Start a version in the background (its process starts, then warms up); the chat keeps serving."""
     body: dict[str, Any] = {"name": name}
     templates = dict(_capability(t) for t in template_for or [])
-    if model_path is not None:
-        body.update(model_path=model_path, flags=[t for f in flag or [] for t in shlex.split(f)],
+    if model_path is not None or url is not None:
+        body.update(model_path=model_path, url=url, served_model=served_model, api_key_env=api_key_env,
+                    flags=[t for f in flag or [] for t in shlex.split(f)],
                     template=template, templates=templates or None, max_tokens=max_tokens)
-    elif flag or template is not None or templates or max_tokens is not None:
-        raise typer.BadParameter("--flag, --template, --template-for and --max-tokens need MODEL_PATH "
-                                 "(they register a new recipe)")
+    elif flag or template is not None or templates or max_tokens is not None or served_model or api_key_env:
+        raise typer.BadParameter("--flag, --template, --template-for, --max-tokens, --served-model and --api-key-env "
+                                 "need MODEL_PATH or --url (they register a new recipe)")
     c = _client(ctx)
     v = c.post("/versions", body)
     if wait:
         v = _wait_ready(c, name, timeout)
-    human = (f"{name} is ready (pid {v['pid']}, port {v['port']})." if v["state"] == "ready" else
+    human = (f"{name} is ready ({_where(v)})." if v["state"] == "ready" else
              f"Loading {name} ({v['state']}). `baton wait-ready {name}` waits until it is ready.")
     _show(v, json_out, human)
+
+
+def _where(v: dict[str, Any]) -> str:
+    return f"served at {v['url']}" if v.get("url") else f"pid {v['pid']}, port {v['port']}"
 
 
 def _capability(option: str) -> tuple[str, str]:
@@ -292,7 +306,7 @@ def wait_ready(
 ) -> None:
     """Wait until a version is ready (exit 0); exit 6 if it failed to start, 5 on timeout."""
     v = _wait_ready(_client(ctx), name, timeout)
-    _show(v, json_out, f"{name} is ready (pid {v['pid']}, port {v['port']}).")
+    _show(v, json_out, f"{name} is ready ({_where(v)}).")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """ONE version's backend: its recipe, port, observed state, current process and traffic.
 
 The parts have one job each: `process` (spawn, group, stop), `probe` (readiness, liveness),
-`traffic` (leases, counters). The supervisor drives them; the router reads `state`.
+`traffic` (leases, counters). The supervisor drives them; the router reads `state`. A remote
+version (engine/remote.py) has a URL instead of a port, and a server Baton does not start.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from .probe import Prober
-from .process import BackendProcess
+from .probe import Bearer, Prober
+from .process import BackendProcess, Server
+from .remote import KeyFromEnv, RemoteProber, RemoteServer
 from .settings import Settings
 from .states import ALIVE, Desired, State, StateCell
 from .traffic import Traffic
@@ -42,7 +44,7 @@ class Snapshot:
 
 
 class Backend:
-    def __init__(self, spec: VersionSpec, settings: Settings, port: int,
+    def __init__(self, spec: VersionSpec, settings: Settings, port: int | None,
                  on_change: Callable[[Backend], None]) -> None:
         self.spec = spec
         self.settings = settings
@@ -55,7 +57,7 @@ class Backend:
         self.ever_ready = False
         self.started_at: float | None = None
         self.ready_at: float | None = None
-        self.process: BackendProcess | None = None
+        self.process: Server | None = None
         self.prober: Prober | None = None
         self.client: AsyncOpenAI | None = None
         self.marker = ""
@@ -78,7 +80,7 @@ class Backend:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.spec.url or f"http://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -126,19 +128,28 @@ class Backend:
             *self.spec.flags,
         ]
 
-    async def new_process(self) -> BackendProcess:
-        """A fresh process with a fresh API key; the previous one's clients are closed."""
+    async def new_process(self) -> Server:
+        """A fresh process with a fresh API key (or, for a remote version, fresh clients of its
+        server); the previous one's clients are closed."""
         await self.close_clients()
+        self.generation += 1
+        self.stall = ""
+        self.started_at, self.ready_at = time.monotonic(), None
+        if self.spec.remote:
+            key = KeyFromEnv(self.spec.api_key_env)
+            self.process = RemoteServer()
+            self.prober = RemoteProber(self.url, key, self.spec.served_name)
+            # No redirects: the allowed URL is the only place a request may go (the SDK follows them by default).
+            self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key.for_openai, max_retries=0, timeout=600,
+                                      http_client=DefaultAsyncHttpxClient(follow_redirects=False))
+            return self.process
         api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)
         # The key goes in the environment, not argv: /proc/PID/cmdline is world-readable, environ is not.
         env = {**os.environ, **self.settings.backend_env, MARKER_ENV: self.marker, "VLLM_API_KEY": api_key,
                "PYTHONUNBUFFERED": "1"}
-        self.generation += 1
-        self.stall = ""
-        self.started_at, self.ready_at = time.monotonic(), None
         self.process = BackendProcess(self.command(), env, self.log_path, self.settings.backend_nice)
-        self.prober = Prober(self.url, api_key, self.spec.served_name)
+        self.prober = Prober(self.url, Bearer(lambda: api_key), self.spec.served_name)
         self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=600)
         return self.process
 

@@ -85,6 +85,7 @@ class VersionStatus:
     reason: str
     last_line: str
     gave_up: bool = False  # failed to start, and nothing will retry it: fix the recipe and /load again
+    url: str | None = None  # a remote version's server (it has no pid or port)
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,10 @@ class Engine:
     async def register(
         self,
         name: str,
-        model_path: str | Path,
+        model_path: str | Path | None = None,
         *,
+        url: str | None = None,
+        api_key_env: str | None = None,
         flags: list[str] | tuple[str, ...] = (),
         prompt_template: str | None = None,
         templates: Mapping[str, str] | None = None,
@@ -286,10 +289,15 @@ class Engine:
     ) -> VersionSpec:
         """Validate and save a version's recipe. Nothing is started. `max_tokens` overrides the
         cap of the given (or already saved) sampling; `templates` (by capability) replace the saved
-        ones when given."""
-        args = {"name": name, "model_path": str(model_path), "flags": list(flags)}
+        ones when given. With `url` instead of a model path, the version is remote: served by a
+        server that runs elsewhere, whose API key (if any) is read from the variable `api_key_env`."""
+        args: dict[str, object] = {"name": name, "model_path": str(model_path) if model_path else None,
+                                   "flags": list(flags)}
+        if url is not None:  # the variable's name only: the key never reaches the audit
+            args |= {"url": validation.shown_url(url), "api_key_env": api_key_env}
         async with self._refusals_audited(actor, "register", args), self._lock:
             validation.check_name(name)
+            remote = self._remote_recipe(url, api_key_env, model_path, flags, interpreter)
             existing = await self.store.get_version(name)
             backend = self.pool.get(name)
             if backend is not None and backend.state is not State.FAILED:
@@ -298,7 +306,8 @@ class Engine:
             template = prompt_template or (existing.prompt_template if existing else None)
             spec = VersionSpec(
                 name=name,
-                model_path=await asyncio.to_thread(validation.check_model_path, str(model_path), self.settings),
+                model_path=None if remote else await asyncio.to_thread(validation.check_model_path, str(model_path),
+                                                                        self.settings),
                 served_name=validation.check_name(served_name) if served_name else name,
                 flags=validation.check_flags(list(flags), self.settings),
                 interpreter=validation.check_interpreter(interpreter, self.settings),
@@ -308,11 +317,33 @@ class Engine:
                 sampling=_with_cap(sampling or (existing.sampling if existing else Sampling()), max_tokens),
                 notes=notes,
                 created_by=actor,
+                url=remote[0] if remote else None,
+                api_key_env=remote[1] if remote else None,
             )
             await self.store.save_version(spec, (actor, "register", args))
             if backend is not None:
                 backend.spec = spec  # a failed version starts with its new recipe at the next /load
             return spec
+
+    def _remote_recipe(self, url: str | None, api_key_env: str | None, model_path: str | Path | None,
+                       flags: Sequence[str], interpreter: str | Path | None) -> tuple[str, str | None] | None:
+        """A remote version's checked (URL, key variable), or None for a local version. Judged before
+        anything is sent anywhere."""
+        if url is None:
+            if api_key_env:
+                raise InvalidArgument("--api-key-env is for a remote version only.",
+                                      "Give --url URL too, or drop --api-key-env (Baton makes a local version's key).")
+            if not model_path:
+                raise InvalidArgument("A version needs a model path or a URL.",
+                                      "Give MODEL_PATH (a local version) or --url URL (a server that runs elsewhere).")
+            return None
+        if model_path or flags or interpreter:
+            raise InvalidArgument("A remote version takes no model path, vLLM flags or interpreter: its server runs "
+                                  "elsewhere and Baton never starts it.",
+                                  "Give only --url (with --served-model and --api-key-env if needed); set the model "
+                                  "and flags where that server runs.")
+        return (validation.check_remote_url(url, self.settings),
+                validation.check_key_env(api_key_env, self.settings) if api_key_env else None)
 
     async def load(self, name: str, *, actor: str = "system") -> VersionStatus:
         """Start the registered version in the background; returns at once. A version already
@@ -333,7 +364,7 @@ class Engine:
             d = self.router.deployment
             desired = _desired_for(d, name)
             detail = "starting again after a failure" if b is not None else "starting"
-            if b is None:
+            if b is None and not spec.remote:
                 self.pool.free_port()  # refuse before the commit when no port is left
 
             def start() -> Backend:
@@ -357,8 +388,9 @@ class Engine:
             if self.pool.get(name) is not b or b.desired is Desired.UNLOADED:
                 raise NotReady(f"Version '{name}' was unloaded while loading.", f"/load {name} again.")
             if b.gave_up:
+                where = f"the server at {b.url}" if b.spec.remote else f"/logs {name}"
                 raise NotReady(f"Version '{name}' failed to start: {b.reason}",
-                               f"Check /logs {name}, fix the recipe and /load {name} again.")
+                               f"Check {where}, fix the recipe and /load {name} again.")
             await b.cell.wait_change(5)
 
     async def unload(self, name: str, *, actor: str = "system") -> bool:
@@ -757,7 +789,7 @@ class Engine:
             b = self.pool.get(spec.name)
             if b is None:
                 rows.append(VersionStatus(spec.name, "registered", wanted.get(spec.name) or Desired.UNLOADED.value,
-                                          _role(d, spec.name), None, None, None, 0, 0, 0, 0, "", ""))
+                                          _role(d, spec.name), None, None, None, 0, 0, 0, 0, "", "", url=spec.url))
                 continue
             last = await asyncio.to_thread(logfile.tail, b.log_path, 1)
             rows.append(self._status_of(b, last[0] if last else ""))
@@ -768,7 +800,7 @@ class Engine:
         uptime = time.monotonic() - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
         return VersionStatus(s.name, s.state.value, s.desired.value, _role(self.router.deployment, s.name), s.pid,
                              s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line,
-                             b.gave_up)
+                             b.gave_up, b.spec.url)
 
     async def watch(self, name: str, interval_s: float = 1.0) -> AsyncIterator[Progress]:
         """A version's load as it happens: an item about every `interval_s` and at once on each
@@ -793,7 +825,11 @@ class Engine:
     async def logs(self, name: str, n: int = 50) -> list[str]:
         if not 1 <= n <= 5000:
             raise InvalidArgument(f"Cannot show {n} lines.", "Ask for 1-5000 lines.")
-        await self._spec(name)
+        spec = await self._spec(name)
+        if spec.remote:
+            raise NotFound(f"'{name}' is a remote version: its server runs at {spec.url}, outside Baton, so there is "
+                           "no local log.", f"Read the log where that server runs; /status shows why {name} failed, "
+                           "if it did.")
         return await asyncio.to_thread(logfile.tail, self.settings.log_dir / f"{name}.log", n)
 
     async def record(self, actor: str, action: str, args: Mapping[str, object], outcome: str, detail: str = "") -> None:

@@ -42,8 +42,9 @@ class Pool:
         return b
 
     def add(self, spec: VersionSpec) -> Backend:
-        """A new backend for `spec` (no process yet). The caller has checked none is alive."""
-        backend = Backend(spec, self.settings, self.free_port(), self._on_change)
+        """A new backend for `spec` (no process yet; no port for a remote version). The caller has
+        checked none is alive."""
+        backend = Backend(spec, self.settings, None if spec.remote else self.free_port(), self._on_change)
         self.backends[spec.name] = backend
         self._on_change(backend)
         return backend

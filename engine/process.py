@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from . import logfile
 
@@ -31,6 +32,26 @@ def describe_exit(code: int | None) -> str:
     if code > 128 and code - 128 in signal.valid_signals():
         return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
     return f"exit code {code}"
+
+
+class Server(Protocol):
+    """What the supervisor drives: a local process (BackendProcess) or a remote server
+    (engine/remote.py RemoteServer, which starts and ends nothing)."""
+
+    pid: int | None
+    exit_code: int | None
+    exited: asyncio.Event
+
+    async def spawn(self) -> None: ...
+
+    async def wait_exit(self) -> int: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+    async def kill(self) -> None: ...
 
 
 class BackendProcess:

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import urls
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Flags an operator may pass to vLLM through /load. Anything that could point vLLM at
@@ -70,6 +72,11 @@ class Settings(BaseSettings):
     port_max: int = 18999
     model_roots: list[Path] = Field(default_factory=list)  # default: data_dir/models
     allowed_flags: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_FLAGS))
+    # Remote versions (/load NAME --url URL): a URL must fall under one of these base URLs (JSON list;
+    # empty: no remote version). Checked before any request is sent, against server-side request forgery.
+    allowed_remote: list[str] = Field(default_factory=list)
+    # The environment variables a remote version may read its API key from (by name; empty: none).
+    remote_key_envs: list[str] = Field(default_factory=list)
 
     startup_timeout_s: float = 300.0
     health_interval_s: float = 0.5
@@ -125,6 +132,17 @@ class Settings(BaseSettings):
             raise ValueError(f"BATON_BACKEND_NICE must be 0..19, not {v}: 19 is the lowest priority Linux has, and "
                              "a negative value (backends above the app) would need root")
         return v
+
+    @field_validator("allowed_remote")
+    @classmethod
+    def _remote_bases(cls, v: list[str]) -> list[str]:
+        out = []
+        for raw in v:
+            try:
+                out.append(urls.parse(raw).text())
+            except urls.BadUrl as exc:
+                raise ValueError(f"BATON_ALLOWED_REMOTE: {raw[:200]!r} is not a base URL: {exc}") from None
+        return out
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -61,8 +61,7 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # What the operator wants for it (engine.states.Desired); NULL in a database from before it.
     desired: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    # A remote version (served by an engine Baton does not start): its base URL, and the name of the
-    # environment variable holding its API key. NULL for a local version.
+    # A remote version: its server's base URL and the variable holding its API key (model_path is "").
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
@@ -164,7 +163,7 @@ def _spec(row: VersionRow) -> VersionSpec:
         s["stop"] = tuple(s["stop"])
     return VersionSpec(
         name=row.name,
-        model_path=Path(row.model_path),
+        model_path=Path(row.model_path) if row.model_path else None,
         served_name=row.served_name,
         flags=tuple(row.flags or ()),
         interpreter=Path(row.interpreter) if row.interpreter else None,
@@ -174,6 +173,8 @@ def _spec(row: VersionRow) -> VersionSpec:
         notes=row.notes,
         created_by=row.created_by,
         created_at=row.created_at,
+        url=row.url,
+        api_key_env=row.api_key_env,
     )
 
 
@@ -328,7 +329,7 @@ class Store:
         """The recipe and its audit row (actor, action, arguments) in one transaction."""
         row = VersionRow(
             name=spec.name,
-            model_path=str(spec.model_path),
+            model_path=str(spec.model_path) if spec.model_path else "",
             served_name=spec.served_name,
             flags=list(spec.flags),
             interpreter=str(spec.interpreter) if spec.interpreter else None,
@@ -338,6 +339,8 @@ class Store:
             notes=spec.notes,
             created_by=spec.created_by,
             created_at=spec.created_at or utcnow(),
+            url=spec.url,
+            api_key_env=spec.api_key_env,
         )
         try:
             async with self._session.begin() as s:

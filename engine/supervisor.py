@@ -3,7 +3,9 @@
 For each loaded version one lifecycle task starts its process, watches it (exit, liveness
 probe, stalls reported by requests), restarts it with backoff after a crash or a hang, and
 drains and stops it once the operator no longer wants it. Any exception in a lifecycle lands
-as `failed` with the reason, logged and audited: nothing ends silently.
+as `failed` with the reason, logged and audited: nothing ends silently. A remote version goes
+through the same lifecycle with a server that is never started or stopped (engine/remote.py):
+its "crash" is its server no longer answering, and its restart is waiting until it answers again.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from . import logfile, metrics
 from .backend import Backend
 from .pool import Pool
 from .probe import NotReadyYet
-from .process import BackendProcess, SpawnFailed, describe_exit
+from .process import Server, SpawnFailed, describe_exit
 from .settings import Settings
 from .states import ALIVE, Desired, State
 from .store import Store
@@ -144,7 +146,7 @@ class Supervisor:
                         await self._nap(b, None)
                     continue
             else:
-                detail = f"pid {b.pid}, port {b.port}"
+                detail = f"at {b.url}" if b.spec.remote else f"pid {b.pid}, port {b.port}"
                 self.report("restart" if again else "load", b.name, "ok",
                                  f"ready again, {detail}" if again else f"ready in {b.ready_at_s:.1f} s, {detail}")
                 verdict = await self._watch(b)
@@ -171,9 +173,11 @@ class Supervisor:
         if b.state is State.FAILED and b.ever_ready:
             b.restarts += 1
         try:
-            b.port = self.pool.free_port(keep=b.port)
+            b.port = None if b.spec.remote else self.pool.free_port(keep=b.port)
             process = await b.new_process()
-            if not b.cell.cas({State.STOPPED, State.FAILED}, State.STARTING):
+            # A remote version waited for after its server went away says so meanwhile.
+            waiting = b.reason if b.spec.remote and b.ever_ready else ""
+            if not b.cell.cas({State.STOPPED, State.FAILED}, State.STARTING, waiting):
                 raise RuntimeError(f"cannot start from {b.state.value}")
             b.retry = False  # only now: until here a waiter must not read the old failure as final
             async with asyncio.timeout(s.startup_timeout_s) as deadline:
@@ -196,6 +200,8 @@ class Supervisor:
             return ""
         except TimeoutError:
             why = ("start-up interrupted: the version was unloaded" if not self.wanted(b) else
+                   f"the server at {b.url} did not answer within {s.startup_timeout_s:.0f} s "
+                   "(BATON_STARTUP_TIMEOUT_S)" if b.spec.remote else
                    f"not ready within {s.startup_timeout_s:.0f} s (BATON_STARTUP_TIMEOUT_S); the process was stopped.")
         except (NotReadyYet, SpawnFailed) as exc:
             why = str(exc)
@@ -210,15 +216,20 @@ class Supervisor:
             b.cell.explain(why)
         return why
 
-    async def _check_alive(self, b: Backend, process: BackendProcess) -> None:
+    async def _check_alive(self, b: Backend, process: Server) -> None:
         if process.exited.is_set():
             raise NotReadyYet(await self._exit_reason(b, process))
 
-    async def _exit_reason(self, b: Backend, process: BackendProcess) -> str:
+    async def _exit_reason(self, b: Backend, process: Server, why: str = "") -> str:
+        """Why a ready backend's server went away: its exit and last log lines, or for a remote
+        server (which has no local process or log) what the probe saw."""
+        if b.spec.remote:
+            return f"the server at {b.url} stopped answering ({why or 'Baton let go of it'})"
         tail = await asyncio.to_thread(logfile.tail, b.log_path, 3)
-        return f"process exited unexpectedly ({describe_exit(process.exit_code)}). Last log lines: {' | '.join(tail)}"
+        exited = f"process exited unexpectedly ({describe_exit(process.exit_code)}). Last log lines: {' | '.join(tail)}"
+        return f"{why}; {exited}" if why else exited
 
-    async def _watch_exit(self, b: Backend, process: BackendProcess) -> None:
+    async def _watch_exit(self, b: Backend, process: Server) -> None:
         await process.wait_exit()
         b.wake()
 
@@ -254,22 +265,22 @@ class Supervisor:
 
     async def _fail(self, b: Backend, kind: str, why: str) -> None:
         """A ready backend crashed or stopped answering: move its traffic, end it, report it."""
+        again = "retrying" if b.spec.remote else "restarting"  # a remote server is waited for, not started
         # Out of `ready` first: the router stops sending it traffic before the (slow) teardown.
         if kind == "unhealthy":
             b.cell.cas(State.READY, State.UNHEALTHY, why)
             metrics.UNHEALTHY.labels(b.name).inc()
         else:
-            b.cell.cas(State.READY, State.FAILED, "crashed; restarting")
+            b.cell.cas(State.READY, State.FAILED, f"crashed; {again}")
             metrics.BACKEND_CRASHES.labels(b.name).inc()
         b.traffic.revoke_all("it hung" if kind == "unhealthy" else "it crashed")
         process = b.process
         assert process is not None
-        await process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped
+        await process.kill()  # a hung process ignores SIGTERM; a crashed one is only reaped; a remote one is let go
         if kind == "crash":
-            exited = await self._exit_reason(b, process)
-            why = f"{why}; {exited}" if why else exited
-            b.cell.explain(f"{why}; restarting")
-        b.cell.cas(State.UNHEALTHY, State.FAILED, f"{why}; restarting")
+            why = await self._exit_reason(b, process, why)
+            b.cell.explain(f"{why}; {again}")
+        b.cell.cas(State.UNHEALTHY, State.FAILED, f"{why}; {again}")
         await self._forget(b)
         self.report("crash" if kind == "crash" else "unhealthy", b.name, "failed", why)
 
@@ -298,7 +309,7 @@ class Supervisor:
                              "its requests went elsewhere")
 
     # records -------------------------------------------------------------------
-    async def _record(self, b: Backend, process: BackendProcess) -> None:
+    async def _record(self, b: Backend, process: Server) -> None:
         if process.pid:
             try:
                 await self.store.record_process(process.pid, b.name, b.marker)

@@ -23,10 +23,11 @@ DEFAULT_TEMPLATE = "Translate the following text from {source_lang} to {target_l
 
 @dataclass(frozen=True)
 class VersionSpec:
-    """Everything needed to start a version again: a version's row is its recipe."""
+    """Everything needed to start a version again: a version's row is its recipe. A remote version
+    (`url` set) is served by a server Baton neither starts nor stops: it has no model path."""
 
     name: str
-    model_path: Path
+    model_path: Path | None
     served_name: str
     flags: tuple[str, ...] = ()
     interpreter: Path | None = None
@@ -37,6 +38,12 @@ class VersionSpec:
     notes: str = ""
     created_by: str = ""
     created_at: datetime | None = None
+    url: str | None = None  # a remote version's server base URL (under BATON_ALLOWED_REMOTE)
+    api_key_env: str | None = None  # the environment variable holding its API key (never the key)
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
-"""Checks on everything an operator can type: names, model paths, vLLM flags, templates."""
+"""Checks on everything an operator can type: names, model paths, vLLM flags, templates, remote URLs."""
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import urls
 from .errors import InvalidArgument
 from .settings import Settings
 from .templates import OPTIONAL, REQUIRED, SLOTS, Capability
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 FLAG_VALUE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_TEMPLATE_CHARS = 4000
 MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
 
@@ -77,6 +80,48 @@ def check_flags(flags: list[str] | tuple[str, ...], settings: Settings) -> tuple
         out.extend([name, value] if eq else [name])
         i += 1
     return tuple(out)
+
+
+def check_remote_url(raw: str, settings: Settings) -> str:
+    """A remote version's URL, judged from its text alone (nothing is sent to it): every request Baton
+    will send it (BASE/v1/...) falls under an allowed base URL. Returned as the server's base (no
+    trailing / or /v1)."""
+    allowed = ", ".join(settings.allowed_remote)
+    if not settings.allowed_remote:
+        raise InvalidArgument("No remote version is allowed here (BATON_ALLOWED_REMOTE is empty).",
+                              "Ask the operator to add the server's base URL to BATON_ALLOWED_REMOTE.")
+    try:
+        url = urls.parse(raw)
+    except urls.BadUrl as exc:
+        raise InvalidArgument(f"The URL {shown_url(raw)} is not acceptable: {exc}.",
+                              f"Give the server's base URL, e.g. {settings.allowed_remote[0]}.") from None
+    if not any(urls.parse(base).covers(url.api()) for base in settings.allowed_remote):
+        raise InvalidArgument(f"The URL {shown_url(raw)} is not under an allowed base URL.",
+                              f"Use a URL under {allowed} (or add its base to BATON_ALLOWED_REMOTE).")
+    return url.server_base().text()
+
+
+def shown_url(raw: str) -> str:
+    """A URL as it may be audited and shown: a password typed into it is masked."""
+    scheme, sep, rest = raw[:300].partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def check_key_env(name: str, settings: Settings) -> str:
+    """The name of the environment variable a remote version's API key is read from: allowed, and set.
+    The key itself is read at each request, never stored."""
+    if not ENV_NAME_RE.fullmatch(name or "") or name not in settings.remote_key_envs:
+        allowed = ", ".join(settings.remote_key_envs) or "none"
+        raise InvalidArgument(f"'{name[:60]}' is not an environment variable a remote version may read its key from.",
+                              f"Use one of: {allowed} (BATON_REMOTE_KEY_ENVS); put the key in that variable "
+                              "where Baton runs, never in the chat.")
+    if not os.environ.get(name):
+        raise InvalidArgument(f"The environment variable {name} is not set where Baton runs.",
+                              f"Set {name} to the remote server's API key in Baton's environment, then load again.")
+    return name
 
 
 def check_interpreter(raw: str | Path | None, settings: Settings) -> Path | None:

@@ -51,15 +51,16 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         return await version(name)
 
     @api.post("/versions", status_code=status.HTTP_202_ACCEPTED,
-              summary="Register (with model_path) and load a version; returns at once, poll until ready")
+              summary="Register (with model_path, or url for a remote version) and load a version; returns at "
+                      "once, poll until ready")
     async def load(body: LoadBody, key: Admin) -> VersionStatus:
         engine = get_engine()
 
         async def work() -> VersionStatus:
-            if body.model_path is not None:
-                await engine.register(body.name, body.model_path, flags=body.flags, prompt_template=body.template,
-                                      templates=body.templates,
-                                      max_tokens=body.max_tokens, actor=key.actor)
+            if body.model_path is not None or body.url is not None:
+                await engine.register(body.name, body.model_path, url=body.url, api_key_env=body.api_key_env,
+                                      served_name=body.served_model, flags=body.flags, prompt_template=body.template,
+                                      templates=body.templates, max_tokens=body.max_tokens, actor=key.actor)
             return await engine.load(body.name, actor=key.actor)
 
         return await shield.to_completion(work())

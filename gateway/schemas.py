@@ -122,6 +122,12 @@ class LoadBody(BaseModel):
 
     name: str
     model_path: str | None = Field(None, description="Register (or re-register) the recipe; omit to load a saved one.")
+    url: str | None = Field(None, description="Instead of model_path: a remote version, served by an OpenAI-compatible "
+                                              "server that runs elsewhere (under BATON_ALLOWED_REMOTE). Baton never "
+                                              "starts or stops it.")
+    served_model: str | None = Field(None, description="The model name the server serves (default: the name).")
+    api_key_env: str | None = Field(None, description="A remote version's API key is read from this environment "
+                                                      "variable of Baton's (one of BATON_REMOTE_KEY_ENVS), never sent.")
     flags: list[str] = Field(default_factory=list, description="vLLM flags from BATON_ALLOWED_FLAGS.")
     template: str | None = Field(None, description="Prompt template with {source_lang}, {target_lang}, {text}.")
     templates: dict[str, str] | None = Field(

@@ -13,8 +13,13 @@ before the first chunk: a slow version), answer_as (the name its answers start w
 served name: two versions that answer alike), prefix (what an answer starts with instead of
 `<answer_as> says:`; "" answers the prompt's last words alone: with the template "{text}" an echo of
 the text), echo_prompt (answer with the whole prompt it got, after the prefix: what the template made of
-the request). Like vLLM, it refuses
-(400) a request whose prompt plus max_tokens exceeds --max-model-len (prompt words count as tokens).
+the request), log_requests (print `request: METHOD PATH` for every request it gets: a test can tell
+that nothing reached it). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
+--max-model-len (prompt words count as tokens), and /v1/* without its API key (401).
+
+A test can also start it by itself, as a remote server outside Baton:
+`python -m tests.fake_vllm --host 127.0.0.1 --port P --model DIR --served-model-name M` with the key
+in VLLM_API_KEY.
 """
 from __future__ import annotations
 
@@ -46,8 +51,15 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     speaker = str(knobs.get("answer_as", served_name))
     prefix = str(knobs.get("prefix", f"{speaker} says:"))
     echo_prompt = bool(knobs.get("echo_prompt"))
+    log_requests = bool(knobs.get("log_requests"))
 
-    async def health(_: Request) -> JSONResponse:
+    def authorized(request: Request) -> bool:
+        if log_requests:
+            print(f"request: {request.method} {request.url.path}", flush=True)
+        return request.headers.get("authorization") == f"Bearer {api_key}"
+
+    async def health(request: Request) -> JSONResponse:
+        authorized(request)  # vLLM's /health needs no key
         ok = not hang and time.monotonic() - started >= startup_s
         return JSONResponse({}, status_code=200 if ok else 503)
 
@@ -58,7 +70,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
         return await answer(request, chat=True)
 
     async def answer(request: Request, chat: bool):
-        if request.headers.get("authorization") != f"Bearer {api_key}":
+        if not authorized(request):
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         body = await request.json()
         if log_line_bytes:
@@ -117,7 +129,9 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def models(_: Request) -> JSONResponse:
+    async def models(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
         return JSONResponse({"object": "list", "data": [{"id": served_name, "object": "model", "max_model_len": max_model_len}]})
 
     return Starlette(routes=[Route("/health", health), Route("/v1/models", models),

@@ -1,0 +1,94 @@
+"""A remote version's server: one that runs elsewhere (vLLM on Kubernetes, Ray Serve, another GPU
+host), which Baton probes, routes to and fails over from, but never starts or stops.
+
+`RemoteServer` has the shape the supervisor drives for a local process (engine/process.py), so a
+remote version goes through the same lifecycle and state machine; "exiting" is Baton letting go of
+it. Its API key is read from the environment variable the recipe names, at each request.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+
+from .probe import Bearer, NotReadyYet, Prober
+
+
+class RemoteServer:
+    pid: int | None = None  # no local process: nothing to record, signal or reap
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self.exited = asyncio.Event()
+        self._attached = False
+
+    async def spawn(self) -> None:
+        """Nothing to start: the server runs already (the prober finds out whether it answers)."""
+        self._attached = True
+
+    async def wait_exit(self) -> int:
+        await self.exited.wait()
+        return 0
+
+    @property
+    def running(self) -> bool:
+        return self._attached and not self.exited.is_set()
+
+    async def stop(self, grace_s: float) -> None:
+        self._let_go()
+
+    async def kill(self) -> None:
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Stop using it; the server itself is left running, whatever happened."""
+        self.exit_code = 0
+        self.exited.set()
+
+
+class KeyFromEnv:
+    """A remote version's API key, read from its variable at each call (a rotated secret is used from
+    the next request on). The key is never stored, logged or shown; only the variable's name is."""
+
+    def __init__(self, variable: str | None) -> None:
+        self.variable = variable
+
+    def __call__(self) -> str | None:
+        return os.environ.get(self.variable) if self.variable else None
+
+    async def for_openai(self) -> str:
+        """The openai SDK's key provider; a placeholder without a key (the SDK insists on one, and a
+        server without --api-key ignores it)."""
+        return self() or "none"
+
+
+class RemoteProber(Prober):
+    """Ready when GET /v1/models answers (every OpenAI-compatible server has it, and it checks the
+    key) and lists the served model."""
+
+    health_path = "/v1/models"
+
+    def __init__(self, url: str, key: KeyFromEnv, served_name: str) -> None:
+        super().__init__(url, Bearer(key), served_name)
+        self.url = url
+        self.key = key
+
+    def healthy(self, resp: httpx.Response) -> bool:
+        if self.key.variable and not self.key():
+            raise NotReadyYet(f"the environment variable {self.key.variable}, which holds the API key for "
+                              f"{self.url}, is not set where Baton runs")
+        if resp.status_code in (401, 403):
+            raise NotReadyYet(f"the server at {self.url} refused the API key (HTTP {resp.status_code}); "
+                              f"check {self.key.variable or 'the key variable (--api-key-env)'}")
+        if resp.status_code != 200:
+            return False
+        try:
+            served = [str(card.get("id")) for card in resp.json().get("data") or []]
+        except (ValueError, AttributeError):
+            raise NotReadyYet(f"{self.url}/v1/models did not answer an OpenAI model list") from None
+        if self.served_name not in served:
+            raise NotReadyYet(f"the server at {self.url} does not serve a model named '{self.served_name}' "
+                              f"(it serves: {', '.join(served[:10]) or 'nothing'}); load it again with "
+                              "--served-model NAME")
+        return True
