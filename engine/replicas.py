@@ -23,11 +23,11 @@ import asyncpg
 from sqlalchemy import make_url
 
 from .settings import Settings
-from .store import Store
+from .store import NOTIFY_CHANNEL, Store
 from .types import ReplicaRecord
 
 log = logging.getLogger("baton.replicas")
-CHANNEL = "baton_deployment"
+
 RECONNECT_MAX_S = 5.0
 
 
@@ -92,31 +92,34 @@ class Replicas:
 
     # the loops -----------------------------------------------------------------------------
     async def _listen(self) -> None:
-        """Hold a LISTEN connection; after every (re)connect, catch up (notifications sent while
-        it was down are lost)."""
+        """Hold a LISTEN connection, connecting again (with backoff) whenever it is lost."""
         delay = self.settings.replica_poll_s / 10
         while True:
-            lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(asyncpg_dsn(self.store.url), timeout=5)
-                try:
-                    conn.add_termination_listener(lambda _c: lost.set())
-                    await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-                    self._wake.set()
-                    delay = self.settings.replica_poll_s / 10
-                    while not lost.is_set():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(lost.wait(), self.settings.replica_poll_s)
-                        if not lost.is_set():  # a silently dropped connection: ask it something
-                            await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 5)
+                await self._listen_once()
+                delay = self.settings.replica_poll_s / 10
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("replica %s: the LISTEN connection failed (%s); again in %.1f s",
-                            self.id, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
+                log.warning("replica %s: the LISTEN connection failed (%s); again in %.1f s", self.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _listen_once(self) -> None:
+        """One connection's life. After it connects, catch up: notifications sent while no
+        connection listened are lost."""
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(asyncpg_dsn(self.store.url), timeout=5)
+        try:
+            conn.add_termination_listener(lambda _c: lost.set())
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            self._wake.set()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self.settings.replica_poll_s)
+                if not lost.is_set():  # a silently dropped connection: ask it something
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
 
     async def _apply(self) -> None:
         """Reload and apply on each wake-up, and at least every poll interval."""
