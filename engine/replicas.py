@@ -107,7 +107,8 @@ class Replicas:
         """One connection's life. After it connects, catch up: notifications sent while no
         connection listened are lost."""
         lost = asyncio.Event()
-        conn = await asyncpg.connect(asyncpg_dsn(self.store.url), timeout=5)
+        conn = await asyncpg.connect(asyncpg_dsn(self.store.url), timeout=5,  # named in pg_stat_activity
+                                     server_settings={"application_name": f"baton-listen {self.id}"})
         try:
             conn.add_termination_listener(lambda _c: lost.set())
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())

@@ -76,7 +76,7 @@ async def test_a_replica_whose_listen_connection_drops_catches_up_after_reconnec
     conn = await asyncpg.connect(asyncpg_dsn(db))
     try:
         dropped = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                      "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+                                      "WHERE application_name LIKE 'baton-listen %'")
     finally:
         await conn.close()
     assert dropped == 2, dropped  # one per replica
