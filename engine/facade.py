@@ -180,7 +180,7 @@ class Engine:
         in the background."""
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.migrate()
-        killed = await orphans.reap(self.store)
+        killed = await orphans.reap(self.store, self.settings.replica_id)
         if killed:
             log.warning("ended %d orphaned backend processes: %s", len(killed), killed)
         await self.supervisor.start()

@@ -23,11 +23,11 @@ def _pids_with_marker(marker: str) -> list[int]:
     return found
 
 
-async def reap(store: Store) -> list[int]:
-    """End recorded process groups, after checking each process carries its engine's marker
-    (a recorded pid may since belong to someone else)."""
+async def reap(store: Store, replica: str) -> list[int]:
+    """End the process groups this replica recorded, after checking each process carries its
+    engine's marker (a recorded pid may since belong to someone else)."""
     killed: list[int] = []
-    for pgid, _version, marker in await store.list_processes():
+    for pgid, _version, marker in await store.list_processes(replica):
         for pid in await asyncio.to_thread(_pids_with_marker, marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

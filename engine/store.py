@@ -133,6 +133,8 @@ class ProcessRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     marker: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The replica that started it ("" before replicas): only that one may end it as an orphan.
+    replica: Mapped[str] = mapped_column(String(128), server_default="")
 
 
 class ReplicaRow(Base):
@@ -462,9 +464,9 @@ class Store:
             return {r.version: _evaluation(r) for r in rows}
 
     # process records --------------------------------------------------------
-    async def record_process(self, pgid: int, version: str, marker: str) -> None:
+    async def record_process(self, pgid: int, version: str, marker: str, replica: str) -> None:
         async with self._session.begin() as s:
-            await s.merge(ProcessRow(pgid=pgid, version=version, marker=marker))
+            await s.merge(ProcessRow(pgid=pgid, version=version, marker=marker, replica=replica))
 
     async def forget_process(self, pgid: int) -> None:
         async with self._session.begin() as s:
@@ -472,9 +474,10 @@ class Store:
             if row:
                 await s.delete(row)
 
-    async def list_processes(self) -> list[tuple[int, str, str]]:
+    async def list_processes(self, replica: str) -> list[tuple[int, str, str]]:
+        """The processes `replica` recorded (and those recorded before replicas)."""
         async with self._session() as s:
-            rows = (await s.scalars(select(ProcessRow))).all()
+            rows = (await s.scalars(select(ProcessRow).where(ProcessRow.replica.in_((replica, ""))))).all()
             return [(r.pgid, r.version, r.marker) for r in rows]
 
     # replicas ---------------------------------------------------------------

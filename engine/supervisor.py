@@ -312,7 +312,7 @@ class Supervisor:
     async def _record(self, b: Backend, process: Server) -> None:
         if process.pid:
             try:
-                await self.store.record_process(process.pid, b.name, b.marker)
+                await self.store.record_process(process.pid, b.name, b.marker, self.settings.replica_id)
             except Exception:  # noqa: BLE001 - the guard is the first line of defence
                 log.warning("could not record process %s of %s", process.pid, b.name, exc_info=True)
 

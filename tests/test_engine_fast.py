@@ -497,21 +497,28 @@ def test_sigkill_of_engine_owner_leaves_no_backend(tmp_path):
 
 
 async def test_stale_recorded_process_is_ended_at_start(tmp_path):
+    """Only this replica's own orphans: another replica's process on the same host, recorded in the
+    same database, is alive and serving."""
     settings = fake_settings(tmp_path)
+    me = settings.replica_id
     eng = await loaded_engine(settings)
     stray = subprocess.Popen(["sleep", "600"], env={**os.environ, MARKER_ENV: "m-123"}, start_new_session=True)
     innocent = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    await eng.store.record_process(stray.pid, "v1", "m-123")
-    await eng.store.record_process(innocent.pid, "v1", "m-other")  # pid reuse: not ours
+    neighbour = subprocess.Popen(["sleep", "600"], env={**os.environ, MARKER_ENV: "m-456"}, start_new_session=True)
+    await eng.store.record_process(stray.pid, "v1", "m-123", me)
+    await eng.store.record_process(innocent.pid, "v1", "m-other", me)  # pid reuse: not ours
+    await eng.store.record_process(neighbour.pid, "v1", "m-456", "another-replica")
     await eng.close()
     again = Engine(settings)
     await again.start()
     try:
         assert stray.wait(timeout=5) == -signal.SIGKILL
-        assert innocent.poll() is None
-        assert await again.store.list_processes() == []
+        assert innocent.poll() is None and neighbour.poll() is None
+        assert await again.store.list_processes(me) == []
+        assert await again.store.list_processes("another-replica") == [(neighbour.pid, "v1", "m-456")]
     finally:
         innocent.kill()
+        neighbour.kill()
         await again.close()
 
 

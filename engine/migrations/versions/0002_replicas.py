@@ -1,5 +1,6 @@
 """Replicas: the deployment's generation (bumped by every change, compared before writing), the
-replicas' heartbeats, and remote versions (a URL and the name of the variable holding its key;
+replicas' heartbeats, which replica started each recorded backend process (so a replica only ends
+its own orphans: another's, on the same host, are alive), and remote versions (a URL and the name of the variable holding its key;
 a remote version's model_path is "").
 
 Revision ID: 0002_replicas
@@ -17,6 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("deployment", sa.Column("generation", sa.Integer, nullable=False, server_default="0"))
+    op.add_column("backend_processes", sa.Column("replica", sa.String(128), nullable=False, server_default=""))
     op.add_column("model_versions", sa.Column("url", sa.Text, nullable=True))
     op.add_column("model_versions", sa.Column("api_key_env", sa.String(128), nullable=True))
     op.create_table(
