@@ -514,6 +514,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | command | what it does |
 |---|---|
 | `/load NAME MODEL_PATH [vLLM flags] [--template TEXT] [--template-terminology TEXT] [--template-contextual TEXT] [--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]` | register a version and start it in the background |
+| `/load NAME --url URL [--served-model M] [--api-key-env VAR]` | a version served elsewhere (URL under BATON_ALLOWED_REMOTE; the key from the variable VAR, never typed here) |
 | `/load NAME` | start a registered version again |
 | `/switch NAME [--force]` | send every new request to a ready version |
 | `/rollback` | switch back to the previous version (never gated: the way back) |

@@ -63,7 +63,9 @@ class Prober:
             cards = (await self._http.get("/v1/models")).json().get("data") or [{}]
         except (httpx.HTTPError, ValueError):
             return  # a server without the model card: requests will tell
-        context = cards[0].get("max_model_len")
+        # A remote server may serve several models: the served one's card.
+        card = next((c for c in cards if isinstance(c, dict) and c.get("id") == self.served_name), cards[0])
+        context = card.get("max_model_len")
         if isinstance(context, int) and cap >= context:
             raise NotReadyYet(
                 f"max_tokens {cap} leaves no room for a prompt in its context of {context} tokens; "

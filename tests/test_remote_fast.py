@@ -339,3 +339,13 @@ async def test_load_url_through_the_chat_the_admin_api_and_the_cli(tmp_path):
                                    "AND arguments LIKE ?", (f"%{KEY_VAR}%",)).fetchone()[0]
             assert leaks == 0 and named == 3
         assert server.running and (await server.answers()).startswith("remote-m says:")
+
+
+async def test_a_remote_server_that_never_answers_fails_after_the_startup_timeout(tmp_path, key):
+    url = f"http://127.0.0.1:{_free_remote_port()}"  # allowed, but nothing listens there
+    async with engine_with(tmp_path, url, startup_timeout_s=1) as eng:
+        await eng.register("r1", url=url, served_name="m", api_key_env=KEY_VAR)
+        await eng.load("r1")
+        with pytest.raises(NotReady, match=f"the server at {url} did not answer within 1 s"):
+            await eng.wait_loaded("r1")
+        assert eng.pool.get("r1").gave_up  # never ready: not retried by itself, /load decides
