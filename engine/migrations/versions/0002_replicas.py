@@ -1,7 +1,7 @@
 """Replicas: the deployment's generation (bumped by every change, compared before writing), the
 replicas' heartbeats, which replica started each recorded backend process (so a replica only ends
-its own orphans: another's, on the same host, are alive), and remote versions (a URL and the name of the variable holding its key;
-a remote version's model_path is "").
+its own orphans: another's, on the same host, are alive), and remote versions (a URL and the name
+of the variable holding its key; a remote version's model_path is "").
 
 Revision ID: 0002_replicas
 """
