@@ -476,6 +476,7 @@ class Engine:
         async def commit_and_flip() -> Backend | None:
             saved = await self.store.save_change(change)
             self.router.deployment = saved.deployment  # the flip: one assignment
+            self.replicas.moved()
             if saved.rollout is not None:
                 self.rollouts.adopt(saved.rollout)
             for name, want in desired.items():

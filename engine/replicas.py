@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +59,8 @@ class Replicas:
         self._generation = generation  # the one this replica serves
         self._follow = follow
         self._own = own
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a notification: reload
+        self._moved = asyncio.Event()  # this replica applied a change: beat now
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = datetime.now(UTC)
         self.enabled = store.engine.dialect.name == "postgresql"
@@ -84,7 +85,9 @@ class Replicas:
         if not self.enabled:
             return []
         now = datetime.now(UTC)
-        records = await self.store.list_replicas()
+        # This replica's own row may be up to a heartbeat old: what it applies now is known here.
+        records = [replace(r, generation=self._generation()) if r.id == self.id else r
+                   for r in await self.store.list_replicas()]
         newest = max((r.generation for r in records), default=0)
         newest = max(newest, await self.store.generation())
         silent_after = 3 * self.settings.replica_heartbeat_s
@@ -130,13 +133,20 @@ class Replicas:
             self._wake.clear()
             try:
                 if await self._follow():
-                    await self._beat()  # say at once that this replica converged
+                    self.moved()
             except Exception:  # noqa: BLE001 - the next notification or poll tries again
                 log.warning("replica %s could not apply the deployment", self.id, exc_info=True)
 
+    def moved(self) -> None:
+        """This replica applies a new generation (its own change, or one it followed): say so at
+        once rather than at the next heartbeat."""
+        self._moved.set()
+
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.replica_heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), self.settings.replica_heartbeat_s)
+            self._moved.clear()
             try:
                 await self._beat()
             except Exception:  # noqa: BLE001 - a missed beat shows as an older one in /status
