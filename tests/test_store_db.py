@@ -289,11 +289,12 @@ async def test_an_engine_working_from_a_stale_deployment_is_refused_and_says_why
     """Through the facade: replica B, which has not heard of A's change, cannot write over it; the
     refusal is audited and B starts nothing."""
     url = postgres.new_database()
-    a = Engine(fake_settings(tmp_path / "a", database_url=url))
-    b = Engine(fake_settings(tmp_path / "b", database_url=url))
+    a = Engine(fake_settings(tmp_path / "a", database_url=url, replica_id="a"))
+    b = Engine(fake_settings(tmp_path / "b", database_url=url, replica_id="b"))
     try:
         await a.start()
         await b.start()
+        await b.replicas.close()  # B's LISTEN is down: it does not hear of A's change
         await a.register("v1", fake_model(a.settings, "v1"))
         await a.load("v1")
         await b.register("v2", fake_model(b.settings, "v2"))
