@@ -30,7 +30,7 @@ from openai import AsyncOpenAI
 from engine.store import Change, Store
 from tests import chatkit as ck
 from tests import replicakit as rk
-from tests.pgkit import TempPostgres
+from tests import pgkit
 
 from .benchutil import lat_summary, merge_results, run_reaped
 
@@ -111,15 +111,10 @@ async def commits(n: int, root: Path, pg_url: str) -> dict:
 
 
 async def main(switches: int, clients: int, commit_n: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="baton-replicas-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="baton-replicas-") as tmp, pgkit.temp_postgres() as pg:
         root = Path(tmp)
-        pg = TempPostgres(root / "pg")
-        pg.start()
-        try:
-            result = await converge(switches, clients, root / "apps", pg.new_database())
-            result["commit"] = await commits(commit_n, root, pg.new_database())
-        finally:
-            pg.stop()
+        result = await converge(switches, clients, root / "apps", pg.new_database())
+        result["commit"] = await commits(commit_n, root, pg.new_database())
     c = result["convergence"]
     print(f"convergence over {switches} switches: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, max {c['max_ms']} ms")
     print(f"through B meanwhile: {result['served_through_b']} answers, {result['failed_through_b']} failed")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -41,7 +42,9 @@ class Remote:
         return f"http://127.0.0.1:{self.port}"
 
     def kill(self) -> None:
-        self.proc.kill()
+        """SIGKILL its whole process group: vLLM's engine core is a child process."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def restart(self) -> None:
