@@ -72,11 +72,13 @@ async def converge(switches: int, clients: int, root: Path, db_url: str) -> dict
 
                 tasks = [asyncio.create_task(client()) for _ in range(clients)]
                 delays: list[float] = []
+                answered: list[float] = []  # A's own answer to the switch, part of each delay
                 try:
                     for i in range(switches):
                         sent = time.perf_counter()
                         r = await api.post("/deployment/switch", json={"name": ("v2", "v1")[i % 2]})
                         r.raise_for_status()
+                        answered.append(time.perf_counter() - sent)
                         await rk.applied(b, r.json()["generation"])
                         delays.append(time.perf_counter() - sent)
                         await asyncio.sleep(0.2)
@@ -87,6 +89,7 @@ async def converge(switches: int, clients: int, root: Path, db_url: str) -> dict
         for r in remotes:
             r.kill()
     return {"switches": switches, "clients": clients, "convergence": lat_summary(delays),
+            "switch_answered": lat_summary(answered),
             "served_through_b": served[0], "failed_through_b": failed[0]}
 
 
@@ -116,7 +119,9 @@ async def main(switches: int, clients: int, commit_n: int) -> dict:
         result = await converge(switches, clients, root / "apps", pg.new_database())
         result["commit"] = await commits(commit_n, root, pg.new_database())
     c = result["convergence"]
-    print(f"convergence over {switches} switches: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, max {c['max_ms']} ms")
+    a = result["switch_answered"]
+    print(f"convergence over {switches} switches: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, max {c['max_ms']} ms "
+          f"(of which A's answer to the switch: p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms)")
     print(f"through B meanwhile: {result['served_through_b']} answers, {result['failed_through_b']} failed")
     for kind, s in result["commit"].items():
         print(f"switch commit on {kind}: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms")

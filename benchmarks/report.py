@@ -483,6 +483,8 @@ def replicas_section(r: dict) -> str:
     ratio = (commit["postgres"]["p50_ms"] / commit["sqlite"]["p50_ms"]) if commit["sqlite"]["p50_ms"] else None
     rows = [["convergence, A's switch to B applying it", num(c["p50_ms"], " ms"), num(c["p99_ms"], " ms"),
              num(c["max_ms"], " ms"), target((c["p99_ms"] or 0) < 1000) + " p99 under 1 s"],
+            ["of which A's answer to the switch (admin API)", num(r["switch_answered"]["p50_ms"], " ms"),
+             num(r["switch_answered"]["p99_ms"], " ms"), num(r["switch_answered"]["max_ms"], " ms"), ""],
             ["switch commit on SQLite (file, WAL)", num(commit["sqlite"]["p50_ms"], " ms"),
              num(commit["sqlite"]["p99_ms"], " ms"), num(commit["sqlite"]["max_ms"], " ms"), ""],
             ["switch commit on Postgres (+ NOTIFY)", num(commit["postgres"]["p50_ms"], " ms"),
