@@ -43,13 +43,8 @@ async def converge(switches: int, clients: int, root: Path, db_url: str) -> dict
     try:
         rk.wait_remotes(remotes, 30)
         with rk.replicas(root, db_url, remotes) as (a, b):
-            async with ck.chatting(a.url, *rk.ADMIN) as chat:
-                key = await ck.make_key(chat, "bench", "admin")
+            key = await rk.serving([a, b], remotes, 60)
             async with rk.admin_api(a, key) as api:
-                for remote in remotes:
-                    await rk.load_remote(api, remote)
-                await rk.wait_states(b, {"v1": "ready", "v2": "ready"}, 60)
-                await api.post("/deployment/switch", json={"name": "v1"})
                 done = asyncio.Event()
                 served, failed = [0], [0]
 

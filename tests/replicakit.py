@@ -129,6 +129,21 @@ async def load_remote(api: httpx.AsyncClient, remote: Remote) -> None:
     assert r.status_code == 202, r.text
 
 
+async def serving(apps: list[ck.App], remotes: list[Remote], timeout: float) -> str:
+    """An admin key made in the first replica's chat; every remote loaded through its admin API and
+    ready on every replica (the others followed the loads); the first remote active. Returns the key."""
+    async with ck.chatting(apps[0].url, *ADMIN) as chat:
+        key = await ck.make_key(chat, "ops", "admin")
+    async with admin_api(apps[0], key) as api:
+        for remote in remotes:
+            await load_remote(api, remote)
+        for app in apps:
+            await wait_states(app, {r.name: "ready" for r in remotes}, timeout)
+        r = await api.post("/deployment/switch", json={"name": remotes[0].name})
+        assert r.status_code == 200, r.text
+    return key
+
+
 async def wait_states(app: ck.App, states: dict[str, str], timeout: float) -> dict:
     """Until the replica's /healthz shows each version in its state."""
     async def seen() -> dict | None:

@@ -37,15 +37,8 @@ def cluster(postgres, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def admin_key(cluster):
-    _, remotes, (a, b), _ = cluster
-    async with ck.chatting(a.url, *rk.ADMIN) as chat:
-        key = await ck.make_key(chat, "ops", "admin")
-    async with rk.admin_api(a, key) as api:
-        for remote in remotes:
-            await rk.load_remote(api, remote)
-        await rk.wait_states(b, {"v1": "ready", "v2": "ready"}, 30)
-        assert (await api.post("/deployment/switch", json={"name": "v1"})).status_code == 200
-    return key
+    _, remotes, apps, _ = cluster
+    return await rk.serving(apps, remotes, 30)
 
 
 async def both(apps: list[ck.App]) -> list[dict]:

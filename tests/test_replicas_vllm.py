@@ -40,17 +40,8 @@ def cluster(tiny_models, postgres, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def admin_key(cluster):
-    _, remotes, (a, b) = cluster
-    async with ck.chatting(a.url, *rk.ADMIN) as chat:
-        key = await ck.make_key(chat, "ops", "admin")
-    async with rk.admin_api(a, key) as api:
-        for remote in remotes:
-            await rk.load_remote(api, remote)
-        await rk.wait_states(a, {"v1": "ready", "v2": "ready"}, 120)
-        await rk.wait_states(b, {"v1": "ready", "v2": "ready"}, 120)  # B followed the loads
-        r = await api.post("/deployment/switch", json={"name": "v1"})
-        assert r.status_code == 200, r.text
-    return key
+    _, remotes, apps = cluster
+    return await rk.serving(apps, remotes, 120)
 
 
 async def switch(api, name: str) -> int:
