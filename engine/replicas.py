@@ -74,6 +74,7 @@ class Replicas:
             self._tasks.append(self._own(coro, name))
 
     async def close(self) -> None:
+        await asyncio.sleep(0)  # a loop not yet started is then cancelled inside (its coroutine awaited)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -341,4 +341,4 @@ async def test_the_published_openapi_schema_is_current(app):
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/translate", "/admin/v1/versions",
             "/admin/v1/deployment/switch", "/admin/v1/keys"} <= set(live["paths"])
     published = json.loads((ROOT / "docs" / "openapi.json").read_text())
-    assert published == live, "docs/openapi.json is stale: python -m gateway.schema > docs/openapi.json"
+    assert published == live, "docs/openapi.json is stale: .venv/bin/python -m gateway.openapi > docs/openapi.json"
