@@ -35,6 +35,8 @@ from .scoring import Scores
 from .types import AuditEvent, Deployment, ReplicaRecord, RolloutPlan, RolloutRecord, Sampling, VersionSpec
 
 NOTIFY_CHANNEL = "baton_deployment"  # every committed deployment change, with its generation (Postgres)
+BUSY_TIMEOUT_MS = 5000  # how long a SQLite write waits for another connection's
+MIGRATION_WAIT_MS = 120_000  # ...and a migration for another process's migration (a busy box takes seconds)
 _MIGRATION_LOCK = 0x6261746F6E  # pg_advisory_xact_lock's key: one replica runs the migrations at a time
 
 
@@ -151,7 +153,7 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
@@ -297,9 +299,13 @@ class Store:
             async with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     await conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-                else:  # SQLite's driver would begin only at the first write, after Alembic has looked
+                else:  # SQLite's driver would begin only at the first write, after Alembic has looked.
+                    # Another process may be migrating: wait for it longer than a write normally would.
+                    await conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_MS}")
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 await conn.run_sync(migrations.upgrade)
+                if conn.dialect.name != "postgresql":
+                    await conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 

@@ -85,7 +85,9 @@ async def test_migrating_twice_and_from_two_replicas_at_once(database_url):
     """Replicas starting together: one runs the migrations, the others find nothing to do."""
     stores = [Store(database_url) for _ in range(3)]
     try:
-        await asyncio.gather(*(s.migrate() for s in stores))
+        # Every migration runs to its end before the stores close, whichever fails.
+        outcomes = await asyncio.gather(*(s.migrate() for s in stores), return_exceptions=True)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
         await stores[0].migrate()
         async with stores[0].engine.connect() as conn:
             assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == [
