@@ -236,7 +236,7 @@ class Engine:
                 b.desired = Desired.UNLOADED
                 self.supervisor.interrupt(b)
                 self.supervisor.own(self._retired(b), f"retire-{name}")
-        await self._start_wanted(wanted, specs)
+        self._start_wanted(wanted, specs)
         self.router.deployment = dep  # the flip, as in _commit
         latest = await self.store.latest_rollout()
         if latest is not None:
@@ -245,7 +245,7 @@ class Engine:
                  dep.active, dep.canary, dep.canary_percent)
         return True
 
-    async def _start_wanted(self, wanted: Mapping[str, str | None], specs: Mapping[str, VersionSpec]) -> None:
+    def _start_wanted(self, wanted: Mapping[str, str | None], specs: Mapping[str, VersionSpec]) -> None:
         """Start every version the database wants loaded that has no backend here."""
         for name, want in wanted.items():
             spec = specs.get(name)
@@ -259,7 +259,7 @@ class Engine:
         await self.supervisor.retired(b)
         async with self._lock:
             specs = {spec.name: spec for spec in await self.store.list_versions()}
-            await self._start_wanted(await self.store.desired_states(), specs)
+            self._start_wanted(await self.store.desired_states(), specs)
 
     async def close(self) -> None:
         """Stop every backend. What the operator wanted stays persisted for the next start."""
