@@ -78,6 +78,11 @@ class Logged:
     status: int
     upstream: str  # every replica nginx tried, comma-separated ("127.0.0.1:P1, 127.0.0.1:P2")
 
+    @property
+    def answered_by(self) -> str:
+        """The replica that answered: the last one tried (earlier ones refused or were down)."""
+        return self.upstream.rsplit(", ", 1)[-1]
+
 
 class Nginx:
     """nginx with its own prefix and main config; `http_body` goes inside `http {}`. With
