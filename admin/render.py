@@ -334,7 +334,7 @@ def rollout(view: RolloutView | None) -> str:
     r = view.record
     steps = " → ".join(f"{p} %" for p in r.plan.steps)
     head = (f"**Rollout of {code(r.candidate)}** replacing {code(r.baseline)}, started by {cell(r.started_by)}: "
-            f"**{r.state}**")
+            f"**{r.state}**" + (f", driven by replica {code(view.runner)}" if view.runner else ""))
     lines = [head, "", f"Steps {steps}; each judged after {duration(r.plan.step_s)}"
              + (f" or {r.plan.step_requests} canary answers" if r.plan.step_requests else "") + "."]
     if view.canary is not None and view.active is not None:

@@ -168,10 +168,11 @@ class Engine:
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
         self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
         self.rollouts = Rollouts(self)
+        self._not_run_here: set[str] = set()  # local versions this replica has said it does not run
         self.shadows = ShadowRunner(self.router, self.live, self._limits, self.settings.shadow_max_in_flight,
                                     self.supervisor.own)
         self.replicas = Replicas(self.settings, self.store, lambda: self.router.deployment.generation, self.follow,
-                                 self.supervisor.own)
+                                 self.rollouts.claim_if_orphaned, self.supervisor.own)
 
     # life ------------------------------------------------------------------
     async def start(self) -> Deployment:
@@ -192,7 +193,7 @@ class Engine:
             # A database from before desired states: the versions the deployment names come back.
             if desired is None and spec.name in (dep.active, dep.canary, dep.previous):
                 desired = _desired_for(dep, spec.name).value
-            if desired in (Desired.SERVING.value, Desired.STANDBY.value) and self._runs(spec):
+            if Desired.loaded(desired) and self._runs(spec):
                 self._start_backend(spec, _desired_for(dep, spec.name))
         for name in (dep.active, dep.canary, dep.previous, dep.shadow):
             if name and self.pool.get(name) is None:
@@ -206,8 +207,10 @@ class Engine:
         BATON_RUN_LOCAL_VERSIONS lets it start vLLM processes."""
         if spec.remote or self.settings.run_local_versions:
             return True
-        log.warning("version %s is local and this replica runs no processes (BATON_RUN_LOCAL_VERSIONS=false): "
-                    "it is not served here", spec.name)
+        if spec.name not in self._not_run_here:  # once: every followed change asks again
+            self._not_run_here.add(spec.name)
+            log.warning("version %s is local and this replica runs no processes (BATON_RUN_LOCAL_VERSIONS=false): "
+                        "it is not served here", spec.name)
         return False
 
     async def follow(self) -> bool:
@@ -227,7 +230,7 @@ class Engine:
             if b.desired is Desired.UNLOADED:
                 continue
             want = wanted.get(name)
-            if want in (Desired.SERVING.value, Desired.STANDBY.value):
+            if Desired.loaded(want):
                 b.desired = Desired(want)
                 if b.gave_up and name in specs:  # loaded again elsewhere after its start failed
                     b.spec = specs[name]
@@ -249,8 +252,7 @@ class Engine:
         """Start every version the database wants loaded that has no backend here."""
         for name, want in wanted.items():
             spec = specs.get(name)
-            if (want in (Desired.SERVING.value, Desired.STANDBY.value) and spec is not None
-                    and self.pool.get(name) is None and self._runs(spec)):
+            if Desired.loaded(want) and spec is not None and self.pool.get(name) is None and self._runs(spec):
                 self._start_backend(spec, Desired(want))
 
     async def _retired(self, b: Backend) -> None:
@@ -592,7 +594,8 @@ class Engine:
 
         def record(d: Deployment) -> RolloutRecord:
             assert d.active is not None  # checked by `change`
-            return RolloutRecord(None, name, d.active, plan, RolloutState.RUNNING.value, 0, actor)
+            return RolloutRecord(None, name, d.active, plan, RolloutState.RUNNING.value, 0, actor,
+                                 runner=self.settings.replica_id)
 
         args = {"name": name, "steps": list(plan.steps), "step_s": plan.step_s, "step_requests": plan.step_requests}
         # Gated at the start as well as at the promote: a rollout that could never end is refused up front.
@@ -610,10 +613,11 @@ class Engine:
 
     async def _rollout_change(self, actor: str, action: str, rollout_id: int | None,
                               then: Callable[[RolloutRecord], RolloutRecord], *, percent: int | None = None,
-                              promote: bool = False, abort: bool = False) -> None:
+                              promote: bool = False, abort: bool = False, note: str | None = None) -> None:
         """The running rollout's next state (`then` of the current one) with the traffic it sets,
         in one commit; refused unless that rollout is still the running one (checked and written
-        under the lock, so an admin's abort and the runner's step cannot both win)."""
+        under the lock, so an admin's abort and the runner's step cannot both win). The audit
+        says `note`, or the newest analysis's reasons."""
         new: RolloutRecord | None = None
 
         def record(_: Deployment) -> RolloutRecord:
@@ -634,14 +638,14 @@ class Engine:
                 return rollout.deployment_for(d, new, percent)
             return replace(d, canary=None, canary_percent=0) if abort and d.canary == new.candidate else d
 
-        def note() -> str:
+        def said() -> str:
             assert new is not None
-            return "; ".join(new.timeline[-1]["reasons"]) if new.timeline else new.detail
+            return note or ("; ".join(new.timeline[-1]["reasons"]) if new.timeline else new.detail)
 
         cur = self.rollouts.running
         args: dict[str, object] = {"name": cur.candidate if cur else None, "step": cur.step + 1 if cur else None}
         # The last step makes the candidate active: the quality gate has its say, as for /promote.
-        await self._deploy(actor, action, args, change, record, note, gate="active" if promote else None)
+        await self._deploy(actor, action, args, change, record, said, gate="active" if promote else None)
 
     async def abort_rollout(self, *, actor: str = "system") -> RolloutView:
         """Stop the running rollout and move its traffic back to the active version at once."""

@@ -51,13 +51,14 @@ def asyncpg_dsn(url: str) -> str:
 
 class Replicas:
     def __init__(self, settings: Settings, store: Store, generation: Callable[[], int],
-                 follow: Callable[[], Awaitable[bool]],
+                 follow: Callable[[], Awaitable[bool]], after_beat: Callable[[], Awaitable[None]],
                  own: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]) -> None:
         self.settings = settings
         self.store = store
         self.id = settings.replica_id
         self._generation = generation  # the one this replica serves
         self._follow = follow
+        self._after_beat = after_beat  # what needs a live replica to notice a silent one (a rollout's runner)
         self._own = own
         self._wake = asyncio.Event()  # a notification: reload
         self._moved = asyncio.Event()  # this replica applied a change: beat now
@@ -91,8 +92,19 @@ class Replicas:
                    for r in await self.store.list_replicas()]
         newest = max((r.generation for r in records), default=0)
         newest = max(newest, await self.store.generation())
-        silent_after = 3 * self.settings.replica_heartbeat_s
-        return [_view(r, now, newest, self.id, silent_after) for r in records]
+        return [_view(r, now, newest, self.id, self.silent_after_s) for r in records]
+
+    @property
+    def silent_after_s(self) -> float:
+        return 3 * self.settings.replica_heartbeat_s
+
+    async def silence(self, replica_id: str) -> float | None:
+        """How long `replica_id` has been silent (inf: it left, or never beat); None while it beats."""
+        record = next((r for r in await self.store.list_replicas() if r.id == replica_id), None)
+        if record is None or record.heartbeat_at is None:
+            return float("inf")
+        age = (datetime.now(UTC) - record.heartbeat_at).total_seconds()
+        return age if age > self.silent_after_s else None
 
     # the loops -----------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -152,6 +164,11 @@ class Replicas:
                 await self._beat()
             except Exception:  # noqa: BLE001 - a missed beat shows as an older one in /status
                 log.warning("replica %s could not write its heartbeat", self.id, exc_info=True)
+                continue
+            try:
+                await self._after_beat()
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.warning("replica %s: a check after its heartbeat failed", self.id, exc_info=True)
 
     async def _beat(self) -> None:
         await self.store.beat(self.id, self._generation(), self.started_at)

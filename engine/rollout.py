@@ -10,6 +10,12 @@ traffic back at once. After an app restart the runner resumes the step it was on
 window, once both versions are ready again; if they do not come back it aborts. Traffic is
 never split with nobody watching: while the runner waits, a canary that is not ready gets no
 traffic, and a runner that fails aborts.
+
+With several replicas exactly one drives a rollout: the record names its runner, and every
+change the runner commits first checks that it still does (under the deployment's generation
+compare-and-swap). When the runner's replica goes silent (no heartbeat) or leaves, the first
+replica to notice claims the rollout in one such change and resumes it; a runner that comes back
+from a hang finds the rollout claimed and stops without touching it.
 """
 from __future__ import annotations
 
@@ -157,15 +163,20 @@ class RolloutView:
     canary: Sample | None  # the current step's window so far
     active: Sample | None
     next_decision: str  # what happens next and when, in a sentence
+    runner: str | None = None  # the replica that drives it; None on one box
 
 
 Notify = Callable[[str], Awaitable[None]]
 
 
+class LostRollout(Conflict):
+    """The rollout is driven by another replica now: this one's runner stops."""
+
+
 # the runner -------------------------------------------------------------------------
 class Rollouts:
     """The current (or last) rollout and the task that drives it. Every change of its state
-    goes through Engine._deploy (or Store.save_rollout for changes that move no traffic)."""
+    goes through Engine._deploy."""
 
     def __init__(self, engine: Engine, tick_s: float = 0.5) -> None:
         self.engine = engine
@@ -185,18 +196,64 @@ class Rollouts:
         self.current = r
         self._wake.set()
 
+    @property
+    def me(self) -> str:
+        return self.engine.settings.replica_id
+
+    def _driving(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     # life -------------------------------------------------------------------------------
     async def resume(self) -> None:
-        """At engine start: watch the rollout that was running when the app stopped."""
+        """At engine start: drive the rollout that was running when the app stopped, unless a
+        live replica drives it."""
         self.current = await self.engine.store.latest_rollout()
+        await self.claim_if_orphaned()
+
+    async def claim_if_orphaned(self) -> None:
+        """Drive the running rollout if nobody does: at start, and at each of this replica's
+        heartbeats (engine/replicas.py)."""
         r = self.running
-        if r is None:
+        if r is None or self._driving():
             return
-        await self.engine.store.save_rollout(r, (ROLLOUT, "rollout-resume", {"name": r.candidate},
-                                                 f"the app restarted at step {r.step + 1} of {len(r.plan.steps)}"))
-        await self._say(f"🔁 The app restarted during the rollout of `{r.candidate}`: it resumes at step "
-                        f"{r.step + 1} ({r.plan.steps[r.step]} %) once both versions are ready.")
+        why = await self._orphaned(r)
+        if why is None:
+            return
+        try:
+            await self.engine._rollout_change(ROLLOUT, "rollout-resume", r.id, lambda cur: self._claimed(cur, r),
+                                              note=why)
+        except Conflict as exc:  # another replica claimed it first, or it ended meanwhile
+            log.info("replica %s did not claim the rollout of %s: %s", self.me, r.candidate, exc.what)
+            return
+        await self._say(f"🔁 {why[0].upper()}{why[1:]} during the rollout of `{r.candidate}`: "
+                        f"it resumes at step {r.step + 1} ({r.plan.steps[r.step]} %) once both versions are ready.")
         self.watch(resumed=True)
+
+    async def _orphaned(self, r: RolloutRecord) -> str | None:
+        """Why nobody drives `r` (None: its runner is alive and driving it)."""
+        if r.runner in ("", self.me) or not self.engine.replicas.enabled:  # one box: nobody else could
+            return "the app restarted"
+        age = await self.engine.replicas.silence(r.runner)
+        if age is None:
+            return None
+        gone = "has left" if age == float("inf") else f"is silent (no heartbeat for {age:.0f} s)"
+        return f"replica {self.me} took over from replica {r.runner}, which {gone},"
+
+    def _claimed(self, cur: RolloutRecord, seen: RolloutRecord) -> RolloutRecord:
+        if cur.runner != seen.runner:
+            raise Conflict(f"Replica {cur.runner} claimed the rollout of {cur.candidate} first.", "Nothing to do.")
+        return replace(cur, runner=self.me)
+
+    def _held(self, cur: RolloutRecord) -> RolloutRecord:
+        """`cur`, if this replica still drives it; a runner that hung past its heartbeats finds
+        it claimed by another and must not move it."""
+        if cur.runner != self.me:
+            raise LostRollout(f"Replica {cur.runner} drives the rollout of {cur.candidate} now.",
+                              "This replica stops driving it.")
+        return cur
+
+    def _let_go(self, exc: LostRollout) -> None:
+        log.warning("replica %s stops driving the rollout: %s", self.me, exc.what)
 
     def watch(self, *, resumed: bool = False) -> None:
         self._new_window()  # again once both versions are ready, when resumed
@@ -215,6 +272,8 @@ class Rollouts:
             await self._run(resumed)
         except asyncio.CancelledError:
             raise
+        except LostRollout as exc:
+            self._let_go(exc)
         except Exception as exc:  # noqa: BLE001 - a runner that cannot go on must not leave traffic split
             log.exception("the rollout runner failed")
             await self.abort_by_runner(f"the rollout's watcher failed ({type(exc).__name__}: {exc})")
@@ -224,6 +283,7 @@ class Rollouts:
             return
         self._new_window()
         while (r := self.running) is not None:
+            self._held(r)
             if (why := self._interfered(r)) is not None:
                 await self.abort_by_runner(why, touch_traffic=False)
                 return
@@ -278,7 +338,7 @@ class Rollouts:
         assert r is not None
         deadline = time.monotonic() + self.engine.settings.startup_timeout_s + 30
         while time.monotonic() < deadline:
-            if self.running is not r:
+            if (cur := self.running) is None or cur.id != r.id:  # ended (a followed change adopts a copy)
                 return False
             states = {n: (b.state if (b := self.engine.pool.get(n)) else None) for n in (r.candidate, r.baseline)}
             if all(s is State.READY for s in states.values()):
@@ -299,8 +359,10 @@ class Rollouts:
         if percent == 100:
             try:
                 await self.engine._rollout_change(ROLLOUT, "rollout-promote", r.id, lambda cur: moved(
-                    cur, RolloutState.RUNNING, RolloutState.PASSED, step=nxt, timeline=timeline,
+                    self._held(cur), RolloutState.RUNNING, RolloutState.PASSED, step=nxt, timeline=timeline,
                     detail=f"every step passed; promoted ({numbers})"), promote=True)
+            except LostRollout:
+                raise
             except BatonError as exc:  # e.g. the quality gate, or the candidate stopped being ready
                 await self.abort_by_runner(f"the promote was refused: {exc}", analysis)
                 return
@@ -308,7 +370,7 @@ class Rollouts:
                             f"every request. Last analysis: {numbers}.")
             return
         await self.engine._rollout_change(ROLLOUT, "rollout-step", r.id, lambda cur: moved(
-            cur, RolloutState.RUNNING, RolloutState.RUNNING, step=nxt, timeline=timeline), percent=percent)
+            self._held(cur), RolloutState.RUNNING, RolloutState.RUNNING, step=nxt, timeline=timeline), percent=percent)
         self._new_window()
         await self._say(f"📈 Rollout of `{r.candidate}`: step {nxt} passed ({numbers}). "
                         f"Now {percent} % of conversations, step {nxt + 1} of {len(r.plan.steps)}.")
@@ -320,8 +382,11 @@ class Rollouts:
         entry = (analysis.as_dict(),) if analysis else ()
         try:
             await self.engine._rollout_change(ROLLOUT, "rollout-abort", r.id, lambda cur: moved(
-                cur, RolloutState.RUNNING, RolloutState.ABORTED, timeline=(*cur.timeline, *entry), detail=why),
-                abort=touch_traffic)
+                self._held(cur), RolloutState.RUNNING, RolloutState.ABORTED, timeline=(*cur.timeline, *entry),
+                detail=why), abort=touch_traffic)
+        except LostRollout as exc:
+            self._let_go(exc)
+            return
         except BatonError as exc:
             log.error("could not abort the rollout of %s (%s): %s", r.candidate, why, exc)
             await self._say(f"⚠️ The rollout of `{r.candidate}` must stop ({why}) but could not: {exc}. "
@@ -340,10 +405,15 @@ class Rollouts:
         if r is None:
             return None
         percent = r.plan.steps[min(r.step, len(r.plan.steps) - 1)]
+        runner = r.runner if self.engine.replicas.enabled else None
         if self.running is None:
-            return RolloutView(r, percent, None, None, None, f"Ended ({r.state}): {r.detail}")
+            return RolloutView(r, percent, None, None, None, f"Ended ({r.state}): {r.detail}", runner)
         elapsed = self._step_elapsed()
         canary, active = self._samples(r)
+        if runner is not None and runner != self.me:
+            return RolloutView(r, percent, elapsed, canary, active,
+                               f"Replica {runner} judges each step on the traffic it serves; the numbers here "
+                               "are this replica's.", runner)
         left = max(0.0, r.plan.step_s - elapsed)
         by_count = f" or after {r.plan.step_requests} canary answers" if r.plan.step_requests else ""
         nxt = r.plan.steps[r.step + 1]
@@ -351,7 +421,7 @@ class Rollouts:
         need = Policy.from_settings(self.engine.settings).min_requests
         return RolloutView(r, percent, elapsed, canary, active,
                            f"Analysis in {left:.0f} s{by_count} (needs at least {need} canary answers): "
-                           f"if it passes, {then}; if not, abort and move traffic back.")
+                           f"if it passes, {then}; if not, abort and move traffic back.", runner)
 
 
 def deployment_for(d: Deployment, r: RolloutRecord, percent: int) -> Deployment:

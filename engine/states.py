@@ -17,6 +17,11 @@ class Desired(str, Enum):  # noqa: UP042 - StrEnum changes str() of a member
     STANDBY = "standby"  # loaded, ready to take traffic (rollback, failover)
     UNLOADED = "unloaded"
 
+    @staticmethod
+    def loaded(persisted: str | None) -> bool:
+        """Whether a persisted desired state wants a process (serving or standby)."""
+        return persisted in (Desired.SERVING.value, Desired.STANDBY.value)
+
 
 class State(str, Enum):  # noqa: UP042 - StrEnum changes str() of a member
     STARTING = "starting"

@@ -125,6 +125,7 @@ class RolloutRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     timeline: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    runner: Mapped[str] = mapped_column(String(128), default="", server_default="")  # the replica driving it
 
 
 class ProcessRow(Base):
@@ -210,7 +211,7 @@ def _rollout(row: RolloutRow) -> RolloutRecord:
         id=row.id, candidate=row.candidate, baseline=row.baseline,
         plan=RolloutPlan(tuple(p["steps"]), float(p["step_s"]), int(p["step_requests"])),
         state=row.state, step=row.step, started_by=row.started_by, started_at=row.started_at,
-        ended_at=row.ended_at, detail=row.detail, timeline=tuple(row.timeline or ()),
+        ended_at=row.ended_at, detail=row.detail, timeline=tuple(row.timeline or ()), runner=row.runner,
     )
 
 
@@ -219,7 +220,7 @@ def _write_rollout(s: Session, r: RolloutRecord) -> RolloutRow:
     row.candidate, row.baseline, row.state, row.step = r.candidate, r.baseline, r.state, r.step
     row.plan = {**asdict(r.plan), "steps": list(r.plan.steps)}
     row.started_by, row.started_at = r.started_by, r.started_at or utcnow()
-    row.ended_at, row.detail, row.timeline = r.ended_at, r.detail, list(r.timeline)
+    row.ended_at, row.detail, row.timeline, row.runner = r.ended_at, r.detail, list(r.timeline), r.runner
     s.add(row)
     return row
 
@@ -404,18 +405,6 @@ class Store:
         async with self._session() as s:
             row = (await s.scalars(select(RolloutRow).order_by(RolloutRow.id.desc()).limit(1))).first()
             return _rollout(row) if row else None
-
-    async def save_rollout(self, rollout: RolloutRecord, audit: tuple[str, str, object, str]) -> RolloutRecord:
-        """A rollout's state that changes no traffic, with its audit row (actor, action, arguments, detail)."""
-        try:
-            async with self._session.begin() as s:
-                saved = await s.run_sync(_write_rollout, rollout)
-                actor, action, arguments, detail = audit
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
-                await s.flush()
-                return _rollout(saved)
-        except SQLAlchemyError as exc:
-            raise self._failed(exc) from exc
 
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:

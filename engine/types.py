@@ -101,3 +101,4 @@ class RolloutRecord:
     ended_at: datetime | None = None
     detail: str = ""  # why it ended
     timeline: tuple[dict[str, Any], ...] = ()  # one entry per analysis (engine.rollout.Analysis.as_dict)
+    runner: str = ""  # the replica that drives it (engine.rollout.Rollouts): one at a time

@@ -197,5 +197,5 @@ def _rollout(view: Rollout) -> RolloutView:
         step=min(r.step, len(r.plan.steps) - 1) + 1, steps=list(r.plan.steps), percent=view.percent,
         step_s=r.plan.step_s, step_requests=r.plan.step_requests, step_elapsed_s=view.step_elapsed_s,
         started_by=r.started_by, started_at=r.started_at, ended_at=r.ended_at, detail=r.detail,
-        next_decision=view.next_decision, canary=_numbers(view.canary), active=_numbers(view.active),
-        timeline=list(r.timeline))
+        next_decision=view.next_decision, runner=view.runner, canary=_numbers(view.canary),
+        active=_numbers(view.active), timeline=list(r.timeline))

@@ -231,6 +231,7 @@ class RolloutView(BaseModel):
     ended_at: datetime | None
     detail: str = Field(description="Why it ended")
     next_decision: str
+    runner: str | None = Field(description="The replica that drives it (judges and steps it); null on one box")
     canary: LiveNumbers | None
     active: LiveNumbers | None
     timeline: list[dict[str, Any]] = Field(description="Every analysis so far: step, percent, numbers, verdict, "

@@ -1,13 +1,17 @@
 """Two app replicas on one Postgres database behind nginx (docs/deploy/nginx.conf), on the fast fake
 server as the remote versions: admins acting at once on both replicas, a lost LISTEN connection,
 /status's replica table, an unload that only stops routing, and a user's replica killed under
-them. (tests/test_replicas_vllm.py does the rest on real vLLM.)"""
+them, and a rollout whose replica hangs. (tests/test_replicas_vllm.py does the rest on real vLLM.)"""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import uuid
 
 import asyncpg
 import pytest
+from openai import AsyncOpenAI
 
 from engine.replicas import asyncpg_dsn
 
@@ -25,7 +29,12 @@ def cluster(postgres, tmp_path_factory):
                                root, vllm=False)
                for name, port in (("v1", PORTS[0]), ("v2", PORTS[1]))]
     db = postgres.new_database()
-    envs = [rk.replica_env(root / rid, db, rid, remotes) for rid in ("a", "b")]
+    # Rollout steps judged after 1 s on 5 canary answers, first tokens compared loosely (a busy box).
+    # A gives up on a step without traffic after 5 s, B after a minute: A hangs longer than that in
+    # the rollout test, so A coming back would abort the rollout if it still thought it drove it.
+    rollouts = {"BATON_ROLLOUT_STEP_S": "1", "BATON_ROLLOUT_MIN_REQUESTS": "5", "BATON_ROLLOUT_TTFT_SLACK_MS": "2000"}
+    envs = [rk.replica_env(root / rid, db, rid, remotes, **rollouts, BATON_ROLLOUT_STEP_MAX_S=give_up)
+            for rid, give_up in (("a", "5"), ("b", "60"))]
     try:
         rk.wait_remotes(remotes, 30)
         with nginxkit.balanced(envs, root / "nginx", admin=rk.ADMIN) as lb:
@@ -107,6 +116,60 @@ async def test_unloading_a_remote_version_on_a_stops_routing_on_b_and_kills_noth
     async with rk.admin_api(a, admin_key) as api:
         await rk.load_remote(api, remote)  # and it can be loaded again
         await rk.wait_states(b, {idle: "ready"}, 30)
+
+
+async def test_a_rollout_whose_replica_hangs_is_taken_over_and_the_hung_one_lets_go(cluster, admin_key):
+    _, _, (a, b), _ = cluster
+    baseline = (await both([a]))[0]["active"]
+    candidate = "v2" if baseline == "v1" else "v1"
+    async with rk.admin_api(a, admin_key) as on_a, rk.admin_api(b, admin_key) as on_b:
+        r = await on_a.post("/rollout", json={"name": candidate, "steps": [20, 50, 100]})
+        assert r.status_code == 202 and r.json()["runner"] == "a", r.text
+        os.kill(a.proc.pid, signal.SIGSTOP)  # A hangs with its runner
+        hung = asyncio.get_running_loop().time()
+        try:
+            async def claimed() -> dict | None:
+                view = (await on_b.get("/rollout")).json()
+                return view if view["runner"] == "b" else None
+            view = await ck.wait_until(claimed, 15, "B to take the rollout over from the silent A")
+            assert view["state"] == "running" and view["percent"] == 20, view
+            # A stays hung past its own limit for a step without traffic (5 s): a runner that did not
+            # know it had lost the rollout would abort it the moment it wakes.
+            await asyncio.sleep(max(0.0, hung + 7 - asyncio.get_running_loop().time()))
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(2)  # A wakes, follows, and its runner lets go
+        assert (await on_b.get("/rollout")).json()["state"] == "running"
+        answers: list[str] = []
+        sdk = AsyncOpenAI(base_url=f"{b.url}/v1", api_key=admin_key, max_retries=0, timeout=30)
+
+        async def user() -> None:
+            while True:  # each request its own conversation, so the canary gets its share
+                done = await sdk.chat.completions.create(model="baton", user=uuid.uuid4().hex,
+                                                         messages=[{"role": "user", "content": "Good morning"}])
+                answers.append(done.model)
+
+        async def ended() -> dict | None:
+            view = (await on_b.get("/rollout")).json()
+            return view if view["state"] != "running" else None
+        async with sdk, ck.background(*(user() for _ in range(4))):
+            view = await ck.wait_until(ended, 60, "B to drive the rollout to its end")
+        assert view["state"] == "passed", view
+        assert candidate in answers and baseline in answers, set(answers)
+        for app in (a, b):  # A follows the promote it did not make
+            await rk.wait_states(app, {candidate: "ready"}, 5)
+            await ck.wait_until(lambda app=app: _active(app, candidate), 5, f"{app.url} to serve {candidate}")
+        audit = (await on_b.get("/audit", params={"n": 50})).json()
+        since = audit[:next(i for i, e in enumerate(audit) if e["action"] == "rollout-start")]
+        done_by_runner = [(e["action"], e["outcome"]) for e in reversed(since) if e["actor"] == "rollout"]
+        assert ("rollout-resume", "ok") in done_by_runner and ("rollout-abort", "ok") not in done_by_runner, since
+        resumed = next(e for e in since if e["action"] == "rollout-resume" and e["outcome"] == "ok")
+        assert "took over from replica a, which is silent" in resumed["detail"], resumed
+    assert "stops driving the rollout" in a.log()
+
+
+async def _active(app: ck.App, name: str) -> bool:
+    return (await ck.healthz(app.url))[1]["active"] == name
 
 
 async def test_a_user_whose_replica_dies_resumes_the_thread_through_nginx_on_the_other(cluster, admin_key):
