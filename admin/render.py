@@ -340,6 +340,8 @@ def rollout(view: RolloutView | None) -> str:
     if view.canary is not None and view.active is not None:
         lines += ["", f"Step {r.step + 1} of {len(r.plan.steps)}: {view.percent} % of conversations, "
                       f"{duration(view.step_elapsed_s)} in.", "", *_live_table(view.canary, view.active)]
+    elif r.state == "running":  # driven by another replica, which has the step's numbers
+        lines += ["", f"Step {r.step + 1} of {len(r.plan.steps)}: {view.percent} % of conversations."]
     lines += ["", f"**Next:** {cell(view.next_decision)}" if r.state == "running" else f"**Outcome:** {cell(r.detail)}"]
     if r.timeline:
         lines += ["", "Analyses so far:" if r.state == "running" else "Analyses:", "", *_timeline(r.timeline)]

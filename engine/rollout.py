@@ -225,8 +225,8 @@ class Rollouts:
         except Conflict as exc:  # another replica claimed it first, or it ended meanwhile
             log.info("replica %s did not claim the rollout of %s: %s", self.me, r.candidate, exc.what)
             return
-        await self._say(f"🔁 {why[0].upper()}{why[1:]} during the rollout of `{r.candidate}`: "
-                        f"it resumes at step {r.step + 1} ({r.plan.steps[r.step]} %) once both versions are ready.")
+        await self._say(f"🔁 {why[0].upper()}{why[1:]}: the rollout of `{r.candidate}` resumes at step "
+                        f"{r.step + 1} ({r.plan.steps[r.step]} %) once both versions are ready.")
         self.watch(resumed=True)
 
     async def _orphaned(self, r: RolloutRecord) -> str | None:
@@ -237,7 +237,7 @@ class Rollouts:
         if age is None:
             return None
         gone = "has left" if age == float("inf") else f"is silent (no heartbeat for {age:.0f} s)"
-        return f"replica {self.me} took over from replica {r.runner}, which {gone},"
+        return f"replica {self.me} took over from replica {r.runner}, which {gone}"
 
     def _claimed(self, cur: RolloutRecord, seen: RolloutRecord) -> RolloutRecord:
         if cur.runner != seen.runner:
@@ -408,12 +408,12 @@ class Rollouts:
         runner = r.runner if self.engine.replicas.enabled else None
         if self.running is None:
             return RolloutView(r, percent, None, None, None, f"Ended ({r.state}): {r.detail}", runner)
+        if runner is not None and runner != self.me:  # the step's window and numbers are the runner's
+            return RolloutView(r, percent, None, None, None,
+                               f"Replica {runner} judges each step on the traffic it serves; its /rollout status "
+                               "has the step's numbers.", runner)
         elapsed = self._step_elapsed()
         canary, active = self._samples(r)
-        if runner is not None and runner != self.me:
-            return RolloutView(r, percent, elapsed, canary, active,
-                               f"Replica {runner} judges each step on the traffic it serves; the numbers here "
-                               "are this replica's.", runner)
         left = max(0.0, r.plan.step_s - elapsed)
         by_count = f" or after {r.plan.step_requests} canary answers" if r.plan.step_requests else ""
         nxt = r.plan.steps[r.step + 1]

@@ -125,6 +125,14 @@ async def test_a_rollout_whose_replica_hangs_is_taken_over_and_the_hung_one_lets
     async with rk.admin_api(a, admin_key) as on_a, rk.admin_api(b, admin_key) as on_b:
         r = await on_a.post("/rollout", json={"name": candidate, "steps": [20, 50, 100]})
         assert r.status_code == 202 and r.json()["runner"] == "a", r.text
+
+        async def followed() -> dict | None:
+            view = (await on_b.get("/rollout")).json()
+            return view if view.get("state") == "running" else None
+        on_b_view = await ck.wait_until(followed, 3, "B to follow the rollout's start")
+        # B does not judge it: the step's numbers are A's, and B says so rather than show its own.
+        assert on_b_view["runner"] == "a" and on_b_view["canary"] is None, on_b_view
+        assert "Replica a judges each step" in on_b_view["next_decision"], on_b_view
         os.kill(a.proc.pid, signal.SIGSTOP)  # A hangs with its runner
         hung = asyncio.get_running_loop().time()
         try:
@@ -132,7 +140,7 @@ async def test_a_rollout_whose_replica_hangs_is_taken_over_and_the_hung_one_lets
                 view = (await on_b.get("/rollout")).json()
                 return view if view["runner"] == "b" else None
             view = await ck.wait_until(claimed, 15, "B to take the rollout over from the silent A")
-            assert view["state"] == "running" and view["percent"] == 20, view
+            assert view["state"] == "running" and view["percent"] == 20 and view["canary"] is not None, view
             # A stays hung past its own limit for a step without traffic (5 s): a runner that did not
             # know it had lost the rollout would abort it the moment it wakes.
             await asyncio.sleep(max(0.0, hung + 7 - asyncio.get_running_loop().time()))
