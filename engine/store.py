@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -151,10 +151,10 @@ class ReplicaRow(Base):
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    """Per connection. WAL mode belongs to the file: Store.migrate sets it."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across app crashes
     cur.close()
 
 
@@ -297,6 +297,8 @@ class Store:
         """Create or upgrade the schema (engine/migrations), in one transaction. Processes starting
         together take turns: the first runs the migrations, the others then find nothing left to do."""
         try:
+            if self._sqlite:
+                await self._wal()
             async with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     await conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
@@ -309,6 +311,21 @@ class Store:
                     await conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
+
+    async def _wal(self) -> None:
+        """Put the SQLite file in WAL mode (readers never wait for the writer). Processes converting
+        a new file at once deadlock on its lock, and SQLite refuses all but one at once, without
+        waiting: the others try again, as long as a migration would wait."""
+        deadline = asyncio.get_running_loop().time() + MIGRATION_WAIT_MS / 1000
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         await self.engine.dispose()
