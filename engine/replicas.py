@@ -101,9 +101,7 @@ class Replicas:
     async def silence(self, replica_id: str) -> float | None:
         """How long `replica_id` has been silent (inf: it left, or never beat); None while it beats."""
         record = next((r for r in await self.store.list_replicas() if r.id == replica_id), None)
-        if record is None or record.heartbeat_at is None:
-            return float("inf")
-        age = (datetime.now(UTC) - record.heartbeat_at).total_seconds()
+        age = _heartbeat_age(record, datetime.now(UTC)) if record is not None else float("inf")
         return age if age > self.silent_after_s else None
 
     # the loops -----------------------------------------------------------------------------
@@ -174,7 +172,11 @@ class Replicas:
         await self.store.beat(self.id, self._generation(), self.started_at)
 
 
+def _heartbeat_age(r: ReplicaRecord, now: datetime) -> float:
+    return (now - r.heartbeat_at).total_seconds() if r.heartbeat_at else float("inf")
+
+
 def _view(r: ReplicaRecord, now: datetime, newest: int, this: str, silent_after: float) -> ReplicaView:
-    age = (now - r.heartbeat_at).total_seconds() if r.heartbeat_at else float("inf")
+    age = _heartbeat_age(r, now)
     return ReplicaView(r.id, r.generation, age, r.started_at, r.id == this, r.generation >= newest,
                        age > silent_after)
