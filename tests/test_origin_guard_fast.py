@@ -87,3 +87,10 @@ def test_a_setting_that_is_not_an_origin_is_refused_with_an_example():
     with pytest.raises(ValueError, match="is not an origin: write scheme://host"):
         ChatConfig(allowed_origins=["chat.example.com/path"])
     assert ChatConfig(allowed_origins=["https://chat.example.com/"]).allowed_origins == [TRUSTED]
+
+
+async def test_the_login_cookie_is_strict_and_out_of_scripts_reach(app):
+    async with AsyncClient(base_url=app.url) as http:
+        r = await http.post("/login", data={"username": ADMIN[0], "password": ADMIN[1]})
+    cookie = r.headers["set-cookie"].lower()
+    assert "access_token=" in cookie and "samesite=strict" in cookie and "httponly" in cookie, cookie
