@@ -33,7 +33,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 import gateway
-from admin import auth_secret, chat_history, commands, endpoints, languages, login_guard, render
+from admin import auth_secret, chat_history, commands, download_headers, endpoints, languages, login_guard, render
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
@@ -85,11 +85,12 @@ async def _record(actor: str, action: str, args: dict[str, object], outcome: str
     await engine().record(actor, action, args, outcome, detail)
 
 
-endpoints.install(http_app, lambda: _engine)
+endpoints.install(http_app, lambda: _engine, CONFIG.metrics_token)
 gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
+http_app.user_middleware.append(Middleware(download_headers.DownloadHeaders))
 # Outermost: a request from another site's page is refused before anything else sees it, and
 # Chainlit's CORS (every origin, with credentials, in its default config) lets only allowed ones read.
 http_app.user_middleware[:] = [Middleware(OriginGuard, allowed=CONFIG.allowed_origins)] + [

@@ -16,6 +16,9 @@ class ChatConfig(BaseSettings):
     # Pages of other origins (scheme://host[:port]) that may call the chat and the API with a
     # user's cookie, besides the app's own origin (admin/origin_guard.py). Empty: its own only.
     allowed_origins: list[str] = []
+    # Bearer token Prometheus sends for /metrics (its scrape config's `authorization`). Unset: /metrics
+    # answers loopback clients only (admin/endpoints.py).
+    metrics_token: SecretStr | None = None
     # How often a live /load progress view refreshes (it also refreshes on every state change).
     progress_interval_s: float = 1.0
 
@@ -35,3 +38,12 @@ class ChatConfig(BaseSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         return check_allowed(value)
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None  # BATON_METRICS_TOKEN= (empty) means unset, never "an empty token opens it"
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("BATON_METRICS_TOKEN must be at least 16 characters; make one with "
+                             "`openssl rand -hex 24`")
+        return v

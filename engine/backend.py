@@ -16,6 +16,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+from .backend_env import backend_environment
 from .probe import Bearer, Prober
 from .process import BackendProcess, Server
 from .remote import KeyFromEnv, RemoteProber, RemoteServer
@@ -146,8 +147,10 @@ class Backend:
         api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)
         # The key goes in the environment, not argv: /proc/PID/cmdline is world-readable, environ is not.
-        env = {**os.environ, **self.settings.backend_env, MARKER_ENV: self.marker, "VLLM_API_KEY": api_key,
-               "PYTHONUNBUFFERED": "1"}
+        env = backend_environment(os.environ, extra=self.settings.backend_pass_env,
+                                  withheld=self.settings.remote_key_envs,
+                                  own={**self.settings.backend_env, MARKER_ENV: self.marker,
+                                       "VLLM_API_KEY": api_key, "PYTHONUNBUFFERED": "1"})
         self.process = BackendProcess(self.command(), env, self.log_path, self.settings.backend_nice)
         self.prober = Prober(self.url, Bearer(lambda: api_key), self.spec.served_name)
         self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=600)

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # ran, and the same switch benchmark served 5x fewer requests.
     backend_env: dict[str, str] = Field(default_factory=lambda: {
         "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"})
+    # Variables of the app's environment a backend also gets, beyond engine/backend_env.py's
+    # allow-list (names, or prefixes ending in `*`); the app's secrets never pass by default.
+    backend_pass_env: list[str] = Field(default_factory=list)
     # Niceness of every backend process, added to the app's own (and given to its session's
     # autogroup: engine/guard.py). On a CPU-only box vLLM at 0 starves the app's event loop: a
     # switch under load took over a second at p99 against ~10 ms idle. At 10 the app wins the CPU

@@ -14,7 +14,8 @@ served name: two versions that answer alike), prefix (what an answer starts with
 `<answer_as> says:`; "" answers the prompt's last words alone: with the template "{text}" an echo of
 the text), echo_prompt (answer with the whole prompt it got, after the prefix: what the template made of
 the request), log_requests (print `request: METHOD PATH` for every request it gets: a test can tell
-that nothing reached it). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
+that nothing reached it), log_env (print `env: NAME NAME ...`, the names of its environment variables,
+at start: a test can tell what a backend inherits). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
 --max-model-len (prompt words count as tokens), and /v1/* without its API key (401).
 
 A test can also start it by itself, as a remote server outside Baton:
@@ -153,6 +154,8 @@ def main() -> None:
         print("fake: refusing to start (exit_at_start)", flush=True)
         sys.exit(3)
     print(f"fake server for {args.served_model_name} on {args.host}:{args.port}", flush=True)
+    if knobs.get("log_env"):
+        print("env: " + " ".join(sorted(os.environ)), flush=True)
     app = build_app(args.served_model_name, os.environ["VLLM_API_KEY"], knobs, args.max_model_len)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     if knobs.get("ignore_sigterm"):
