@@ -33,7 +33,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 import gateway
-from admin import auth_secret, chat_history, commands, download_headers, endpoints, languages, login_guard, render
+from admin import (auth_secret, chat_history, commands, download_headers, endpoints, http_limits, languages,
+                   login_guard, render)
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
@@ -86,6 +87,8 @@ async def _record(actor: str, action: str, args: dict[str, object], outcome: str
 
 
 endpoints.install(http_app, lambda: _engine, CONFIG.metrics_token)
+http_limits.install(http_limits.Limits(CONFIG.http_header_timeout_s, CONFIG.http_body_timeout_s,
+                                       CONFIG.http_max_connections))
 gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.

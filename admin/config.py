@@ -19,6 +19,11 @@ class ChatConfig(BaseSettings):
     # Bearer token Prometheus sends for /metrics (its scrape config's `authorization`). Unset: /metrics
     # answers loopback clients only (admin/endpoints.py).
     metrics_token: SecretStr | None = None
+    # The HTTP server (admin/http_limits.py): a request's headers must arrive within the first
+    # timeout, a body may pause at most the second; past the cap a new connection gets 503.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_max_connections: int = Field(default=2048, ge=16)
     # How often a live /load progress view refreshes (it also refreshes on every state change).
     progress_interval_s: float = 1.0
 
