@@ -33,8 +33,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 import gateway
-from admin import (auth_secret, chat_history, commands, download_headers, endpoints, http_limits, languages,
-                   login_guard, render)
+from admin import (
+    auth_secret,
+    chat_history,
+    commands,
+    download_headers,
+    endpoints,
+    http_limits,
+    languages,
+    login_guard,
+    render,
+)
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
