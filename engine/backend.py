@@ -20,6 +20,7 @@ from .backend_env import backend_environment
 from .probe import Bearer, Prober
 from .process import BackendProcess, Server
 from .remote import KeyFromEnv, RemoteProber, RemoteServer
+from .remote_address import Pin, openai_options
 from .settings import Settings
 from .states import ALIVE, Desired, State, StateCell
 from .traffic import Traffic
@@ -137,12 +138,12 @@ class Backend:
         self.stall = ""
         self.started_at, self.ready_at = time.monotonic(), None
         if self.spec.remote:
-            key = KeyFromEnv(self.spec.api_key_env)
-            self.process = RemoteServer()
-            self.prober = RemoteProber(self.url, key, self.spec.served_name)
-            # No redirects: the allowed URL is the only place a request may go (the SDK follows them by default).
+            key, pin = KeyFromEnv(self.spec.api_key_env), Pin()
+            self.process = RemoteServer(self.url, self.settings.allowed_remote, pin)
+            self.prober = RemoteProber(self.url, key, self.spec.served_name, pin)
+            # Pinned to the addresses checked at start, with no redirects (the SDK follows them by default).
             self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key.for_openai, max_retries=0, timeout=600,
-                                      http_client=DefaultAsyncHttpxClient(follow_redirects=False))
+                                      http_client=DefaultAsyncHttpxClient(**openai_options(pin)))
             return self.process
         api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)

@@ -28,6 +28,7 @@ from . import (
     logfile,
     metrics,
     orphans,
+    remote_address,
     rollout,
     sequence,
     terminology,
@@ -300,6 +301,9 @@ class Engine:
         async with self._refusals_audited(actor, "register", args), self._lock:
             validation.check_name(name)
             remote = self._remote_recipe(url, api_key_env, model_path, flags, interpreter)
+            if remote is not None:
+                await remote_address.refuse_unallowed(remote[0], validation.shown_url(str(url)),
+                                                      self.settings.allowed_remote)
             existing = await self.store.get_version(name)
             backend = self.pool.get(name)
             if backend is not None and backend.state is not State.FAILED:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Generator
+from typing import Any
 
 import httpx
 
@@ -34,9 +35,9 @@ class Bearer(httpx.Auth):
 class Prober:
     health_path = "/health"  # vLLM's; a remote server is probed on what every OpenAI-compatible one has
 
-    def __init__(self, url: str, auth: httpx.Auth, served_name: str) -> None:
+    def __init__(self, url: str, auth: httpx.Auth, served_name: str, **client_options: Any) -> None:
         self.served_name = served_name
-        self._http = httpx.AsyncClient(base_url=url, auth=auth, timeout=10)
+        self._http = httpx.AsyncClient(base_url=url, auth=auth, timeout=10, **client_options)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -3,7 +3,8 @@ host), which Baton probes, routes to and fails over from, but never starts or st
 
 `RemoteServer` has the shape the supervisor drives for a local process (engine/process.py), so a
 remote version goes through the same lifecycle and state machine; "exiting" is Baton letting go of
-it. Its API key is read from the environment variable the recipe names, at each request.
+it. Its API key is read from the environment variable the recipe names, at each request. Each start
+resolves its host and pins its clients to the checked addresses (engine/remote_address.py).
 """
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ import os
 import httpx
 
 from .probe import Bearer, NotReadyYet, Prober
+from .remote_address import AddressRefused, Pin, checked_addresses, prober_options
 
 
 class RemoteServer:
     pid: int | None = None  # no local process: nothing to record, signal or reap
 
-    def __init__(self) -> None:
+    def __init__(self, url: str, allowed: list[str], pin: Pin) -> None:
+        self.url, self.allowed, self.pin = url, allowed, pin
         self.exit_code: int | None = None
         self.exited = asyncio.Event()
         self._attached = False
 
     async def spawn(self) -> None:
-        """Nothing to start: the server runs already (the prober finds out whether it answers)."""
+        """Nothing to start: the server runs already (the prober finds out whether it answers). Its
+        host is resolved now, and the clients pinned to the addresses checked."""
+        try:
+            self.pin.addresses = await checked_addresses(self.url, self.allowed)
+        except AddressRefused as exc:
+            raise NotReadyYet(f"the server at {self.url} may not be used: {exc}; fix the name's DNS or "
+                              "BATON_ALLOWED_REMOTE") from None
         self._attached = True
 
     async def wait_exit(self) -> int:
@@ -69,8 +78,8 @@ class RemoteProber(Prober):
 
     health_path = "/v1/models"
 
-    def __init__(self, url: str, key: KeyFromEnv, served_name: str) -> None:
-        super().__init__(url, Bearer(key), served_name)
+    def __init__(self, url: str, key: KeyFromEnv, served_name: str, pin: Pin) -> None:
+        super().__init__(url, Bearer(key), served_name, **prober_options(pin))
         self.url = url
         self.key = key
 

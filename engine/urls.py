@@ -1,4 +1,6 @@
 """Base URLs of remote servers: parsed strictly, compared by scheme, host, port and path prefix.
+(A host written differently from an allowed one may still be allowed by its addresses: that is
+engine/remote_address.py's judgement, which needs I/O.)
 
 Only what can be judged from the text is accepted: http(s), a host, no user name or password, no
 query or fragment, and a path of plain segments (no `.`/`..`, no percent-escapes, no backslash) so
@@ -35,7 +37,11 @@ class BaseUrl:
     def covers(self, other: BaseUrl) -> bool:
         """`other` is this URL or below it: same scheme, host and port, and a path equal to this one
         or under it on a `/` boundary (http://a/v1x is not under http://a/v1)."""
-        return ((self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
+        return self.host == other.host and self.covers_on_any_host(other)
+
+    def covers_on_any_host(self, other: BaseUrl) -> bool:
+        """covers(), the hosts set aside: they are compared by address (engine/remote_address.py)."""
+        return ((self.scheme, self.port) == (other.scheme, other.port)
                 and (other.path == self.path or other.path.startswith(self.path + "/")))
 
     def server_base(self) -> BaseUrl:

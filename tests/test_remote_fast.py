@@ -52,29 +52,30 @@ def _free_remote_port() -> int:
 class RemoteServer:
     """tests/fake_vllm.py as a server Baton did not start, logging every request it gets."""
 
-    def __init__(self, workdir: Path, served: str = "remote-m", key: str = KEY, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, served: str = "remote-m", key: str = KEY, port: int | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.model = workdir / f"remote-{served}"
         self.model.mkdir(parents=True, exist_ok=True)
         (self.model / "config.json").write_text("{}")
         (self.model / "fake.json").write_text('{"log_requests": true}')
-        self.served, self.key = served, key
+        self.served, self.key, self.host = served, key, host
         self.port = port or _free_remote_port()
         self.log = workdir / f"remote-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> RemoteServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.fake_vllm", "--host", "127.0.0.1", "--port", str(self.port),
+                [sys.executable, "-m", "tests.fake_vllm", "--host", self.host, "--port", str(self.port),
                  "--model", str(self.model), "--served-model-name", self.served],
                 cwd=ROOT, env={**os.environ, "VLLM_API_KEY": self.key}, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:  # a bare connect, not a request: the request log stays the test's evidence
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1):
                 return self
             assert self.proc.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "the remote server did not start"

@@ -1,0 +1,149 @@
+"""Where a remote version's requests really go: its host resolved, every address checked against
+BATON_ALLOWED_REMOTE, and each connection made to an address that was checked.
+
+engine/urls.py judges a URL's text. A name can resolve elsewhere the next time it is looked up
+(DNS rebinding: an allowed name that answers 127.0.0.1 or a cloud metadata address a moment
+later), so each start of a remote version resolves its host, requires every address to be one an
+allowed base URL resolves to (an address listed, or an allowed name's own addresses, looked up
+the same way), and pins its HTTP clients to those addresses until the next start. The request still
+names the host: the Host header, TLS's SNI and the certificate check are for the name.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import httpcore
+import httpcore2
+import httpx
+import httpx2
+
+from . import urls
+from .errors import InvalidArgument
+
+RESOLVE_TIMEOUT_S = 5.0
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AddressRefused(ValueError):
+    """Why a remote server's address may not be used, in a sentence."""
+
+
+async def _resolve(host: str, port: int) -> set[Address]:
+    """An address literal as itself; a name resolved (within RESOLVE_TIMEOUT_S)."""
+    try:
+        return {_address(host)}
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                                       RESOLVE_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise AddressRefused(f"its host {host} could not be resolved ({exc or 'timed out'})") from None
+    if not infos:
+        raise AddressRefused(f"its host {host} resolves to no address")
+    return {_address(str(info[4][0])) for info in infos}
+
+
+def _address(text: str) -> Address:
+    found = ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) is not part of it
+    return getattr(found, "ipv4_mapped", None) or found
+
+
+async def checked_addresses(url_text: str, allowed: Iterable[str]) -> list[str]:
+    """The addresses `url_text`'s host resolves to, every one of them an address of a base URL in
+    `allowed` that covers the URL (same scheme, port and path prefix). Each host is looked up once:
+    a URL naming an allowed host gets exactly the addresses that were checked."""
+    url = urls.parse(url_text)
+    looked_up: dict[str, set[Address]] = {}
+
+    async def addresses(host: str) -> set[Address]:
+        if host not in looked_up:
+            looked_up[host] = await _resolve(host, url.port)
+        return looked_up[host]
+
+    targets = await addresses(url.host)
+    permitted: set[Address] = set()
+    for base in map(urls.parse, allowed):
+        if base.covers_on_any_host(url.api()):
+            with contextlib.suppress(AddressRefused):  # an allowed name that does not resolve allows nothing
+                permitted |= await addresses(base.host)
+    refused = sorted(str(a) for a in targets - permitted)
+    if refused:
+        raise AddressRefused(f"{url.host} resolves to {', '.join(refused)}, which is not an address of an "
+                             "allowed base URL")
+    return [str(a) for a in sorted(targets, key=lambda a: (a.version, int(a)))]
+
+
+async def refuse_unallowed(url_text: str, shown: str, allowed: list[str]) -> None:
+    """A registration's check of the addresses (the start checks them again, and pins them)."""
+    try:
+        await checked_addresses(url_text, allowed)
+    except AddressRefused as exc:
+        raise InvalidArgument(f"The URL {shown} is not under an allowed base URL: {exc}.",
+                              f"Use a URL whose host resolves to an address of {', '.join(allowed)} "
+                              "(or add its base to BATON_ALLOWED_REMOTE).") from None
+
+
+class Pin:
+    """The addresses checked at a remote version's start; its clients connect to these only."""
+
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+
+
+class _PinnedBackend:
+    """httpcore's network backend (duck-typed: httpcore and the openai SDK's httpcore2 both take it)
+    connecting to the pin's addresses instead of looking the host up."""
+
+    def __init__(self, pin: Pin, core: ModuleType) -> None:
+        self.pin, self.core = pin, core
+        self.inner = core.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Iterable[Any] | None = None) -> Any:
+        if not self.pin.addresses:
+            raise self.core.ConnectError(f"{host} has no checked address yet (the version is not started)")
+        last: Exception | None = None
+        for address in self.pin.addresses:  # the checked addresses, never a fresh lookup of `host`
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (self.core.ConnectError, self.core.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> Any:
+        raise self.core.ConnectError("a remote version is reached over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def _pinned_transport(pin: Pin, http: ModuleType, core: ModuleType) -> Any:
+    """`http`'s transport (httpx, or httpx2) with its pool replaced by `core`'s pool (httpcore, or
+    httpcore2) on the pinned backend: httpx takes no network backend of its own. openai's limits."""
+    limits = http.Limits(max_connections=1000, max_keepalive_connections=100)
+    transport = http.AsyncHTTPTransport(limits=limits)
+    transport._pool = core.AsyncConnectionPool(
+        ssl_context=http.create_ssl_context(), max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_PinnedBackend(pin, core))
+    return transport
+
+
+def prober_options(pin: Pin) -> dict[str, Any]:
+    """httpx client options for a remote server's prober: the pinned transport, no environment proxy
+    (a proxy would look the name up again), no redirects (the checked URL is the only destination)."""
+    return {"transport": _pinned_transport(pin, httpx, httpcore), "trust_env": False, "follow_redirects": False}
+
+
+def openai_options(pin: Pin) -> dict[str, Any]:
+    """The same for the openai SDK's client (DefaultAsyncHttpxClient), which is built on httpx2."""
+    return {"transport": _pinned_transport(pin, httpx2, httpcore2), "trust_env": False, "follow_redirects": False}
