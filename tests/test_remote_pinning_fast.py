@@ -30,7 +30,7 @@ class RebindingDns:
         self.lookups: list[str] = []
 
     def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != NAME:
+        if (host.decode() if isinstance(host, bytes) else host) != NAME:  # anyio passes the name as IDNA bytes
             return self.real(host, port, *args, **kwargs)
         self.lookups.append(self.answer)
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (self.answer, int(port or 80)))]
