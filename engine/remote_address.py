@@ -86,7 +86,7 @@ async def refuse_unallowed(url_text: str, shown: str, allowed: list[str]) -> Non
         await checked_addresses(url_text, allowed)
     except AddressRefused as exc:
         raise InvalidArgument(f"The URL {shown} is not under an allowed base URL: {exc}.",
-                              f"Use a URL whose host resolves to an address of {', '.join(allowed)} "
+                              f"Use a URL under {', '.join(allowed)}, by a name that resolves to their addresses "
                               "(or add its base to BATON_ALLOWED_REMOTE).") from None
 
 
