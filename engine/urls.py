@@ -1,6 +1,5 @@
-"""Base URLs of remote servers: parsed strictly, compared by scheme, host, port and path prefix.
-(A host written differently from an allowed one may still be allowed by its addresses: that is
-engine/remote_address.py's judgement, which needs I/O.)
+"""Base URLs of remote servers: parsed strictly, compared by scheme, port and path prefix (the host is
+judged by its addresses in engine/remote_address.py, which needs I/O).
 
 Only what can be judged from the text is accepted: http(s), a host, no user name or password, no
 query or fragment, and a path of plain segments (no `.`/`..`, no percent-escapes, no backslash) so
@@ -34,13 +33,10 @@ class BaseUrl:
         port = "" if DEFAULT_PORTS[self.scheme] == self.port else f":{self.port}"
         return f"{self.scheme}://{host}{port}{self.path}"
 
-    def covers(self, other: BaseUrl) -> bool:
-        """`other` is this URL or below it: same scheme, host and port, and a path equal to this one
-        or under it on a `/` boundary (http://a/v1x is not under http://a/v1)."""
-        return self.host == other.host and self.covers_on_any_host(other)
-
     def covers_on_any_host(self, other: BaseUrl) -> bool:
-        """covers(), the hosts set aside: they are compared by address (engine/remote_address.py)."""
+        """`other` is this URL or below it, whatever its host: same scheme and port, and a path equal
+        to this one or under it on a `/` boundary (http://a/v1x is not under http://a/v1). Hosts are
+        compared by address, which needs a lookup (engine/remote_address.py)."""
         return ((self.scheme, self.port) == (other.scheme, other.port)
                 and (other.path == self.path or other.path.startswith(self.path + "/")))
 
