@@ -11,17 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 # Plain process needs, plus variables vLLM or torch read that have no family prefix. LD_PRELOAD is
-# vLLM's own advice on CPU (tcmalloc, an OpenMP runtime); the CA bundles let a model download verify TLS.
+# vLLM's own advice on CPU (tcmalloc, an OpenMP runtime); CC/CXX are torch.compile's compilers; the CA
+# bundles let a model download verify TLS.
 PASSED_NAMES = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE",
     "TMPDIR", "TMP", "TEMP", "LD_LIBRARY_PATH", "LD_PRELOAD", "VIRTUAL_ENV", "CONDA_PREFIX",
-    "NUMEXPR_MAX_THREADS", "MAX_JOBS", "NO_COLOR", "DO_NOT_TRACK",
+    "NUMEXPR_MAX_THREADS", "MAX_JOBS", "CC", "CXX", "NO_COLOR", "DO_NOT_TRACK",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
 })
-# Families of settings: vLLM, torch and its compilers, OpenMP and BLAS threading, GPU runtimes,
+# Families of settings: vLLM, torch and its compilers, OpenMP, BLAS and oneDNN/oneCCL (vLLM on CPU), GPU runtimes,
 # Hugging Face caches and tokens (a gated model's download needs HF_TOKEN), XDG cache paths, Python.
 PASSED_PREFIXES = (
-    "LC_", "VLLM_", "TORCH", "PYTORCH_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_",
+    "LC_", "VLLM_", "TORCH", "PYTORCH_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "DNNL_", "ONEDNN_", "CCL_",
     "CUDA_", "CUBLAS", "CUDNN_", "NVIDIA_", "NCCL_", "HIP_", "ROCM_", "TRITON_",
     "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "XDG_", "PYTHON",
 )
