@@ -2,8 +2,8 @@
 process inherits (item 12), who may read /metrics (item 11), and how a translated HTML file is served
 (item 14).
 
-One app for the module, started with secrets in its environment and a metrics token; the tests run
-in file order (the first loads the version the others use).
+One app for the module (the nginx test starts its own), started with secrets in its environment and
+a metrics token; the tests run in file order (the first loads the version the others use).
 """
 from __future__ import annotations
 
