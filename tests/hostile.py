@@ -4,6 +4,8 @@ letters, unclosed code spans and comments, thousands of styles in a small .docx)
 from __future__ import annotations
 
 import io
+import random
+import string
 import zipfile
 
 import docx
@@ -29,8 +31,12 @@ def mixed_text(size: int) -> str:
 
 def document(kind: str, size: int) -> bytes:
     """A hostile file of `kind`, about `size` bytes (at most)."""
-    if kind == ".docx":
-        return many_styles_docx(paragraphs=min(size // 2_000, 1_000) or 1, styles=4_000)
+    if kind == ".docx":  # as many paragraphs as the size allows (up to 1,000), each with filler
+        paragraphs = min(size // 2_000, 1_000) or 1
+        filler = min(size * 3 // (2 * paragraphs), 3_500)  # random letters zip to about 60%
+        while len(data := many_styles_docx(paragraphs, 4_000, filler)) > size:
+            filler = filler * 9 // 10
+        return data
     text = mixed_text(size - 200)
     if kind == ".html":  # in a text node, where engine.formats scans it (a real < would open a tag)
         return f"<html><body><p>{text.replace('<', '&lt;')}</p></body></html>".encode()
@@ -41,13 +47,16 @@ def document(kind: str, size: int) -> bytes:
     return text.encode()
 
 
-def many_styles_docx(paragraphs: int, styles: int) -> bytes:
+def many_styles_docx(paragraphs: int, styles: int, filler: int = 0) -> bytes:
     """A small .docx whose paragraphs name no style, with thousands of styles to search for the
     default one (python-docx's Paragraph.style looks through them all, per paragraph). The styles
-    are written into styles.xml directly: python-docx's add_style searches them all too."""
+    are written into styles.xml directly: python-docx's add_style searches them all too. Each
+    paragraph may end with `filler` random letters (which do not compress), to make the file big."""
+    letters = random.Random(0)
     document = docx.Document()
     for n in range(paragraphs):
-        document.add_paragraph(f"Paragraph {n}: good morning")
+        noise = "".join(letters.choices(string.ascii_lowercase, k=filler))
+        document.add_paragraph(f"Paragraph {n}: good morning {noise}".rstrip())
     out = io.BytesIO()
     document.save(out)
     extra = "".join(f'<w:style w:type="paragraph" w:customStyle="1" w:styleId="Hostile{n}">'

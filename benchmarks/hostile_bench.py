@@ -1,0 +1,130 @@
+"""Hostile documents benchmark: does the server keep answering while users upload files built to
+make its parsers work as hard as they can?
+
+    .venv/bin/python -m benchmarks.hostile_bench [--users 6] [--size 2000000]
+
+Starts the real app (`chainlit run app.py`, tests/chatkit.py's launcher) with one version on the
+tests' fake OpenAI-compatible server (tests/fake_vllm.py), so the run is quick and the times are
+Baton's. Then `--users` users, each in a chat session of their own and all at once, drop one
+hostile document of each kind (.txt, .md, .html, .srt, .docx; tests/hostile.py: tags, links, code
+spans, comments and placeholders that open and never close, on long lines; the .docx has 1,000
+paragraphs over 4,000 styles), one after another, and wait for each answer: a translated file, or
+a refusal saying why. Meanwhile a thread asks GET /healthz every 20 ms.
+
+Targets: /healthz p99 <= 100 ms during the uploads, and no backend falsely declared hung (the
+`baton_backend_unhealthy` counter stays 0 and every /healthz answer says the version serves).
+Writes benchmarks/results.json ("hostile").
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks import benchutil as bu
+from tests import chatkit as ck
+from tests import hostile
+
+ADMIN = ("root", "root-password-1")
+PASSWORD = "hostile-password-1"
+DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PROBE_EVERY_S = 0.02
+
+
+class Prober(threading.Thread):
+    """GET /healthz every 20 ms on its own thread (the benchmark's event loop is busy driving the
+    users): each answer's time, and the answers that did not say the version serves."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.times: list[float] = []
+        self.not_ok: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            while not self.halt.is_set():
+                started = time.perf_counter()
+                r = http.get("/healthz")
+                self.times.append(time.perf_counter() - started)
+                if r.status_code != 200 or r.json().get("status") != "ok":
+                    self.not_ok.append(f"{r.status_code} {r.text[:200]}")
+                self.halt.wait(PROBE_EVERY_S)
+
+
+async def one_user(app: ck.App, name: str, docs: dict[str, bytes]) -> list[dict]:
+    """Each hostile document in turn: how long until the answer, and what the answer was."""
+    outcomes = []
+    async with ck.chatting(app.url, name, PASSWORD) as chat:
+        for kind, data in docs.items():
+            ref = await chat.upload(f"hostile{kind}", data, DOCX_MIME if kind == ".docx" else "text/plain")
+            started = time.perf_counter()
+            msgs = await chat.ask("", files=[ref], timeout=900)
+            reply = msgs[-1].output if msgs else ""
+            outcome = "translated" if f"hostile.fr{kind}" in reply else "refused" if "⚠️" in reply else "other"
+            outcomes.append({"kind": kind, "seconds": time.perf_counter() - started, "outcome": outcome,
+                             "reply": reply[:300]})
+    return outcomes
+
+
+async def run(users: int, size: int) -> dict:
+    docs = {kind: hostile.document(kind, size) for kind in hostile.KINDS}
+    with tempfile.TemporaryDirectory(prefix="baton-hostile-") as tmp:
+        data_dir = Path(tmp)
+        ck.make_fake_model(data_dir, "v1", prefix="")
+        env = {**ck.fake_env(data_dir), "BATON_PORT_MIN": "32700", "BATON_PORT_MAX": "32799"}
+        app = ck.launch_app(env, admin=ADMIN)
+        try:
+            async with ck.chatting(app.url, *ADMIN) as admin:
+                assert "Loading" in await admin.reply('/load v1 v1 --template "{text}"')
+                await admin.wait_message(r"`v1` is ready", timeout=60)
+                assert "Switched" in await admin.reply("/switch v1")
+                names = [f"user{n}" for n in range(users)]
+                for name in names:
+                    assert "Added" in await admin.reply(f"/users add {name} {PASSWORD} user")
+            prober = Prober(app.url)
+            prober.start()
+            started = time.perf_counter()
+            per_user = await asyncio.gather(*(one_user(app, name, docs) for name in names))
+            duration = time.perf_counter() - started
+            prober.halt.set()
+            prober.join()
+            unhealthy = await ck.metric(app.url, "baton_backend_unhealthy_total", version="v1")
+        finally:
+            app.stop()
+    outcomes = [o for user in per_user for o in user]
+    by_kind = {}
+    for kind in hostile.KINDS:
+        mine = [o for o in outcomes if o["kind"] == kind]
+        by_kind[kind] = {"bytes": len(docs[kind]), "outcomes": sorted({o["outcome"] for o in mine}),
+                         "p50_s": round(bu.pct([o["seconds"] for o in mine], 50) or 0, 2),
+                         "max_s": round(max(o["seconds"] for o in mine), 2),
+                         "example_reply": mine[0]["reply"]}
+    return {"users": users, "documents": len(outcomes), "duration_s": round(duration, 1), "kinds": by_kind,
+            "healthz": bu.lat_summary(prober.times), "healthz_not_ok": len(prober.not_ok),
+            "healthz_not_ok_examples": prober.not_ok[:3], "unhealthy": unhealthy,
+            "other_outcomes": [o for o in outcomes if o["outcome"] == "other"][:3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--size", type=int, default=2_000_000, help="bytes per hostile document (at most)")
+    args = parser.parse_args()
+    result, left = bu.run_reaped(run(args.users, args.size))
+    result["reaped"] = len(left)
+    bu.merge_results("hostile", result)
+    h = result["healthz"]
+    print(f"{result['documents']} hostile documents in {result['duration_s']} s; /healthz p50 {h['p50_ms']} ms, "
+          f"p99 {h['p99_ms']} ms, max {h['max_ms']} ms over {h['n']} probes; not ok {result['healthz_not_ok']}; "
+          f"backends declared unhealthy {result['unhealthy']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
