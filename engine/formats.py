@@ -67,6 +67,10 @@ _TOKENS = re.compile(
         )
     )
 )
+# Where a token of _TOKENS can start. Searching for these first keeps each call into the regex
+# engine short (it holds the GIL, so the event loop waits for it): one _TOKENS.search over a long
+# stretch of prose tries every alternative at every character in one call.
+_TOKEN_START = re.compile(r"[!\[\]<&{%$|\t*_~]|h(?=ttps?://)|m(?=ailto:)|w(?=ww\.)")
 _TAG_NAME = re.compile(r"</?([A-Za-z][\w:.-]*+)")
 _BACKTICKS = re.compile(r"`++")
 
@@ -123,10 +127,10 @@ class _Closers:
 def _tokens(line: str, pos: int) -> Iterator[tuple[int, int, str]]:
     """(start, end, key) of each kept token of `line` from `pos`, leftmost first."""
     closers = _Closers(line)
-    found = _TOKENS.search(line, pos)
+    found = _first_token(line, pos)
     while True:
         if found is not None and found.start() < pos:  # a search's answer (None too) stays right until passed
-            found = _TOKENS.search(line, pos)
+            found = _first_token(line, pos)
         closed = closers.at(pos)
         if closed and (found is None or closed[0] < found.start()):
             start, pos, kind = closed
@@ -136,6 +140,15 @@ def _tokens(line: str, pos: int) -> Iterator[tuple[int, int, str]]:
             yield found.start(), pos, _key(found)
         else:
             return
+
+
+def _first_token(line: str, pos: int) -> re.Match[str] | None:
+    """What _TOKENS.search(line, pos) finds, in short steps: a match tried only where one can start."""
+    while (start := _TOKEN_START.search(line, pos)) is not None:
+        if (match := _TOKENS.match(line, start.start())) is not None:
+            return match
+        pos = start.start() + 1
+    return None
 
 
 def _line_spans(line: str) -> Iterator[_Span]:

@@ -405,9 +405,10 @@ class ChatClient:
         """Pick languages in the composer's From/To pickers (source=..., target=...)."""
         self.picked.update(modes)
 
-    async def upload(self, name: str, data: bytes, mime: str) -> str:
+    async def upload(self, name: str, data: bytes, mime: str, timeout: float = 5) -> str:
         """Upload a file the way the composer does before sending; its id for `send(files=...)`."""
-        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token}) as http:
+        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token},
+                                     timeout=timeout) as http:
             r = await http.post("/project/file", params={"session_id": self.session_id},
                                 files={"file": (name, data, mime)})
         assert r.status_code == 200, r.text

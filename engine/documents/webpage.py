@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 from engine.documents.common import Segments, decode
 
+_UNCLOSED_MARKUP = re.compile(r"<[!?/A-Za-z]")
 _UNTRANSLATED = frozenset({"script", "style", "code", "pre", "textarea", "template"})
 
 
@@ -54,7 +55,8 @@ class _Scanner(HTMLParser):
             self._inside[tag] -= 1
 
     def handle_data(self, data: str) -> None:
-        self._mark(True)
+        # Markup left unclosed at the end (`<!--…`, `<!DOCTYPE…`, `<p…`) arrives as data: kept.
+        self._mark(not _UNCLOSED_MARKUP.match(data))
 
     def handle_entityref(self, name: str) -> None:
         self._mark(True)
