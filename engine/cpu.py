@@ -8,9 +8,12 @@ document limits (size, segments), so the wait is bounded too.
 
 Threads rather than processes: the work reads and returns objects (a parsed document, its
 segments) that a process pool would pickle both ways, and no single step of it holds the GIL
-for long (engine/formats.py scans in linear time; python-docx and html.parser are Python code,
-which gives the GIL back every few milliseconds), so the event loop keeps answering /healthz
-(benchmarks/hostile_bench.py measures it while six users upload hostile 2 MB documents).
+for long (engine/formats.py scans in linear time in short regex calls; .srt is parsed cue by cue;
+python-docx and html.parser are Python code, which gives the GIL back every few milliseconds), so
+the event loop keeps answering /healthz (benchmarks/hostile_bench.py measures it while six users
+upload hostile 2 MB documents). One worker by default: the work is Python code, so under the GIL
+a second thread parses no faster, and the loop waits longer for the GIL (p99 of /healthz 126 ms
+with two workers, 75 ms with one, in that benchmark).
 """
 from __future__ import annotations
 
