@@ -88,13 +88,9 @@ async def run(users: int, size: int) -> dict:
                "BATON_DOCUMENT_MAX_SEGMENTS": str(MAX_SEGMENTS)}
         app = ck.launch_app(env, admin=ADMIN)
         try:
+            names = [f"user{n}" for n in range(users)]
             async with ck.chatting(app.url, *ADMIN) as admin:
-                assert "Loading" in await admin.reply('/load v1 v1 --template "{text}"')
-                await admin.wait_message(r"`v1` is ready", timeout=60)
-                assert "Switched" in await admin.reply("/switch v1")
-                names = [f"user{n}" for n in range(users)]
-                for name in names:
-                    assert "Added" in await admin.reply(f"/users add {name} {PASSWORD} user")
+                await ck.serve_one(admin, "v1", [(name, PASSWORD) for name in names])
             prober = Prober(app.url)
             prober.start()
             started = time.perf_counter()

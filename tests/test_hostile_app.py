@@ -33,20 +33,12 @@ def app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-async def admin(app):
-    client = await ck.connect(app.url, *ADMIN)
-    assert "Loading" in await client.reply('/load v1 v1 --template "{text}"')
-    await client.wait_message(r"`v1` is ready", timeout=30)
-    assert "Switched" in await client.reply("/switch v1")
-    assert "Added" in await client.reply(f"/users add {ALICE[0]} {ALICE[1]} user")
-    yield client
-    await client.close()
-
-
-@pytest.fixture(scope="module")
-async def alice(app, admin):
-    async with ck.chatting(app.url, *ALICE) as client:
-        yield client
+async def chats(app):
+    """The admin (v1 serving, alice added) and alice, each in a chat session of their own."""
+    async with ck.chatting(app.url, *ADMIN) as admin:
+        await ck.serve_one(admin, "v1", [ALICE])
+        async with ck.chatting(app.url, *ALICE) as alice:
+            yield admin, alice
 
 
 class Probes:
@@ -79,8 +71,9 @@ async def probing(url: str) -> AsyncIterator[Probes]:
         yield probes
 
 
-async def test_a_hostile_text_file_does_not_freeze_the_server(app, alice):
+async def test_a_hostile_text_file_does_not_freeze_the_server(app, chats):
     """The upload that froze main's loop for 11 s: 24 KB of `<a` and letters on one line."""
+    alice = chats[1]
     data = hostile.hostile_line(24_000).encode()
     ref = await alice.upload("hostile.txt", data, "text/plain")
     async with probing(app.url) as probes:
@@ -91,7 +84,8 @@ async def test_a_hostile_text_file_does_not_freeze_the_server(app, alice):
     assert "Split it into shorter parts" in msgs[-1].output
 
 
-async def test_a_hostile_document_of_each_kind_is_read_while_the_server_answers(app, alice):
+async def test_a_hostile_document_of_each_kind_is_read_while_the_server_answers(app, chats):
+    alice = chats[1]
     for kind in hostile.KINDS:
         mime = DOCX_MIME if kind == ".docx" else "text/plain"
         ref = await alice.upload(f"hostile{kind}", hostile.document(kind, 200_000), mime)
@@ -101,9 +95,9 @@ async def test_a_hostile_document_of_each_kind_is_read_while_the_server_answers(
         assert "⚠️" in msgs[-1].output or f"hostile.fr{kind}" in msgs[-1].output, msgs[-1].output
 
 
-async def test_a_hostile_translate_batch_is_translated_while_the_server_answers(app, admin):
+async def test_a_hostile_translate_batch_is_translated_while_the_server_answers(app, chats):
     """8 texts of 4,000 characters each, within every limit: main stalled /healthz for 4-10 s."""
-    key = await ck.make_key(admin, "hostile", "user")
+    key = await ck.make_key(chats[0], "hostile", "user")
     texts = [hostile.hostile_line(4_000, opener) for opener in ("<a", "<a", "[", "`", "{", "%0", "<!--", "](")]
     async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
         async with probing(app.url) as probes:
@@ -113,7 +107,7 @@ async def test_a_hostile_translate_batch_is_translated_while_the_server_answers(
     assert [t["version"] for t in r.json()["translations"]] == ["v1"] * len(texts)
 
 
-async def test_a_login_is_not_delayed_by_six_hostile_docx_uploads(app, alice):
+async def test_a_login_is_not_delayed_by_six_hostile_docx_uploads(app, chats):
     """Six tabs each drop a .docx with 400 paragraphs and 4,000 styles (on main, 17 s of CPU each,
     on the threads argon2 waited for); the admin's login still takes well under 3 s."""
     data = hostile.many_styles_docx(paragraphs=400, styles=4_000)
