@@ -517,8 +517,8 @@ def hostile_section(h: dict) -> str:
 
 {h['users']} users at once, each dropping one hostile file of every kind into the chat, one after another
 (`tests/hostile.py`: tags, links, code spans, comments and placeholders that open and never close, on long
-lines; a .docx of 1,000 paragraphs over 4,000 styles), on the fake server, while a thread asks `/healthz` every
-20 ms ({health['n']} probes). Every file is read in full and then refused with what to do (prose runs over
+lines; a .docx of 1,000 paragraphs over 4,000 styles), on the fake server, while a process of its own asks
+`/healthz` every 20 ms ({health['n']} probes). Every file is read in full and then refused with what to do (prose runs over
 4,000 characters; a cue over 10,000; with `BATON_DOCUMENT_MAX_SEGMENTS=100`, the .docx for its paragraphs):
 what is measured is reading hostile files. {h['documents']} documents in {h['duration_s']} s. Measured
 {h['measured_at']} ({h['machine']}).

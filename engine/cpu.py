@@ -13,17 +13,22 @@ python-docx and html.parser are Python code, which gives the GIL back every few 
 the event loop keeps answering /healthz (benchmarks/hostile_bench.py measures it while six users
 upload hostile 2 MB documents). One worker by default: the work is Python code, so under the GIL
 a second thread parses no faster, and the loop waits longer for the GIL (p99 of /healthz 126 ms
-with two workers, 75 ms with one, in that benchmark).
+with two workers, 75 ms with one, in that benchmark); and a worker hands the GIL back after 1 ms
+instead of Python's 5 (p99 47-51 ms then, on a box with a load average near 7).
 """
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+# How long a worker may hold the GIL while the event loop waits for it (Python's default is 5 ms;
+# the loop needs it several times per request, so a busy worker adds that much each time).
+SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -35,6 +40,7 @@ class _Gate:
 class CpuPool:
     def __init__(self, workers: int, per_user: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="baton-cpu")
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))  # for the whole process
         self._per_user = per_user
         self._gates: dict[str, _Gate] = {}
 
