@@ -248,6 +248,10 @@ def broken_docx_part() -> bytes:
     ("bomb.docx", "padded", {"max_bytes": 200_000}, "'bomb.docx' could not be read as a Word document: it unzips to"),
     ("film.srt", b"1\n00:00:01,000 --> nonsense\nHello\n", {}, "'film.srt' could not be read as SubRip subtitles"),
     ("film.srt", b"", {}, "'film.srt' has no text to translate. Send a file with some words in it."),
+    # srt.parse scans a whole cue in one call that holds the GIL: a cue this long is refused first.
+    ("film.srt", b"1\n00:00:01,000 --> 00:00:02,000\n" + b"a" * 20_000 + b"\n", {},
+     "'film.srt' could not be read as SubRip subtitles: cue 1 is 20,033 characters long. A cue holds a few "
+     "lines of at most 10,000 characters in all: check that a blank line ends each cue."),
     ("blank.txt", b"\n  \n42 - 17\n", {}, "'blank.txt' has no text to translate."),
     ("page.html", b"<script>var x = 'code only';</script><p> </p>", {}, "'page.html' has no text to translate."),
 ])
@@ -301,3 +305,10 @@ def test_docx_headings_are_counted_as_python_docx_names_their_styles():
     expected = sum(1 for p in docx.Document(io.BytesIO(out.getvalue())).paragraphs
                    if p.style is not None and (p.style.name or "").startswith(("Heading", "Title")))
     assert expected == 2 and read("headings.docx", out.getvalue()).structure()["headings"] == expected
+
+
+def test_markup_left_unclosed_at_the_end_of_a_page_is_kept():
+    """html.parser hands an unclosed `<!--` or `<!DOCTYPE` at the end over as text: it is not prose."""
+    for page in ("<p>Hello</p><!--<!DOCTYPE html>", "<p>Hello</p><!DOCTYPE html", "<p>Hello</p><p class='x"):
+        assert list(read("page.html", page.encode()).segments) == ["Hello"], page
+    assert list(read("page.html", b"<p>a < b and c</p>").segments) == ["a < b and c"]  # a lone < is text
