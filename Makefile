@@ -92,6 +92,7 @@ bench: install
 	$(APP)/bin/python -m benchmarks.quality_bench
 	$(APP)/bin/python -m benchmarks.detect_bench
 	$(APP)/bin/python -m benchmarks.replicas_bench
+	$(APP)/bin/python -m benchmarks.hostile_bench
 	$(APP)/bin/python -m benchmarks.report
 
 clean:

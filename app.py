@@ -550,7 +550,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
     await status.send()
     try:
         data = await asyncio.to_thread(Path(str(element.path)).read_bytes)
-        doc = await engine().open_document(element.name, data)
+        doc = await engine().open_document(element.name, data, user=username)
     except BatonError as exc:
         status.content = f"⚠️ {exc}"
         await status.update()
@@ -578,19 +578,19 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
             req = _request(doc.segments[0], pair, await glossary().for_user(username))
             result = await engine().translate_document(doc, req, done, on_progress, on_restart=on_restart)
     finally:
-        await _send_document(doc, pair, done, result, status, ended.error, ended.stopped)
+        await _send_document(doc, pair, done, result, status, ended.error, ended.stopped, username)
     if result is not None:
         await _ratable(result, username)
 
 
 async def _send_document(doc: Document, pair: languages.Pair, done: list[str | None], result: TranslationResult | None,
-                         status: cl.Message, error: str, stopped: bool) -> None:
+                         status: cl.Message, error: str, stopped: bool, username: str) -> None:
     translated = sum(bool(t) for t in done)
     outcome = render.document_done(doc.filename, len(doc.segments), translated, result, error, stopped)
     files: list[cl.Element] = []
     if translated:
         name = render.translated_name(doc.filename, pair.target)
-        data, differs = await engine().rebuild_document(doc, done, name)
+        data, differs = await engine().rebuild_document(doc, done, name, user=username)
         if differs:
             outcome += f"\n\n⚠️ The translated file's structure differs from the original's: {differs}."
         files.append(cl.File(name=name, content=data, display="inline"))

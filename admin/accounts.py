@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,9 +31,17 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
 _hasher = PasswordHasher()
+# argon2 runs on threads of its own: in asyncio's default pool, six uploads being parsed made an
+# admin's login wait 63 s. Two threads, as argon2 uses one core per hash and logins are rare.
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="baton-argon2")
+T = TypeVar("T")
 # Verifying against this when the name is unknown keeps a failed login as slow as a wrong
 # password, so response times do not tell which account names exist.
 _DUMMY_HASH = _hasher.hash("baton-dummy-password")
+
+
+async def _hashing(work: Callable[..., T], *args: str) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, work, *args)
 
 
 class _Base(DeclarativeBase):
@@ -109,11 +119,11 @@ class Accounts(Tables):
         async with self._session() as s:
             row = await s.get(AccountRow, username) if USERNAME_RE.fullmatch(username or "") else None
         stored = row.password_hash if row else _DUMMY_HASH
-        ok = await asyncio.to_thread(_verify, stored, password[:MAX_PASSWORD])
+        ok = await _hashing(_verify, stored, password[:MAX_PASSWORD])
         if not (ok and row):
             return None
         if _hasher.check_needs_rehash(stored):  # argon2 parameters were raised since
-            new_hash = await asyncio.to_thread(_hasher.hash, password)
+            new_hash = await _hashing(_hasher.hash, password)
             async with self._session.begin() as s:
                 fresh = await s.get(AccountRow, username)
                 if fresh:
@@ -124,7 +134,7 @@ class Accounts(Tables):
         check_username(username)
         check_password(password)
         role = check_role(role)
-        hashed = await asyncio.to_thread(_hasher.hash, password)
+        hashed = await _hashing(_hasher.hash, password)
         row = AccountRow(username=username, password_hash=hashed, role=role, created_by=created_by,
                          created_at=datetime.now(UTC))
         try:

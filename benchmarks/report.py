@@ -503,6 +503,32 @@ waits for, {commit['sqlite']['n']} times on each database, alternately. Measured
 """
 
 
+def hostile_section(h: dict) -> str:
+    health = h["healthz"]
+    rows = [[kind, f"{k['bytes'] / 1e6:.2f} MB", ", ".join(k["outcomes"]), num(k["p50_s"], " s"), num(k["max_s"], " s")]
+            for kind, k in h["kinds"].items()]
+    checks = [["`/healthz` p99 while they upload", num(health["p99_ms"], " ms"), "≤ 100 ms",
+               target((health["p99_ms"] or 0) <= 100)],
+              ["`/healthz` p50 / max", f"{num(health['p50_ms'], ' ms')} / {num(health['max_ms'], ' ms')}", "", ""],
+              ["`/healthz` answers not ok", h["healthz_not_ok"], "0", target(h["healthz_not_ok"] == 0)],
+              ["backends declared hung (`baton_backend_unhealthy`)", int(h["unhealthy"]), "0",
+               target(h["unhealthy"] == 0)]]
+    return f"""## Hostile documents (`benchmarks/hostile_bench.py`)
+
+{h['users']} users at once, each dropping one hostile file of every kind into the chat, one after another
+(`tests/hostile.py`: tags, links, code spans, comments and placeholders that open and never close, on long
+lines; a .docx of 1,000 paragraphs over 4,000 styles), on the fake server, while a process of its own asks
+`/healthz` every 20 ms ({health['n']} probes). Every file is read in full and then refused with what to do (prose runs over
+4,000 characters; a cue over 10,000; with `BATON_DOCUMENT_MAX_SEGMENTS=100`, the .docx for its paragraphs):
+what is measured is reading hostile files. {h['documents']} documents in {h['duration_s']} s. Measured
+{h['measured_at']} ({h['machine']}).
+
+{table(["", "value", "target", ""], checks)}
+
+{table(["kind", "size", "answer", "p50 until answered", "max"], rows)}
+"""
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
@@ -510,7 +536,8 @@ def main() -> None:
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
     for key, section in (("engine", engine_section), ("engine_nice", nice_section), ("load", load_section),
                          ("nginx", nginx_section), ("chaos", chaos_section), ("quality", quality_section),
-                         ("detection", detection_section), ("replicas", replicas_section)):
+                         ("detection", detection_section), ("replicas", replicas_section),
+                         ("hostile", hostile_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")
     parts.append(FAULTS)
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +37,7 @@ from . import (
     validation,
 )
 from .backend import Backend
+from .cpu import CpuPool
 from .detect import Detection
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
@@ -166,6 +168,7 @@ class Engine:
         self.router = Router(self.pool, self.settings.request_wait_s)
         self._lock = asyncio.Lock()  # one deployment change at a time, whoever asks
         self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
+        self.cpu = CpuPool(self.settings.cpu_workers, self.settings.cpu_per_user)  # documents, scoring
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
         self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
         self.rollouts = Rollouts(self)
@@ -271,6 +274,7 @@ class Engine:
         await self.rollouts.close()
         await self.supervisor.close()
         await self.store.close()
+        self.cpu.close()
 
     # versions --------------------------------------------------------------
     async def register(
@@ -723,7 +727,8 @@ class Engine:
             if (await self._spec(name)).created_at != spec.created_at:
                 raise Conflict(f"The recipe of '{name}' was saved again during its evaluation; nothing was stored.",
                                f"Run /eval {name} again.")
-            result = replace(evaluation.summarize(name, evset, outcomes), by=actor)
+            result = replace(await self.cpu.run(actor, partial(evaluation.summarize, name, evset, outcomes)),
+                             by=actor)
             if result.errors:
                 log.warning("evaluation of %s on %s: %d of %d rows failed", name, set_name, result.errors, result.rows)
             detail = (f"chrF {result.chrf:.1f} BLEU {result.overall.bleu:.1f} exact {result.overall.exact:.0%} "
@@ -911,11 +916,12 @@ class Engine:
                        terms=req.terms, missing_terms=terminology.missing(result.text, req.terms),
                        format_lost=tuple(formats.lost(req.text, result.text)) if pieces is not None else ())
 
-    async def open_document(self, filename: str, data: bytes) -> documents.Document:
-        """A document's segments to translate, within the size limits (checked off the event loop)."""
-        doc = await asyncio.to_thread(documents.read_document, filename, data,
-                                      max_bytes=self.settings.document_max_bytes,
-                                      max_segments=self.settings.document_max_segments)
+    async def open_document(self, filename: str, data: bytes, *, user: str) -> documents.Document:
+        """A document's segments to translate, within the size limits: parsed in the CPU pool, in
+        turn with `user`'s other documents; its size is checked before any parsing."""
+        doc = await self.cpu.run(user, partial(documents.read_document, filename, data,
+                                               max_bytes=self.settings.document_max_bytes,
+                                               max_segments=self.settings.document_max_segments))
         for i, segment in enumerate(doc.segments, 1):
             try:
                 translate.validate(TranslationRequest(segment, "-"))
@@ -962,9 +968,10 @@ class Engine:
                        terms=expected, missing_terms=tuple(t for t in expected if t in missing))
 
     async def rebuild_document(self, doc: documents.Document, done: Sequence[str | None],
-                               filename: str) -> tuple[bytes, str]:
+                               filename: str, *, user: str) -> tuple[bytes, str]:
         """The translated file (an untranslated or empty segment keeps its original words), and
-        how its structure differs from the original's ("" when it is the same)."""
+        how its structure differs from the original's ("" when it is the same); built in the CPU
+        pool, in turn with `user`'s other documents."""
         def build() -> tuple[bytes, str]:
             data = doc.rebuild([t or None for t in done])
             before, after = doc.structure(), documents.structure_of(filename, data)
@@ -972,7 +979,7 @@ class Engine:
                        if before.get(k, 0) != after.get(k, 0)]
             return data, ", ".join(differs)
 
-        return await asyncio.to_thread(build)
+        return await self.cpu.run(user, build)
 
     async def _prepared(self, req: TranslationRequest, sample: str) -> tuple[TranslationRequest, Detection | None]:
         """The request with its source language detected (from `sample`) when it was "auto". Text

@@ -25,48 +25,130 @@ class Piece:
     translate: bool  # True: trimmed prose for the model; False: kept verbatim
 
 
+# Every pattern below runs on user text, so each one is linear: quantifiers are possessive (no
+# backtracking), and no token's body can hold the character its attempts start at, so an attempt
+# never reads past the next place another attempt starts. Code spans and comments, whose bodies
+# must hold anything, are found by _Closers with str.find instead. tests/test_formats_linear.py
+# checks that 8 times the hostile text costs about 8 times the work, never 64.
+
 # A fence opens with 3+ backticks or tildes (up to 3 spaces of indent) and closes with a line
 # of at least as many of the same character; an unclosed fence runs to the end (CommonMark).
 _FENCE_OPEN = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
 
 # Per line: nested quotes, then one heading / bullet / number marker.
 _PREFIX = re.compile(
-    r"[ \t]*(?:>[ \t]?)*"
-    r"(?:(?P<heading>#{1,6})(?:[ \t]+|$)|(?P<bullet>[-*+])[ \t]+|(?P<number>\d{1,9}[.)])[ \t]+)?"
+    r"[ \t]*+(?:>[ \t]?+)*+"
+    r"(?:(?P<heading>#{1,6})(?:[ \t]++|$)|(?P<bullet>[-*+])[ \t]++|(?P<number>\d{1,9}[.)])[ \t]++)?+"
 )
 
-_URL_CHAR = r"[^\s<>\"'`()\[\]]"
 _URL_END = r"[^\s<>\"'`()\[\].,;:!?]"
-_PAREN = r"\([^\s()]*\)"  # balanced parentheses inside a URL, as in Wikipedia's
+_PAREN = r"\([^\s()]*+\)"  # balanced parentheses inside a URL, as in Wikipedia's
+_URL_PART = rf"(?:{_PAREN}|{_URL_END})"
 _TOKENS = re.compile(
     "|".join(
         (
-            r"(?P<code>(?<!`)(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`))",
-            r"(?P<link_open>!?\[(?=[^\[\]]*\]\())",
-            r"(?P<link>\]\([^()\s]*(?:\([^()\s]*\)[^()\s]*)*(?:\s+\"[^\"]*\")?\))",
-            rf"(?P<url>(?:https?://|mailto:|www\.)(?:{_PAREN}|{_URL_CHAR})*(?:{_PAREN}|{_URL_END}))",
-            r"(?P<comment><!--.*?-->)",
-            r"(?P<autolink><(?:https?://|mailto:)[^\s<>]*>)",
-            r"(?P<tag></?[A-Za-z][\w:.-]*(?:\"[^\"]*\"|'[^']*'|[^'\"<>])*>)",
-            r"(?P<entity>&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);)",
+            r"(?P<link_open>!?\[(?=[^\[\]]*+\]\())",
+            # A ] in a link target may not open parentheses: "](" always starts a link of its own.
+            r"(?P<link>\]\((?:[^()\s\]]++|\](?!\()|\([^()\s]*+\))*+(?:\s++\"[^\"]*+\")?+\))",
+            # Trailing punctuation is not part of a URL: a run of it counts only when more URL follows.
+            rf"(?P<url>(?:https?://|mailto:|www\.)(?:{_URL_PART}|[.,;:!?]++(?={_URL_PART}))++)",
+            r"(?P<autolink><(?:https?://|mailto:)[^\s<>]*+>)",
+            r"(?P<tag></?[A-Za-z][\w:.-]*+(?:\"[^\"<]*+\"|'[^'<]*+'|[^'\"<>]++)*+>)",
+            r"(?P<entity>&(?:#\d++|#[xX][0-9a-fA-F]++|[A-Za-z][A-Za-z0-9]*+);)",
             # {{x}}, {name}/{0}/{0:.2f}, {\an8} (subtitle override), %s/%(name)d/%1$s, $VAR/${VAR}
-            r"(?P<placeholder>\{\{[^{}]*\}\}|\{[\w.\[\]]*(?:![rsa])?(?::[^{}]*)?\}|\{\\[^{}]*\}"
-            r"|%(?:\d+\$)?(?:\([\w.-]+\))?[-+#0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?[hlLqjzt]*[diouxXeEfFgGcrsa%]"
-            r"|\$\{[^{}\s]+\}|\$[A-Za-z_]\w*)",
+            r"(?P<placeholder>\{\{[^{}]*+\}\}|\{[\w.\[\]]*+(?:![rsa])?+(?::[^{}]*+)?+\}|\{\\[^{}]*+\}"
+            r"|%(?:\d++\$)?+(?:\([\w.-]++\))?+[-+#0]*+(?:\d++|\*)?+(?:\.(?:\d++|\*))?+[hlLqjzt]*+"
+            r"[diouxXeEfFgGcrsa%]"
+            r"|\$\{[^{}\s]++\}|\$[A-Za-z_]\w*+)",
             r"(?P<pipe>\|)",
-            r"(?P<tab>\t+)",  # tabs separate columns: each side is translated on its own
+            r"(?P<tab>\t++)",  # tabs separate columns: each side is translated on its own
             # Emphasis only at a word's edge, so snake_case and 2*3 stay as they are.
             r"(?P<emphasis>(?<![^\W_])(?:\*{1,3}|_{1,3}|~~)|(?:\*{1,3}|_{1,3}|~~)(?![^\W_]))",
         )
     )
 )
-_TAG_NAME = re.compile(r"</?([A-Za-z][\w:.-]*)")
+# Where a token of _TOKENS can start. Searching for these first keeps each call into the regex
+# engine short (it holds the GIL, so the event loop waits for it): one _TOKENS.search over a long
+# stretch of prose tries every alternative at every character in one call.
+_TOKEN_START = re.compile(r"[!\[\]<&{%$|\t*_~]|h(?=ttps?://)|m(?=ailto:)|w(?=ww\.)")
+_TAG_NAME = re.compile(r"</?([A-Za-z][\w:.-]*+)")
+_BACKTICKS = re.compile(r"`++")
 
 
 @dataclass(frozen=True)
 class _Span:
     text: str
     kind: str | None  # None: prose; otherwise what is kept (its `structure` key, or "" for layout)
+
+
+class _Closers:
+    """The code spans and HTML comments of one line, in linear time: a code span runs from a run
+    of backticks to the next run of exactly as many (CommonMark), a comment from <!-- to the next
+    -->. `at(pos)` is the first one starting at or after `pos`: (start, end, kind) or None."""
+
+    def __init__(self, line: str) -> None:
+        self._line = line
+        runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(line)]
+        closer: dict[int, int] = {}  # a run's length -> end of the nearest later run that long
+        spans = []
+        for start, end in reversed(runs):
+            if (close := closer.get(end - start)) is not None:
+                spans.append((start, close))
+            closer[end - start] = end
+        self._code = spans[::-1]
+        self._next_code = 0
+        self._comment: tuple[int, int] | None = None
+        self._last_close = -1  # the last --> found: the closer of any <!-- up to 4 before it
+        self._no_more_comments = False
+
+    def at(self, pos: int) -> tuple[int, int, str] | None:
+        while self._next_code < len(self._code) and self._code[self._next_code][0] < pos:
+            self._next_code += 1
+        code = self._code[self._next_code] if self._next_code < len(self._code) else None
+        comment = self._comment_at(pos)
+        if code and (comment is None or code[0] < comment[0]):
+            return code[0], code[1], "code"
+        return (comment[0], comment[1], "comment") if comment else None
+
+    def _comment_at(self, pos: int) -> tuple[int, int] | None:
+        if self._no_more_comments:
+            return None
+        if self._comment is None or self._comment[0] < pos:
+            start = self._line.find("<!--", pos)
+            if start >= 0 and self._last_close < start + 4:
+                self._last_close = self._line.find("-->", start + 4)
+            if start < 0 or self._last_close < 0:  # no later <!-- can close either
+                self._no_more_comments = True
+                return None
+            self._comment = (start, self._last_close + 3)
+        return self._comment
+
+
+def _tokens(line: str, pos: int) -> Iterator[tuple[int, int, str]]:
+    """(start, end, key) of each kept token of `line` from `pos`, leftmost first."""
+    closers = _Closers(line)
+    found = _first_token(line, pos)
+    while True:
+        if found is not None and found.start() < pos:  # a search's answer (None too) stays right until passed
+            found = _first_token(line, pos)
+        closed = closers.at(pos)
+        if closed and (found is None or closed[0] < found.start()):
+            start, pos, kind = closed
+            yield start, pos, kind
+        elif found:
+            pos = found.end()
+            yield found.start(), pos, _key(found)
+        else:
+            return
+
+
+def _first_token(line: str, pos: int) -> re.Match[str] | None:
+    """What _TOKENS.search(line, pos) finds, in short steps: a match tried only where one can start."""
+    while (start := _TOKEN_START.search(line, pos)) is not None:
+        if (match := _TOKENS.match(line, start.start())) is not None:
+            return match
+        pos = start.start() + 1
+    return None
 
 
 def _line_spans(line: str) -> Iterator[_Span]:
@@ -80,11 +162,11 @@ def _line_spans(line: str) -> Iterator[_Span]:
         else:
             yield _Span(prefix.group(), "quote" if ">" in prefix.group() else "")
     start = prefix.end()
-    for match in _TOKENS.finditer(line, start):
-        if match.start() > start:
-            yield _Span(line[start : match.start()], None)
-        yield _Span(match.group(), _key(match))
-        start = match.end()
+    for token_start, end, key in _tokens(line, start):
+        if token_start > start:
+            yield _Span(line[start:token_start], None)
+        yield _Span(line[token_start:end], key)
+        start = end
     if start < len(line):
         yield _Span(line[start:], None)
 
@@ -104,6 +186,13 @@ def _key(match: re.Match[str]) -> str:
     return {"link_open": "", "tab": "", "autolink": "url"}.get(kind, kind)
 
 
+def _closes(line: str, fence: str) -> bool:
+    """Whether `line` closes a fence opened with `fence` (```` ``` ```` or ~~~, or longer)."""
+    body = line.lstrip(" ")
+    rest = body.lstrip(fence[0])
+    return len(line) - len(body) <= 3 and len(body) - len(rest) >= len(fence) and not rest.strip()
+
+
 def _spans(text: str) -> Iterator[_Span]:
     lines = text.split("\n")
     i = 0
@@ -112,10 +201,7 @@ def _spans(text: str) -> Iterator[_Span]:
         newline = _Span("\n", "") if i < len(lines) - 1 else None
         fence = _FENCE_OPEN.match(line)
         if fence:
-            end = next(
-                (j for j in range(i + 1, len(lines)) if re.fullmatch(rf"[ ]{{0,3}}{fence.group(1)}+\s*", lines[j])),
-                len(lines) - 1,
-            )
+            end = next((j for j in range(i + 1, len(lines)) if _closes(lines[j], fence.group(1))), len(lines) - 1)
             yield _Span("\n".join(lines[i : end + 1]), "fence")
             if end < len(lines) - 1:
                 yield _Span("\n", "")
@@ -133,24 +219,24 @@ def split(text: str) -> list[Piece]:
     Adjacent kept spans are merged, so pieces alternate between kept and translated.
     """
     pieces: list[Piece] = []
+    kept: list[str] = []  # kept text since the last prose piece, joined once
 
-    def keep(kept: str) -> None:
-        if not kept:
-            return
-        if pieces and not pieces[-1].translate:
-            pieces[-1] = Piece(pieces[-1].text + kept, False)
-        else:
-            pieces.append(Piece(kept, False))
+    def flush() -> None:
+        if joined := "".join(kept):
+            pieces.append(Piece(joined, False))
+        kept.clear()
 
     for span in _spans(text):
         if span.kind is not None or not any(c.isalpha() for c in span.text):
-            keep(span.text)
+            kept.append(span.text)
             continue
         body = span.text.strip()
         lead = span.text[: len(span.text) - len(span.text.lstrip())]
-        keep(lead)
+        kept.append(lead)
+        flush()
         pieces.append(Piece(body, True))
-        keep(span.text[len(lead) + len(body) :])
+        kept.append(span.text[len(lead) + len(body) :])
+    flush()
     return pieces
 
 

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # Documents dropped into the chat: their size, and how many segments one may have.
     document_max_bytes: int = Field(default=2_000_000, ge=1_000)
     document_max_segments: int = Field(default=2_000, ge=1)
+    # CPU-bound work (documents, scoring) runs on this many threads, off the event loop; one user's
+    # jobs beyond cpu_per_user wait their turn (engine/cpu.py). One thread: parsing is Python code,
+    # so a second one is no faster under the GIL, and the loop waits longer for it (measured).
+    cpu_workers: int = Field(default=1, ge=1, le=64)
+    cpu_per_user: int = Field(default=1, ge=1, le=64)
     eval_concurrency: int = Field(default=4, ge=1, le=64)  # rows of one evaluation translated at once
     # The quality gate: with a set named here, a switch or promote needs a current evaluation on it
     # and may lose at most gate_max_drop chrF points against the active version (engine/gate.py).

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -405,9 +405,10 @@ class ChatClient:
         """Pick languages in the composer's From/To pickers (source=..., target=...)."""
         self.picked.update(modes)
 
-    async def upload(self, name: str, data: bytes, mime: str) -> str:
+    async def upload(self, name: str, data: bytes, mime: str, timeout: float = 5) -> str:
         """Upload a file the way the composer does before sending; its id for `send(files=...)`."""
-        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token}) as http:
+        async with httpx.AsyncClient(base_url=self.base_url, cookies={"access_token": self.token},
+                                     timeout=timeout) as http:
             r = await http.post("/project/file", params={"session_id": self.session_id},
                                 files={"file": (name, data, mime)})
         assert r.status_code == 200, r.text
@@ -503,6 +504,16 @@ async def chatting(app_url: str, username: str, password: str) -> AsyncIterator[
         yield client
     finally:
         await client.close()
+
+
+async def serve_one(chat: ChatClient, name: str, users: Sequence[tuple[str, str]] = ()) -> None:
+    """As an admin in the chat: load model `name` as version `name` with the template "{text}",
+    switch to it once it is ready, and add `users` (name, password) as users."""
+    assert "Loading" in await chat.reply(f'/load {name} {name} --template "{{text}}"')
+    await chat.wait_message(rf"`{name}` is ready", timeout=60)
+    assert "Switched" in await chat.reply(f"/switch {name}")
+    for user, password in users:
+        assert "Added" in await chat.reply(f"/users add {user} {password} user")
 
 
 async def make_key(chat: ChatClient, name: str, role: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 import zipfile
 
 import docx
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from engine import documents
 from engine.errors import InvalidArgument
 
-from . import docsamples
+from . import docsamples, hostile
 
 LIMITS = {"max_bytes": 1_000_000, "max_segments": 500}
 
@@ -247,6 +248,10 @@ def broken_docx_part() -> bytes:
     ("bomb.docx", "padded", {"max_bytes": 200_000}, "'bomb.docx' could not be read as a Word document: it unzips to"),
     ("film.srt", b"1\n00:00:01,000 --> nonsense\nHello\n", {}, "'film.srt' could not be read as SubRip subtitles"),
     ("film.srt", b"", {}, "'film.srt' has no text to translate. Send a file with some words in it."),
+    # srt.parse scans a whole cue in one call that holds the GIL: a cue this long is refused first.
+    ("film.srt", b"1\n00:00:01,000 --> 00:00:02,000\n" + b"a" * 20_000 + b"\n", {},
+     "'film.srt' could not be read as SubRip subtitles: cue 1 is 20,033 characters long. A cue holds a few "
+     "lines of at most 10,000 characters in all: check that a blank line ends each cue."),
     ("blank.txt", b"\n  \n42 - 17\n", {}, "'blank.txt' has no text to translate."),
     ("page.html", b"<script>var x = 'code only';</script><p> </p>", {}, "'page.html' has no text to translate."),
 ])
@@ -273,3 +278,37 @@ def test_html_markup_never_reaches_the_model_and_always_comes_back(page):
         assert not re.search(r"<[a-zA-Z/!?][^<>]*>|&#?\w+;", segment), segment
     rebuilt = document.rebuild([segment.upper() for segment in document.segments])
     assert documents.structure_of("p.html", rebuilt) == document.structure()
+
+
+def test_a_docx_with_thousands_of_styles_is_read_in_moments():
+    """Issue 20, item 4: python-docx's Paragraph.style searched all 4,000 styles for each of 1,000
+    paragraphs (35 s of CPU on main, while logins waited); read from one table of styles now."""
+    data = hostile.many_styles_docx(paragraphs=1_000, styles=4_000)
+    started = time.process_time()
+    document = documents.read_document("styles.docx", data, max_bytes=1_000_000, max_segments=2_000)
+    assert time.process_time() - started < 5
+    assert len(document.segments) == 1_000 and document.structure()["headings"] == 0
+
+
+def test_docx_headings_are_counted_as_python_docx_names_their_styles():
+    source = docx.Document()
+    source.add_heading("Title", 0)
+    source.add_heading("Chapter", 1)
+    source.add_paragraph("Plain text")
+    source.add_paragraph("Quoted", style="Quote")
+    unknown = source.add_paragraph("Unknown style")
+    unknown._p.get_or_add_pPr().style = "NoSuchStyle"  # falls back to the default style, as in Word
+    character = source.add_paragraph("A character style's id")
+    character._p.get_or_add_pPr().style = "Strong"  # not a paragraph style: the default again
+    out = io.BytesIO()
+    source.save(out)
+    expected = sum(1 for p in docx.Document(io.BytesIO(out.getvalue())).paragraphs
+                   if p.style is not None and (p.style.name or "").startswith(("Heading", "Title")))
+    assert expected == 2 and read("headings.docx", out.getvalue()).structure()["headings"] == expected
+
+
+def test_markup_left_unclosed_at_the_end_of_a_page_is_kept():
+    """html.parser hands an unclosed `<!--` or `<!DOCTYPE` at the end over as text: it is not prose."""
+    for page in ("<p>Hello</p><!--<!DOCTYPE html>", "<p>Hello</p><!DOCTYPE html", "<p>Hello</p><p class='x"):
+        assert list(read("page.html", page.encode()).segments) == ["Hello"], page
+    assert list(read("page.html", b"<p>a < b and c</p>").segments) == ["a < b and c"]  # a lone < is text

@@ -13,10 +13,37 @@ import srt
 
 from engine.documents.common import Segments, decode, unreadable
 
+# A cue is a few lines. srt.parse runs one regular expression over the whole text, in one call
+# that holds the GIL (and so the event loop) for as long as it scans: it is given one block
+# between blank lines at a time, and a block longer than this is refused before any parsing.
+MAX_CUE_CHARS = 10_000
+
+
+def _blocks(text: str) -> list[str]:
+    """The text's blocks between blank lines (each a cue, in a well-formed file). A blank line is
+    empty or a lone \r, as for srt.parse, which ends a cue at the first one."""
+    blocks: list[str] = []
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if line not in ("", "\r"):
+            lines.append(line)
+        elif lines:
+            blocks.append("\n".join(lines) + "\n")
+            lines = []
+    if lines:
+        blocks.append("\n".join(lines))
+    return blocks
+
 
 def _cues(filename: str, text: str) -> list[srt.Subtitle]:
+    blocks = _blocks(text)
+    for n, block in enumerate(blocks, 1):
+        if len(block) > MAX_CUE_CHARS:
+            raise unreadable(filename, "SubRip subtitles", f"cue {n} is {len(block):,} characters long",
+                             f"A cue holds a few lines of at most {MAX_CUE_CHARS:,} characters in all: check that "
+                             "a blank line ends each cue.")
     try:
-        return list(srt.parse(text))
+        return [cue for block in blocks for cue in srt.parse(block)]
     except (srt.SRTParseError, ValueError) as exc:
         raise unreadable(
             filename, "SubRip subtitles", str(exc),

@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 from engine.documents.common import Segments, decode
 
+_UNCLOSED_MARKUP = re.compile(r"<[!?/A-Za-z]")
 _UNTRANSLATED = frozenset({"script", "style", "code", "pre", "textarea", "template"})
 
 
@@ -30,12 +31,17 @@ class _Scanner(HTMLParser):
         self.events: list[tuple[int, bool]] = []  # (offset, translatable text)
         self.tags = 0
         self.closing_tags = 0
+        self._source = text
+        self._unclosed = False  # past a `<` that starts markup never closed: the rest is no prose
         self.feed(text)
         self.close()
 
-    def _mark(self, translatable: bool) -> None:
+    def _offset(self) -> int:
         line, column = self.getpos()
-        self.events.append((self._line_starts[line - 1] + column, translatable and not any(self._inside.values())))
+        return self._line_starts[line - 1] + column
+
+    def _mark(self, translatable: bool) -> None:
+        self.events.append((self._offset(), translatable and not any(self._inside.values())))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._mark(False)
@@ -54,7 +60,10 @@ class _Scanner(HTMLParser):
             self._inside[tag] -= 1
 
     def handle_data(self, data: str) -> None:
-        self._mark(True)
+        # Markup left unclosed at the end (`<!--…`, `<!DOCTYPE…`, `<p class='x…`) arrives as text,
+        # from its `<` to the end of the page: kept, not translated. A lone `<` (a < b) is text.
+        self._unclosed = self._unclosed or bool(_UNCLOSED_MARKUP.match(self._source, self._offset()))
+        self._mark(not self._unclosed)
 
     def handle_entityref(self, name: str) -> None:
         self._mark(True)
