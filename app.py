@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import chainlit as cl
+import jwt
+from chainlit.auth import get_token_from_cookies
+from chainlit.auth.jwt import decode_jwt
 from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.input_widget import InputWidget, Switch
-from chainlit.server import UserParam, delete_feedback, update_feedback
+from chainlit.server import UserParam, delete_feedback, sio, update_feedback
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession, ws_sessions_id
 from chainlit.step import StepDict
@@ -32,12 +35,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
 import gateway
-from admin import auth_secret, commands, endpoints, languages, login_guard, render
+from admin import auth_secret, commands, endpoints, languages, login_guard, render, sessions
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.retire import Retirement
 from admin.throttle import Locked, LoginThrottle
 from admin.votes import Ballot, Votes
 from engine import (
@@ -74,6 +78,7 @@ _accounts: Accounts | None = None
 _keys: Keys | None = None
 _votes: Votes | None = None
 _glossary: Glossary | None = None
+_retirement: Retirement | None = None
 CONTEXT_TURNS = 3  # earlier source texts given as context to a version with a contextual template
 _background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
 THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
@@ -88,6 +93,21 @@ gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
+
+
+def _login_of(cookies: Mapping[str, str], authorization: str) -> tuple[str, str] | None:
+    """The account name and stamp in a chat login token (Chainlit's JWT); None without a valid one."""
+    scheme, _, bearer = authorization.partition(" ")
+    token = get_token_from_cookies(dict(cookies)) or (bearer.strip() if scheme.lower() == "bearer" else "")
+    try:
+        user = decode_jwt(token) if token else None
+    except (jwt.PyJWTError, TypeError):  # not a login token (an API key, say): Chainlit and the gateway judge it
+        return None
+    return (user.identifier, str(user.metadata.get(sessions.STAMP, ""))) if user else None
+
+
+http_app.user_middleware.append(Middleware(sessions.SessionGuard, read=_login_of,
+                                           lookup=lambda: _accounts.get if _accounts else None))
 
 
 def _started(part: T | None, what: str) -> T:
@@ -126,7 +146,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 # process life -------------------------------------------------------------------
 @cl.on_app_startup
 async def startup() -> None:
-    global _engine, _accounts, _keys, _votes, _glossary
+    global _engine, _accounts, _keys, _votes, _glossary, _retirement
     eng = Engine(SETTINGS)
     eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
     await eng.start()  # schema (the stores' and the chat history's too), orphans, the active version loading again
@@ -135,6 +155,7 @@ async def startup() -> None:
     votes = Votes(eng.store.engine)
     terms = Glossary(eng.store.engine)
     await _bootstrap_admin(eng, accts)
+    _retirement = Retirement(eng.store.engine, FILES, terms, _end_sessions)
     _engine, _accounts, _keys, _votes, _glossary = eng, accts, keys, votes, terms
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 
@@ -241,7 +262,9 @@ async def login(username: str, password: str) -> cl.User | None:
         return None
     THROTTLE.succeeded(username, address)
     # The role here is informative only; every command reads it from the accounts table.
-    return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials"})
+    # The stamp ties the login to this account: a later account with the same name is someone else.
+    return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials",
+                                                          sessions.STAMP: sessions.stamp(account)})
 
 
 async def _audit_login(username: str, action: str, address: str, outcome: str, lock: Locked | None) -> None:
@@ -384,7 +407,8 @@ class _Progress:
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
     progress = _Progress()
     try:
-        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary())
+        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary(),
+                                       _retirement)
     except asyncio.CancelledError:  # Stop: a command that can be stopped (/eval) says it left nothing
         await progress.stopped()
         raise
@@ -638,6 +662,14 @@ async def _tell_admins(text: str) -> None:
         account = await _accounts.get(user.identifier) if user is not None else None
         if account is not None and account.is_admin:
             _spawn(_post_notice(session, text))
+
+
+async def _end_sessions(username: str) -> int:
+    """Disconnect this process's open chats of `username` (a removed account); how many there were."""
+    open_chats = [s for s in list(ws_sessions_id.values()) if s.user is not None and s.user.identifier == username]
+    for session in open_chats:
+        await sio.disconnect(session.socket_id)
+    return len(open_chats)
 
 
 async def _post_notice(session: WebsocketSession, text: str) -> None:

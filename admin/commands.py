@@ -22,6 +22,7 @@ from . import render, shield
 from .accounts import Account, Accounts
 from .glossary import SHARED, Glossary
 from .keys import Audited, Keys
+from .retire import Retirement
 
 log = logging.getLogger("baton.admin")
 
@@ -60,7 +61,8 @@ COMMANDS: dict[str, Spec] = {
     "eval": Spec("/eval [NAME [SET]]", "Score a version on an evaluation set (alone: the sets and scores)", "gauge"),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
     "audit": Spec("/audit [N]", "Last admin actions", "shield"),
-    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
+    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME (deletes their history) | list",
+                  "Manage accounts", "users",
                   mutating=True),
     "keys": Spec("/keys add NAME [user|admin] | revoke NAME | list", "Manage API keys", "key-round", mutating=True),
     "rollout": Spec("/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N] | status | abort",
@@ -114,6 +116,7 @@ class Context:
     actor: Account
     progress: ShowProgress = _unseen  # the chat shows it in one message, updated in place
     glossary: Glossary | None = None
+    retirement: Retirement | None = None  # what removing an account does beyond its row
 
 
 class CommandEntry(TypedDict):
@@ -163,16 +166,17 @@ def redact(inv: Invocation) -> str | None:
 
 
 async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                  progress: ShowProgress = _unseen, glossary: Glossary | None = None) -> Reply:
+                  progress: ShowProgress = _unseen, glossary: Glossary | None = None,
+                  retirement: Retirement | None = None) -> Reply:
     """Run one command for `username`. Never raises for bad input: the reply says what was wrong.
     A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary)
+    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary, retirement)
     return replace(reply, redacted=hidden) if hidden else reply
 
 
 async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                   progress: ShowProgress, glossary: Glossary | None) -> Reply:
+                   progress: ShowProgress, glossary: Glossary | None, retirement: Retirement | None) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -186,7 +190,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         args = shlex.split(inv.argtext)
     except ValueError as exc:
         return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
-    ctx = Context(engine, accounts, keys, actor, progress, glossary)
+    ctx = Context(engine, accounts, keys, actor, progress, glossary, retirement)
     work = HANDLERS[inv.name](ctx, args)
     try:
         if spec.mutating:  # Stop cancels the chat task
@@ -432,8 +436,11 @@ async def _users(ctx: Context, args: list[str]) -> Reply:
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-remove", {"name": rest[0]}, "refused", str(exc))
             raise
-        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}")
-        return Reply(f"Removed {render.code(gone.username)}. Their open sessions can no longer do anything.")
+        forgotten = await ctx.retirement.forget(gone.username) if ctx.retirement else None
+        left = f"; {forgotten}" if forgotten else ""
+        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}{left}")
+        return Reply(f"Removed {render.code(gone.username)}: their logins are refused from now on"
+                     f"{left}. A new account with this name starts with nothing of theirs.")
     raise Usage()
 
 

@@ -1,0 +1,89 @@
+"""Issue 20's attacks on the admin side, each through the real app (tests/chatkit.py): a removed
+account's sessions and data, the audit flood, markdown injection into the admin's chat, and
+secrets at rest. Each test performs the attack, then checks that the legitimate use still works."""
+from __future__ import annotations
+
+import httpx
+import pytest
+import socketio
+
+from tests import chatkit as ck
+
+ADMIN = ("root", "root-password-1")
+BOB = ("bob", "bob-password-12")
+BOB_AGAIN = ("bob", "another-bob-password")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    d = tmp_path_factory.mktemp("baton-admin-security")
+    ck.make_fake_model(d, "v1", prefix="v1:")
+    with ck.running_app({**ck.fake_env(d), "BATON_PORT_MIN": "33100", "BATON_PORT_MAX": "33199"}, admin=ADMIN) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def admin(app):
+    client = await ck.connect(app.url, *ADMIN)
+    assert "Loading" in await client.reply("/load v1 v1")
+    await client.wait_message(r"`v1` is ready", timeout=30)
+    assert "Switched" in await client.reply("/switch v1")
+    yield client
+    await client.close()
+
+
+async def get(app: ck.App, path: str, token: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=app.url, cookies={"access_token": token}) as http:
+        return await http.get(path)
+
+
+async def post_threads(app: ck.App, token: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=app.url, cookies={"access_token": token}) as http:
+        return await http.post("/project/threads", json={"pagination": {"first": 50}, "filter": {}})
+
+
+# 5. a removed account -------------------------------------------------------------------
+async def bob_with_history(app: ck.App) -> tuple[ck.ChatClient, str]:
+    """bob translates a line and a file; his chat and the URL of his translated file."""
+    bob = await ck.connect(app.url, *BOB)
+    assert "v1:" in (await bob.ask("Good morning"))[-1].output
+    ref = await bob.upload("note.txt", b"Hello there.\n", "text/plain")
+    msgs = await bob.ask("", files=[ref])
+    assert any("segments translated" in m.output for m in msgs), [m.output for m in msgs]
+    thread = (await get(app, f"/project/thread/{bob.thread_id}", bob.token)).json()
+    url = next(e["url"] for e in thread["elements"] if e["url"] and e["url"].startswith("/baton/files/"))
+    assert (await get(app, url, bob.token)).status_code == 200
+    return bob, url
+
+
+async def test_a_removed_account_loses_its_sessions_and_a_new_one_of_that_name_starts_empty(app, admin):
+    assert "Added `bob`" in await admin.reply(f"/users add {BOB[0]} {BOB[1]} user")
+    bob, file_url = await bob_with_history(app)
+    old_token, old_thread = bob.token, bob.thread_id
+    assert [t["id"] for t in (await post_threads(app, old_token)).json()["data"]] == [old_thread]
+
+    removed = await admin.reply("/users remove bob")
+    assert "Removed `bob`" in removed and "deleted" in removed, removed
+    # His open chat is cut at once, and his cookie opens nothing any more: not the history, not the
+    # files, not a new chat.
+    await ck.wait_until(lambda: not bob.sio.connected, 10, "bob's open chat to be disconnected")
+    assert (await post_threads(app, old_token)).status_code == 401
+    assert (await get(app, f"/project/thread/{old_thread}", old_token)).status_code == 401
+    assert (await get(app, file_url, old_token)).status_code == 401
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await ck.ChatClient(app.url, old_token, "bob").connect(old_thread)
+
+    # A new account named bob is a new person: none of the old bob's threads or files, and the old
+    # cookie stays dead.
+    assert "Added `bob`" in await admin.reply(f"/users add {BOB_AGAIN[0]} {BOB_AGAIN[1]} user")
+    assert (await post_threads(app, old_token)).status_code == 401
+    new_token = await ck.login(app.url, *BOB_AGAIN)
+    assert (await post_threads(app, new_token)).json()["data"] == []
+    assert (await get(app, f"/project/thread/{old_thread}", new_token)).status_code != 200
+    assert (await get(app, file_url, new_token)).status_code == 404
+    # ... who can use the chat and keep a history of his own.
+    async with ck.chatting(app.url, *BOB_AGAIN) as new_bob:
+        assert "v1:" in (await new_bob.ask("Good evening"))[-1].output
+        assert [t["id"] for t in (await post_threads(app, new_token)).json()["data"]] == [new_bob.thread_id]
+    audit = await admin.reply("/audit 5")
+    assert "users-remove" in audit and "history deleted" in audit, audit
