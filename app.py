@@ -84,12 +84,16 @@ _background: set[asyncio.Task] = set()  # load followers; a reference keeps them
 THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
 
 
-async def _record(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> None:
-    await engine().record(actor, action, args, outcome, detail)
+async def _record(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> int:
+    return await engine().record(actor, action, args, outcome, detail)
+
+
+async def _amend(row_id: int, detail: str) -> None:
+    await engine().amend_record(row_id, detail)
 
 
 endpoints.install(http_app, lambda: _engine)
-gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
+gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record, _amend))
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))

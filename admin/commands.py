@@ -60,7 +60,7 @@ COMMANDS: dict[str, Spec] = {
     # Not `mutating`: Stop cancels an evaluation, and a cancelled one stores nothing.
     "eval": Spec("/eval [NAME [SET]]", "Score a version on an evaluation set (alone: the sets and scores)", "gauge"),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
-    "audit": Spec("/audit [N]", "Last admin actions", "shield"),
+    "audit": Spec("/audit [N] [--action ACTION] [--actor WHO]", "Last admin actions", "shield"),
     "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME (deletes their history) | list",
                   "Manage accounts", "users",
                   mutating=True),
@@ -407,9 +407,10 @@ async def _logs(ctx: Context, args: list[str]) -> Reply:
 
 
 async def _audit_log(ctx: Context, args: list[str]) -> Reply:
-    _arity(args, 0, 1)
-    n = _int(args[0], "N", 1, 1000) if args else 20
-    return Reply(render.audit(await ctx.engine.audit(n)))
+    rest, only = _take_options(args, ("--action", "--actor"))
+    _arity(rest, 0, 1)
+    n = _int(rest[0], "N", 1, 1000) if rest else 20
+    return Reply(render.audit(await ctx.engine.audit(n, only.get("--action"), only.get("--actor"))))
 
 
 async def _users(ctx: Context, args: list[str]) -> Reply:

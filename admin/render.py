@@ -529,7 +529,7 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |
 | `/logs NAME [N]` | the last N (default 50) log lines of a version |
-| `/audit [N]` | the last N (default 20) admin actions |
+| `/audit [N] [--action ACTION] [--actor WHO]` | the last N (default 20) admin actions, of one action or actor |
 | `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts; removing one ends its sessions and deletes its history, files and glossary |
 | `/keys add NAME [user\\|admin]` · `/keys revoke NAME` · `/keys list` | API keys for `/v1` (user) and `/admin/v1` (admin) |
 | `/glossary shared add SOURCE = TARGET [for LANG]` · `/glossary shared remove SOURCE [for LANG]` | the glossary every user gets (a user's own term wins) |

@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     make_url,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -84,12 +85,15 @@ class DeploymentRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+AUDIT_ACTOR_MAX, AUDIT_ACTION_MAX = 128, 64  # column lengths
+
+
 class AuditRow(Base):
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(AUDIT_ACTOR_MAX))
+    action: Mapped[str] = mapped_column(String(AUDIT_ACTION_MAX))
     arguments: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
@@ -424,16 +428,35 @@ class Store:
             return _rollout(row) if row else None
 
     # audit ------------------------------------------------------------------
-    async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:
+    async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> int:
+        """Write an audit row; its id (for `amend_audit`)."""
+        row = AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome=outcome, detail=detail)
         try:
             async with self._session.begin() as s:
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome=outcome, detail=detail))
+                s.add(row)
+                await s.flush()
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+        return row.id
+
+    async def amend_audit(self, row_id: int, detail: str) -> None:
+        """Rewrite the detail of a row, e.g. the count of a summarized burst."""
+        try:
+            async with self._session.begin() as s:
+                await s.execute(update(AuditRow).where(AuditRow.id == row_id).values(detail=detail))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
-    async def list_audit(self, limit: int = 20) -> list[AuditEvent]:
+    async def list_audit(self, limit: int = 20, action: str | None = None,
+                         actor: str | None = None) -> list[AuditEvent]:
+        """The newest rows, of one action and one actor when given (exact matches)."""
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if action is not None:
+            query = query.where(AuditRow.action == action)
+        if actor is not None:
+            query = query.where(AuditRow.actor == actor)
         async with self._session() as s:
-            rows = (await s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))).all()
+            rows = (await s.scalars(query)).all()
             return [AuditEvent(r.at, r.actor, r.action, r.arguments, r.outcome, r.detail) for r in rows]
 
     # evaluations ------------------------------------------------------------

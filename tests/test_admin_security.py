@@ -3,6 +3,9 @@ account's sessions and data, the audit flood, markdown injection into the admin'
 secrets at rest. Each test performs the attack, then checks that the legitimate use still works."""
 from __future__ import annotations
 
+import asyncio
+import re
+
 import httpx
 import pytest
 import socketio
@@ -87,3 +90,34 @@ async def test_a_removed_account_loses_its_sessions_and_a_new_one_of_that_name_s
         assert [t["id"] for t in (await post_threads(app, new_token)).json()["data"]] == [new_bob.thread_id]
     audit = await admin.reply("/audit 5")
     assert "users-remove" in audit and "history deleted" in audit, audit
+
+
+# 6. the audit flood ----------------------------------------------------------------------
+async def test_denied_admin_calls_are_counted_per_key_and_minute_and_the_audit_filters(app, admin):
+    user_key = await ck.make_key(admin, "flooder", "user")
+    admin_key = await ck.make_key(admin, "ops", "admin")
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {user_key}"}) as http:
+        for _ in range(8):  # in parallel: the count must not lose any
+            codes = await asyncio.gather(*(http.get("/admin/v1/versions") for _ in range(25)))
+            assert {r.status_code for r in codes} == {403}
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {admin_key}"}) as http:
+        rows = (await http.get("/admin/v1/audit", params={"n": 20})).json()
+        denied = [r for r in rows if r["action"] == "admin-api-denied"]
+        # 200 refusals, within a minute or two: one row per minute, and the counts add up.
+        assert 1 <= len(denied) <= 2 and all(r["actor"] == "key:flooder" for r in denied), denied
+        counts = [int(re.match(r"(\d+) requests? refused in this minute", r["detail"]).group(1)) for r in denied]
+        assert sum(counts) == 200, denied
+        # The admin's own action is still in the last 20.
+        assert any(r["action"] == "keys-add" and r["arguments"] and "ops" in r["arguments"] for r in rows), rows
+        # Filters, on the API ...
+        only = (await http.get("/admin/v1/audit", params={"action": "keys-add", "actor": "root"})).json()
+        assert only and {(r["action"], r["actor"]) for r in only} == {("keys-add", "root")}, only
+        assert (await http.get("/admin/v1/audit", params={"actor": "nobody"})).json() == []
+        bad = await http.get("/admin/v1/audit", params={"action": "x" * 200})
+        assert bad.status_code == 400 and "action" in bad.text, bad.text
+    # ... and in the chat.
+    chat = await admin.reply("/audit 50 --action admin-api-denied")
+    assert "admin-api-denied" in chat and "keys-add" not in chat, chat
+    chat = await admin.reply("/audit --actor root --action keys-add")
+    assert "keys-add" in chat and "admin-api-denied" not in chat, chat
+    assert "Usage" in await admin.reply("/audit --colour red")
