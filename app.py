@@ -355,7 +355,7 @@ async def settings_update(chosen: dict[str, Any]) -> None:
         # Chainlit already stored the new values: put the last good ones back.
         previous = cl.user_session.get("languages") or {}
         cl.context.session.chat_settings.update(previous)
-        await cl.Message(f"⚠️ {exc} Your languages did not change.").send()
+        await cl.Message(f"⚠️ {render.text(exc)} Your languages did not change.").send()
         return
     _remember(pair)
 
@@ -377,7 +377,7 @@ async def on_message(message: cl.Message) -> None:
     try:  # the pickers' values come from the browser: checked, and kept only when good
         pair = languages.resolve(languages.modes_chosen(message.modes or {}, settings))
     except BatonError as exc:
-        await cl.Message(f"⚠️ {exc} Nothing was translated.").send()
+        await cl.Message(f"⚠️ {render.text(exc)} Nothing was translated.").send()
         return
     _remember(pair)
     files = [e for e in message.elements or [] if isinstance(e, cl.File) and e.path]
@@ -565,7 +565,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
         data = await asyncio.to_thread(Path(str(element.path)).read_bytes)
         doc = await engine().open_document(element.name, data)
     except BatonError as exc:
-        status.content = f"⚠️ {exc}"
+        status.content = f"⚠️ {render.text(exc)}"
         await status.update()
         return
     done: list[str | None] = []
@@ -696,7 +696,7 @@ async def _follow_load(name: str, reply_id: str) -> None:
             step.output = render.load_progress(item)
             await step.update()
     except BatonError as exc:
-        step.output, step.is_error, step.end = f"Lost track of the load: {exc}", True, utc_now()
+        step.output, step.is_error, step.end = f"Lost track of the load: {render.text(exc)}", True, utc_now()
         await step.update()
         return
     assert last is not None

@@ -189,7 +189,8 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
     try:
         args = shlex.split(inv.argtext)
     except ValueError as exc:
-        return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
+        return Reply(f"Could not read the arguments ({render.text(exc)}). Check the quotes.\n\nUsage: `{spec.usage}`",
+                     ok=False)
     ctx = Context(engine, accounts, keys, actor, progress, glossary, retirement)
     work = HANDLERS[inv.name](ctx, args)
     try:
@@ -200,7 +201,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         detail = f"{exc} " if str(exc) else ""
         return Reply(f"{detail}Usage: `{spec.usage}`", ok=False)
     except BatonError as exc:
-        return Reply(f"**Refused:** {exc}", ok=False)
+        return Reply(f"**Refused:** {render.text(exc)}", ok=False)
 
 
 async def _audit(engine: Engine, actor: str, action: str, args: Mapping[str, object], outcome: str,

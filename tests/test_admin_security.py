@@ -9,6 +9,7 @@ import re
 import httpx
 import pytest
 import socketio
+from markdown_it import MarkdownIt
 
 from tests import chatkit as ck
 
@@ -121,3 +122,39 @@ async def test_denied_admin_calls_are_counted_per_key_and_minute_and_the_audit_f
     chat = await admin.reply("/audit --actor root --action keys-add")
     assert "keys-add" in chat and "admin-api-denied" not in chat, chat
     assert "Usage" in await admin.reply("/audit --colour red")
+
+
+# 7. markdown injection -------------------------------------------------------------------
+HOSTILE = "![x](https://127.0.0.1:9/i.png) [click](https://example.com) <https://example.com/a>"
+IN_A_PATH = "![x](https:127.0.0.1:9)"  # the issue's probe: no slash, so it stays one path segment
+
+
+def live_constructs(markdown: str) -> list[str]:
+    """The images and links a markdown renderer would make of `markdown` (CommonMark and tables,
+    as the chat renders it)."""
+    def walk(tokens: list) -> list:
+        return [t for token in tokens for t in (token, *walk(token.children or []))]
+    parsed = MarkdownIt("commonmark").enable("table").parse(markdown)
+    return [t.type for t in walk(parsed) if t.type in ("image", "link_open")]
+
+
+async def test_text_from_outside_reaches_the_admins_chat_as_inert_text(app, admin):
+    user_key = await ck.make_key(admin, "prober", "user")
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {user_key}"}) as http:
+        assert (await http.get(f"/admin/v1/versions/{IN_A_PATH}")).status_code == 403
+    audit = await admin.reply("/audit 5 --action admin-api-denied --actor key:prober")
+    assert "127.0.0.1:9" in audit and live_constructs(audit) == [], audit
+    # An admin's own mistyped name in a refusal, a user's glossary and file name: inert too.
+    refused = await admin.reply(f"/switch '{HOSTILE}'")
+    assert "Refused" in refused and live_constructs(refused) == [], refused
+    assert "Added" in await admin.reply("/users add carol carol-password-1 user")
+    async with ck.chatting(app.url, "carol", "carol-password-1") as carol:
+        assert "Added" in await carol.reply(f"/glossary add {HOSTILE} = gare")
+        listed = await carol.reply("/glossary list")
+        assert "example.com" in listed and live_constructs(listed) == [], listed
+        ref = await carol.upload(f"{HOSTILE}.txt", b"Hello there.\n", "text/plain")
+        msgs = await carol.ask("", files=[ref])
+        assert any("segments translated" in m.output for m in msgs)
+        assert all(live_constructs(m.output) == [] for m in msgs), [m.output for m in msgs]
+    # Markdown that Baton writes itself still renders: the audit is a table.
+    assert "| when (UTC) | who |" in audit
