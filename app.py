@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 
 import gateway
-from admin import auth_secret, commands, endpoints, languages, login_guard, render, sessions
+from admin import auth_secret, commands, endpoints, languages, login_guard, private_dir, render, sessions
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
@@ -67,6 +67,7 @@ for noisy in ("httpx", "httpx2"):
 
 SETTINGS = Settings()
 CONFIG = ChatConfig()
+private_dir.make_private(SETTINGS.data_dir)  # before anything is written there
 # Chainlit checks for its token secret right after importing this module.
 auth_secret.ensure(SETTINGS.data_dir)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypedDict
 
-from engine import BatonError, Engine
+from engine import BatonError, Engine, masking
 from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
@@ -155,23 +155,25 @@ def parse(content: str, command: str | None, *, is_admin: bool) -> Invocation | 
 
 
 def redact(inv: Invocation) -> str | None:
-    """The command with its password masked, for `/users add`; None when nothing is secret."""
-    if inv.name != "users":
-        return None
+    """The command as it may be kept, with the password of `/users add` and any credential in a URL
+    or a secret option (engine.masking) masked; None when nothing is secret."""
     words = inv.argtext.split()
-    if not words or words[0].lower() != "add":
-        return None
-    shown = words[:2] + (["••••••••"] if len(words) > 2 else []) + words[3:4]
-    return "/users " + " ".join(shown)
+    if inv.name == "users" and words and words[0].lower() == "add":
+        shown = words[:2] + (["••••••••"] if len(words) > 2 else []) + words[3:4]
+        return "/users " + " ".join(shown)
+    line = f"/{inv.name} {inv.argtext}".rstrip()
+    masked = masking.mask(line)
+    return masked if masked != line else None
 
 
 async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
                   progress: ShowProgress = _unseen, glossary: Glossary | None = None,
                   retirement: Retirement | None = None) -> Reply:
-    """Run one command for `username`. Never raises for bad input: the reply says what was wrong.
-    A long command (/eval) shows how far it got through `progress`."""
+    """Run one command for `username`. Never raises for bad input: the reply says what was wrong
+    (a credential it repeats masked). A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
     reply = await _execute(engine, accounts, keys, username, inv, progress, glossary, retirement)
+    reply = replace(reply, markdown=masking.mask(reply.markdown))
     return replace(reply, redacted=hidden) if hidden else reply
 
 

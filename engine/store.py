@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from . import migrations
+from . import masking, migrations
 from .errors import Conflict, StoreUnavailable
 from .evaluation import Evaluation, PairScores
 from .scoring import Scores
@@ -166,6 +166,12 @@ def _json(arguments: object) -> str:
     return arguments if isinstance(arguments, str) else json.dumps(arguments, default=str, ensure_ascii=False)
 
 
+def _audit_row(actor: str, action: str, arguments: object, outcome: str, detail: str) -> AuditRow:
+    """Every audit row is written through here: a credential in its arguments or detail is masked."""
+    return AuditRow(actor=actor, action=action, arguments=masking.mask(_json(arguments)), outcome=outcome,
+                    detail=masking.mask(detail))
+
+
 def _spec(row: VersionRow) -> VersionSpec:
     s = dict(row.sampling or {})
     if "stop" in s:
@@ -260,8 +266,7 @@ def _write_change(s: Session, change: Change) -> Saved:
     row = s.get(DeploymentRow, 1, with_for_update=True) or DeploymentRow(id=1, generation=0)
     if row.generation != dep.generation:
         raise _changed_meanwhile(f"generation {row.generation}, this replica had {dep.generation}")
-    s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
-                   detail=change.detail))
+    s.add(_audit_row(change.actor, change.action, change.arguments, "ok", change.detail))
     for name, desired in change.desired.items():
         version = s.get(VersionRow, name)
         if version is not None:
@@ -376,7 +381,7 @@ class Store:
             async with self._session.begin() as s:
                 await s.merge(row)
                 actor, action, arguments = audit
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=""))
+                s.add(_audit_row(actor, action, arguments, "ok", ""))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
@@ -430,7 +435,7 @@ class Store:
     # audit ------------------------------------------------------------------
     async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> int:
         """Write an audit row; its id (for `amend_audit`)."""
-        row = AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome=outcome, detail=detail)
+        row = _audit_row(actor, action, arguments, outcome, detail)
         try:
             async with self._session.begin() as s:
                 s.add(row)
@@ -443,7 +448,7 @@ class Store:
         """Rewrite the detail of a row, e.g. the count of a summarized burst."""
         try:
             async with self._session.begin() as s:
-                await s.execute(update(AuditRow).where(AuditRow.id == row_id).values(detail=detail))
+                await s.execute(update(AuditRow).where(AuditRow.id == row_id).values(detail=masking.mask(detail)))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
@@ -471,7 +476,7 @@ class Store:
         try:
             async with self._session.begin() as s:
                 s.add(row)
-                s.add(AuditRow(actor=ev.by, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+                s.add(_audit_row(ev.by, action, arguments, "ok", detail))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
         return _evaluation(row)

@@ -4,13 +4,17 @@ secrets at rest. Each test performs the attack, then checks that the legitimate 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
+import stat
 
 import httpx
 import pytest
 import socketio
 from markdown_it import MarkdownIt
 
+from engine.masking import mask
 from tests import chatkit as ck
 
 ADMIN = ("root", "root-password-1")
@@ -158,3 +162,51 @@ async def test_text_from_outside_reaches_the_admins_chat_as_inert_text(app, admi
         assert all(live_constructs(m.output) == [] for m in msgs), [m.output for m in msgs]
     # Markdown that Baton writes itself still renders: the audit is a table.
     assert "| when (UTC) | who |" in audit
+
+
+# 10. secrets at rest ---------------------------------------------------------------------
+def stored_text(app: ck.App) -> str:
+    """Everything the chat history and the audit keep, as one text."""
+    with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db:
+        rows = [*db.execute("SELECT name, input, output FROM steps"), *db.execute("SELECT name, '', '' FROM threads"),
+                *db.execute("SELECT arguments, detail, '' FROM audit_events")]
+    return "\n".join(" ".join(str(v) for v in row) for row in rows)
+
+
+async def test_credentials_typed_in_a_command_are_masked_wherever_it_is_kept(app, admin):
+    lines = ["/load r1 --url http://user:Pa55word-in-url@127.0.0.1:9/v1",
+             "/load r2 r2 --api-key=Sekret-flag-value", "/load r3 r3 --hf-token Sekret-token-value"]
+    for line in lines:
+        mark = len(admin.order)
+        reply = await admin.reply(line)
+        assert "Refused" in reply and "Sekret" not in reply and "Pa55word" not in reply, reply
+        # The line as the chat shows it from now on: masked.
+        typed = await admin.wait_for(lambda: next((m for m in (admin.messages[i] for i in admin.order[mark:])
+                                                   if m.type == "user_message" and "***" in m.output), None),
+                                     10, "the typed line to be masked")
+        assert "Sekret" not in typed.output and "Pa55word" not in typed.output, typed.output
+
+    def masked_everywhere() -> bool:
+        stored = stored_text(app) + app.log()
+        return "***" in stored and not any(s in stored for s in ("Pa55word", "Sekret"))
+    await ck.wait_until(masked_everywhere, 10, "no credential in the history, the audit or the log")
+    # What is not secret stays readable: the host of the URL, the flag's name.
+    assert "127.0.0.1:9" in stored_text(app) and "--hf-token" in stored_text(app)
+
+
+def test_the_data_directory_is_private(app, admin):
+    """Owner only: the directory 0700, its files 0600, the database's -wal and -shm too, and files
+    that were there before the app started."""
+    assert stat.S_IMODE(app.data_dir.stat().st_mode) == 0o700
+    loose = [(str(p.relative_to(app.data_dir)), oct(stat.S_IMODE(p.stat().st_mode))) for p in app.data_dir.rglob("*")
+             if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert loose == [], loose
+    assert {"baton.db", "baton.db-wal", "baton.db-shm"} <= {p.name for p in app.data_dir.iterdir()}
+
+
+def test_masking_hides_credentials_and_keeps_the_rest():
+    assert mask("--url https://u:p@host:1/v1 --hf-token=t1 --api-key t2") == (
+        "--url https://***@host:1/v1 --hf-token=*** --api-key ***")
+    assert mask('{"flags": ["--password", "t3"]}') == '{"flags": ["--password", "***"]}'
+    kept = "--max-tokens 5 --api-key-env VAR --tokenizer tok --template-terminology x http://host/a@b"
+    assert mask(kept) == kept
