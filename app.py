@@ -160,7 +160,7 @@ async def startup() -> None:
     votes = Votes(eng.store.engine)
     terms = Glossary(eng.store.engine)
     await _bootstrap_admin(eng, accts)
-    _retirement = Retirement(eng.store.engine, FILES, terms, _end_sessions)
+    _retirement = Retirement(eng.store.engine, FILES, _end_sessions)
     _engine, _accounts, _keys, _votes, _glossary = eng, accts, keys, votes, terms
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 

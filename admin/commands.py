@@ -19,7 +19,7 @@ from engine import BatonError, Engine, masking
 from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
-from .accounts import Account, Accounts
+from .accounts import Account, Accounts, check_username
 from .glossary import SHARED, Glossary
 from .keys import Audited, Keys
 from .retire import Retirement
@@ -428,24 +428,32 @@ async def _users(ctx: Context, args: list[str]) -> Reply:
         role = rest[2].lower() if len(rest) == 3 else "user"
         audit_args = {"name": name, "role": role}  # never the password
         try:
+            # What an earlier account of this name left behind is not the new person's.
+            left = await _retirement(ctx).forget(name) if await ctx.accounts.get(check_username(name)) is None else None
             account = await ctx.accounts.add(name, password, role, created_by=who)
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-add", audit_args, "refused", str(exc))
             raise
-        await _audit(ctx.engine, who, "users-add", audit_args, "ok")
-        return Reply(f"Added {render.code(account.username)} as {account.role}. They can log in now.")
+        earlier = f"an earlier account of this name: {left}" if left else ""
+        await _audit(ctx.engine, who, "users-add", audit_args, "ok", earlier)
+        return Reply(f"Added {render.code(account.username)} as {account.role}. They can log in now."
+                     + (f" ({earlier}.)" if earlier else ""))
     if sub == "remove" and len(rest) == 1:
         try:
             gone = await ctx.accounts.remove(rest[0], actor=who)
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-remove", {"name": rest[0]}, "refused", str(exc))
             raise
-        forgotten = await ctx.retirement.forget(gone.username) if ctx.retirement else None
-        left = f"; {forgotten}" if forgotten else ""
-        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}{left}")
-        return Reply(f"Removed {render.code(gone.username)}: their logins are refused from now on"
-                     f"{left}. A new account with this name starts with nothing of theirs.")
+        forgotten = await _retirement(ctx).forget(gone.username)
+        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}; {forgotten}")
+        return Reply(f"Removed {render.code(gone.username)}: their logins are refused from now on; {forgotten}. "
+                     "A new account with this name starts with nothing of theirs.")
     raise Usage()
+
+
+def _retirement(ctx: Context) -> Retirement:
+    assert ctx.retirement is not None, "the chat passes what removing an account does"
+    return ctx.retirement
 
 
 async def _keys(ctx: Context, args: list[str]) -> Reply:

@@ -103,12 +103,6 @@ class Glossary(Tables):
             raise NotFound(f"There is no term '{source[:MAX_TERM_CHARS]}'{where} in that glossary.",
                            "See the terms with /glossary list.")
 
-    async def forget(self, owner: str) -> None:
-        """Every term of a removed account's glossary (never the shared one)."""
-        if owner != SHARED:
-            async with self._session.begin() as s:
-                await s.execute(delete(TermRow).where(TermRow.owner == owner))
-
     async def terms(self, owner: str) -> list[Term]:
         async with self._session() as s:
             rows = await s.scalars(select(TermRow).where(TermRow.owner == owner).order_by(TermRow.source_key))

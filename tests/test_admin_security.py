@@ -97,6 +97,20 @@ async def test_a_removed_account_loses_its_sessions_and_a_new_one_of_that_name_s
     assert "users-remove" in audit and "history deleted" in audit, audit
 
 
+
+async def test_a_name_freed_before_this_fix_or_halfway_starts_empty_too(app, admin):
+    """An account removed by an older Baton (only its row deleted) left its history under its name:
+    making an account of that name deletes it first."""
+    assert "Added `dave`" in await admin.reply("/users add dave dave-password-1 user")
+    async with ck.chatting(app.url, "dave", "dave-password-1") as dave:
+        assert "v1:" in (await dave.ask("Good morning"))[-1].output
+    with contextlib.closing(sqlite3.connect(app.data_dir / "baton.db")) as db, db:
+        db.execute("DELETE FROM accounts WHERE username = 'dave'")
+    added = await admin.reply("/users add dave another-dave-password user")
+    assert "Added `dave`" in added and "an earlier account of this name" in added, added
+    token = await ck.login(app.url, "dave", "another-dave-password")
+    assert (await post_threads(app, token)).json()["data"] == []
+
 # 6. the audit flood ----------------------------------------------------------------------
 async def test_denied_admin_calls_are_counted_per_key_and_minute_and_the_audit_filters(app, admin):
     user_key = await ck.make_key(admin, "flooder", "user")
