@@ -8,8 +8,8 @@ configure the engine (engine.Settings) and the first admin (admin.config.ChatCon
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import chainlit as cl
 import jwt
-from chainlit.auth import get_token_from_cookies
+from chainlit.auth import cookie, get_token_from_cookies
 from chainlit.auth.jwt import decode_jwt
 from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
@@ -27,20 +27,31 @@ from chainlit.input_widget import InputWidget, Switch
 from chainlit.server import UserParam, delete_feedback, sio, update_feedback
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession, ws_sessions_id
-from chainlit.step import StepDict
 from chainlit.types import CommandDict, DeleteFeedbackRequest, ThreadDict, UpdateFeedbackRequest
 from chainlit.utils import utc_now
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 import gateway
-from admin import auth_secret, commands, endpoints, languages, login_guard, private_dir, render, sessions
+from admin import (
+    auth_secret,
+    chat_history,
+    commands,
+    endpoints,
+    languages,
+    login_guard,
+    private_dir,
+    render,
+    sessions,
+)
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.origin_guard import OriginGuard
 from admin.retire import Retirement
 from admin.throttle import Locked, LoginThrottle
 from admin.votes import Ballot, Votes
@@ -98,6 +109,17 @@ gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
+# Outermost: a request from another site's page is refused before anything else sees it, and
+# Chainlit's CORS (every origin, with credentials, in its default config) lets only allowed ones read.
+http_app.user_middleware[:] = [Middleware(OriginGuard, allowed=CONFIG.allowed_origins)] + [
+    Middleware(CORSMiddleware, allow_origins=CONFIG.allowed_origins, allow_credentials=True, allow_methods=["*"],
+               allow_headers=["*"]) if m.cls is cast(Any, CORSMiddleware) else m
+    for m in http_app.user_middleware]
+# The login cookie as strict as Chainlit allows (it reads CHAINLIT_COOKIE_SAMESITE when it is
+# imported, before this module): never sent on a request another site started.
+if "CHAINLIT_COOKIE_SAMESITE" not in os.environ:
+    cookie._cookie_samesite = "strict"
+chat_history.refuse_bad_thread_ids(sio)
 
 
 def _login_of(cookies: Mapping[str, str], authorization: str) -> tuple[str, str] | None:
@@ -225,21 +247,10 @@ async def get_file(key: str, user: UserParam) -> Response:
 endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
 
 
-class _DataLayer(SQLAlchemyDataLayer):
-    """Chainlit 2.12's SQL data layer binds a user message's composer modes (the From/To pickers, a
-    dict) as they are, which SQLite and asyncpg (JSONB takes text) refuse: the user's message would
-    be missing from the history."""
-
-    async def create_step(self, step_dict: StepDict) -> None:
-        if isinstance(modes := step_dict.get("modes"), dict):
-            step_dict = cast(StepDict, {**step_dict, "modes": json.dumps(modes)})
-        await super().create_step(step_dict)
-
-
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
     # Chat history lives in the engine's database; engine/migrations creates its tables (Engine.start).
-    return _DataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
+    return chat_history.HistoryDataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
 
 
 # login and session ----------------------------------------------------------------

@@ -6,6 +6,10 @@ Screenshots go to tests/artifacts/ (gitignored) for a human look.
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,5 +179,86 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path
             assert len(cues) == len(list(srt.parse(original.decode("utf-8"))))
             assert all(cue.content.startswith("v2 says:") for cue in cues), [c.content for c in cues]
             assert (await ck.healthz(app.url))[1]["active"] == "v2"
+        finally:
+            await browser.close()
+
+
+# A page on another port of the same host: same site, so the browser sends the admin's cookie with
+# its requests. It tries to read the admin's threads, to open socket.io by long-polling, and to type
+# `/keys add stolen admin` as the admin over a websocket (which CORS does not cover).
+ATTACK_PAGE = """<!doctype html><meta charset="utf-8"><title>cat pictures</title><script>
+const APP = "%(app)s", result = {};
+async function attempt(name, f) { try { result[name] = await f(); } catch (e) { result[name] = "refused: " + e; } }
+function socket() {
+  return new Promise((done) => {
+    const ws = new WebSocket(APP.replace("http", "ws") + "/ws/socket.io/?EIO=4&transport=websocket");
+    const auth = {sessionId: crypto.randomUUID(), clientType: "webapp", userEnv: "{}", chatProfile: "", threadId: ""};
+    const message = {threadId: "", id: crypto.randomUUID(), name: "root", type: "user_message",
+                     output: "/keys add stolen admin", createdAt: new Date().toISOString(), metadata: {}};
+    ws.onmessage = (e) => {
+      if (e.data.startsWith("0")) ws.send("40" + JSON.stringify(auth));
+      else if (e.data.startsWith("40")) {
+        ws.send('42["connection_successful"]');
+        ws.send("42" + JSON.stringify(["client_message", {message, fileReferences: null}]));
+        setTimeout(() => done("sent /keys add stolen admin"), 3000);
+      }
+    };
+    ws.onerror = () => done("refused: the websocket did not open");
+  });
+}
+(async () => {
+  await attempt("threads", async () => (await fetch(APP + "/project/threads", {method: "POST", credentials: "include",
+    headers: {"content-type": "application/json"}, body: JSON.stringify({pagination: {first: 50}, filter: {}})})).text());
+  await attempt("polling", async () => (await fetch(APP + "/ws/socket.io/?EIO=4&transport=polling",
+    {credentials: "include"})).text());
+  await attempt("socket", socket);
+  window.result = result;
+})();
+</script>"""
+
+
+@contextlib.contextmanager
+def serving(page: str) -> Iterator[str]:
+    """`page` served at / from another port of 127.0.0.1, by a plain HTTP server in a thread."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_page_on_another_port_cannot_act_as_the_logged_in_admin(app):
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            await log_in(page, app.url, ADMIN)  # the admin's cookie is in this browser now
+            with serving(ATTACK_PAGE % {"app": app.url}) as attacker:
+                evil = await context.new_page()
+                await evil.goto(attacker)
+                result = await (await evil.wait_for_function("window.result", timeout=30_000)).json_value()
+            assert all(r.startswith("refused") for r in result.values()), result
+            # The admin's own tab still works, and no key was made.
+            await say(page, "/keys")
+            await expect(page.get_by_text("stolen")).to_have_count(0)
+            await expect(page.locator("#stop-button")).to_have_count(0, timeout=30_000)
+            async with ck.chatting(app.url, *ADMIN) as admin:
+                assert "stolen" not in await admin.reply("/keys")
         finally:
             await browser.close()

@@ -197,7 +197,7 @@ async def test_chat_history_round_trip_through_chainlit_on_postgres(postgres):
             "output": "Good morning", "createdAt": datetime.now(UTC).isoformat(), "start": None, "metadata": {},
             "showInput": False, "autoCollapse": False, "defaultOpen": False, "icon": "languages",
             "command": "translate", "isError": False, "waitForAnswer": False, "language": "en",
-            # app._DataLayer hands the composer's modes over as JSON text (Chainlit passes the dict as it is).
+            # admin.chat_history.HistoryDataLayer hands the composer's modes over as JSON text (Chainlit passes the dict as it is).
             "modes": json.dumps({"from": "en", "to": "fr"}),
         }
         # Unwrapped: outside a chat session, there is no first message to queue the write behind.
