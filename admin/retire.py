@@ -44,8 +44,12 @@ class Forgotten:
         return bool(self.sessions or self.threads or self.files)
 
     def __str__(self) -> str:
-        return (f"{self.sessions} open chats ended; history deleted: {self.threads} conversations, "
-                f"{self.files} files and their own glossary")
+        return (f"{_count(self.sessions, 'open chat')} ended; history deleted: {_count(self.threads, 'conversation')}, "
+                f"{_count(self.files, 'file')} and their own glossary")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 class Retirement:
