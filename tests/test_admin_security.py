@@ -80,12 +80,17 @@ async def test_a_removed_account_loses_its_sessions_and_a_new_one_of_that_name_s
     assert (await get(app, file_url, old_token)).status_code == 401
     with pytest.raises(socketio.exceptions.ConnectionError):
         await ck.ChatClient(app.url, old_token, "bob").connect(old_thread)
+    # The page and the login form still work in his browser, which still holds the dead cookie.
+    assert (await get(app, "/", old_token)).status_code == 200
 
     # A new account named bob is a new person: none of the old bob's threads or files, and the old
     # cookie stays dead.
     assert "Added `bob`" in await admin.reply(f"/users add {BOB_AGAIN[0]} {BOB_AGAIN[1]} user")
     assert (await post_threads(app, old_token)).status_code == 401
-    new_token = await ck.login(app.url, *BOB_AGAIN)
+    async with httpx.AsyncClient(base_url=app.url, cookies={"access_token": old_token}) as http:
+        relogin = await http.post("/login", data={"username": BOB_AGAIN[0], "password": BOB_AGAIN[1]})
+    assert relogin.status_code == 200, relogin.text
+    new_token = relogin.cookies["access_token"]
     assert (await post_threads(app, new_token)).json()["data"] == []
     assert (await get(app, f"/project/thread/{old_thread}", new_token)).status_code != 200
     assert (await get(app, file_url, new_token)).status_code == 404
