@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypedDict
@@ -20,6 +21,7 @@ from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
 from .accounts import Account, Accounts, check_username
+from .denials import Denials
 from .glossary import SHARED, Glossary
 from .keys import Audited, Keys
 from .retire import Retirement
@@ -186,7 +188,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
     if actor is None:
         return Reply("Your account no longer exists. Ask an admin.", ok=False)
     if spec.admin and not actor.is_admin:
-        await _audit(engine, username, "denied", {"command": inv.name, "typed": inv.typed}, "refused", "not an admin")
+        await _denials(engine).refused(username, "denied", {"command": inv.name, "typed": inv.typed})
         return Reply(NOT_ALLOWED, ok=False)
     try:
         args = shlex.split(inv.argtext)
@@ -204,6 +206,16 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         return Reply(f"{detail}Usage: `{spec.usage}`", ok=False)
     except BatonError as exc:
         return Reply(f"**Refused:** {render.text(exc)}", ok=False)
+
+
+_DENIALS: weakref.WeakKeyDictionary[Engine, Denials] = weakref.WeakKeyDictionary()
+
+
+def _denials(engine: Engine) -> Denials:
+    """A user's refused admin commands: one counted audit row per user and minute (admin/denials.py)."""
+    if (found := _DENIALS.get(engine)) is None:
+        found = _DENIALS[engine] = Denials(engine.record, engine.amend_record)
+    return found
 
 
 async def _audit(engine: Engine, actor: str, action: str, args: Mapping[str, object], outcome: str,

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 
+from admin.denials import Amend
 from admin.keys import Keys
 from admin.throttle import LoginThrottle
 from engine import Engine
@@ -18,7 +19,6 @@ from engine import Engine
 from . import admin_api, openai_api
 from .auth import Auth, Record
 from .config import GatewayConfig
-from .denials import Amend
 from .errors import unavailable
 
 T = TypeVar("T")

@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
+from admin.denials import Amend, Denials
 from admin.keys import ApiKey, Keys
 from admin.throttle import Locked, LoginThrottle
 from engine import BatonError
 
 from . import metrics
-from .denials import Amend, Denials
 from .errors import ApiError
 
 log = logging.getLogger("baton.gateway")

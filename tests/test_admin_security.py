@@ -149,6 +149,16 @@ async def test_denied_admin_calls_are_counted_per_key_and_minute_and_the_audit_f
     assert "Usage" in await admin.reply("/audit --colour red")
 
 
+
+async def test_a_users_refused_admin_commands_are_counted_too(app, admin):
+    assert "Added" in await admin.reply("/users add erin erin-password-1 user")
+    async with ck.chatting(app.url, "erin", "erin-password-1") as erin:
+        for _ in range(12):
+            assert "not allowed" in await erin.reply("/status")
+    rows = await admin.reply("/audit 50 --action denied --actor erin")
+    counts = [int(n) for n in re.findall(r"(\d+) requests? refused in this minute", rows)]
+    assert 1 <= len(counts) <= 2 and sum(counts) == 12, rows
+
 # 7. markdown injection -------------------------------------------------------------------
 HOSTILE = "![x](https://127.0.0.1:9/i.png) [click](https://example.com) <https://example.com/a>"
 IN_A_PATH = "![x](https:127.0.0.1:9)"  # the probe: no slash, so it stays one path segment

@@ -1,9 +1,10 @@
-"""Refusals of a valid key, counted: one audit row per key and minute, however many requests.
+"""Refusals of someone known, counted: one audit row per actor and minute, however many requests.
 
-A user key calling the admin API is refused with 403, and each refusal used to be an audit row: a
-thousand requests pushed the admin's own actions out of `/audit`. Now the first refusal of a minute
-writes a row, and the later ones in that minute rewrite its detail with the count ("12 requests
-refused in this minute"). Writes of one row never overlap, so the count stored is the last one.
+A user key calling the admin API is refused with 403 (and a user typing an admin command in the
+chat is refused too), and each refusal used to be an audit row: a thousand requests pushed the
+admin's own actions out of `/audit`. Now the first refusal of a minute writes a row, and the later
+ones in that minute rewrite its detail with the count ("12 requests refused in this minute").
+Writes of one row never overlap, so the count stored is the last one.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from engine import BatonError
 
-log = logging.getLogger("baton.gateway")
+log = logging.getLogger("baton.admin")
 
 Insert = Callable[[str, str, dict[str, object], str, str], Awaitable[int]]  # audit row -> its id
 Amend = Callable[[int, str], Awaitable[None]]  # row id, new detail
