@@ -263,7 +263,7 @@ def evaluation(ev: Evaluation, active: str | None, other: Evaluation | None, gat
     if other is not None:
         columns += [f"chrF {cell(other.version)} (active)", "Δ chrF"]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines = [((p.src_lang, p.tgt_lang), f"{p.src_lang} → {p.tgt_lang}", p.scores) for p in ev.pairs]
+    lines = [((p.src_lang, p.tgt_lang), f"{cell(p.src_lang)} → {cell(p.tgt_lang)}", p.scores) for p in ev.pairs]
     for key, label, sc in [*lines, (("", ""), "**overall**", o)]:
         row = [label, str(sc.segments), f"{sc.chrf:.1f}", f"{sc.bleu:.1f}", _pct(sc.exact)]
         if other is not None:
@@ -371,7 +371,7 @@ def attribution(r: TranslationResult) -> str:
 
 def pair(r: TranslationResult) -> str:
     """"English → French", with the detected language's confidence when it was detected."""
-    shown = f"**{r.source_lang or 'Auto-detected'} → {r.target_lang}**"
+    shown = f"**{text(r.source_lang or 'Auto-detected')} → {text(r.target_lang)}**"
     if r.detected is not None:
         shown += f" (detected, {r.detected.confidence:.0%} sure)"
     return shown
@@ -466,7 +466,7 @@ def document_done(filename: str, total: int, translated: int, result: Translatio
 
 
 def waiting(info: WaitInfo) -> str:
-    return (f"⏳ **Waiting for a model version to be ready** ({info.waited_s:.0f} s so far). {info.detail}\n\n"
+    return (f"⏳ **Waiting for a model version to be ready** ({info.waited_s:.0f} s so far). {text(info.detail)}\n\n"
             "Your text will be translated as soon as one is ready; there is no need to send it again.")
 
 
