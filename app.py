@@ -51,6 +51,7 @@ from admin.config import ChatConfig
 from admin.files import FileStore
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.masked_history import MaskedHistory
 from admin.origin_guard import OriginGuard
 from admin.retire import Retirement
 from admin.throttle import Locked, LoginThrottle
@@ -250,7 +251,7 @@ endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
     # Chat history lives in the engine's database; engine/migrations creates its tables (Engine.start).
-    return chat_history.HistoryDataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
+    return MaskedHistory(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
 
 
 # login and session ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 import socketio
 from markdown_it import MarkdownIt
 
+from admin.denials import Denials
 from engine.masking import mask
 from tests import chatkit as ck
 
@@ -220,7 +221,9 @@ async def test_credentials_typed_in_a_command_are_masked_wherever_it_is_kept(app
     def masked_everywhere() -> bool:
         stored = stored_text(app) + app.log()
         return "***" in stored and not any(s in stored for s in ("Pa55word", "Sekret"))
-    await ck.wait_until(masked_everywhere, 10, "no credential in the history, the audit or the log")
+    def leaks() -> list[str]:
+        return [line for line in (stored_text(app) + app.log()).splitlines() if "Pa55word" in line or "Sekret" in line]
+    await ck.wait_until(masked_everywhere, 10, "no credential in the history, the audit or the log", detail=leaks)
     # What is not secret stays readable: the host of the URL, the flag's name.
     assert "127.0.0.1:9" in stored_text(app) and "--hf-token" in stored_text(app)
 
@@ -241,3 +244,26 @@ def test_masking_hides_credentials_and_keeps_the_rest():
     assert mask('{"flags": ["--password", "t3"]}') == '{"flags": ["--password", "***"]}'
     kept = "--max-tokens 5 --api-key-env VAR --tokenizer tok --template-terminology x http://host/a@b"
     assert mask(kept) == kept
+
+
+async def test_counted_refusals_return_once_stored_and_a_new_minute_starts_a_row():
+    """admin/denials.py alone, with slow writes: 50 refusals at once are stored as one row holding
+    50 before the last of them returns; the next minute gets a row of its own."""
+    now = [600.0]
+    rows: dict[int, str] = {}
+
+    async def insert(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> int:
+        await asyncio.sleep(0.01)
+        rows[len(rows) + 1] = detail
+        return len(rows)
+
+    async def amend(row: int, detail: str) -> None:
+        await asyncio.sleep(0.01)
+        rows[row] = detail
+
+    denials = Denials(insert, amend, clock=lambda: now[0])
+    await asyncio.gather(*(denials.refused("key:x", "admin-api-denied", {"at": "/p"}) for _ in range(50)))
+    assert rows == {1: "50 requests refused in this minute"}
+    now[0] += 60
+    await denials.refused("key:x", "admin-api-denied", {"at": "/p"})
+    assert rows[2] == "1 request refused in this minute"
