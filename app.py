@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import chainlit as cl
-from chainlit.auth import cookie
+import jwt
+from chainlit.auth import cookie, get_token_from_cookies
+from chainlit.auth.jwt import decode_jwt
 from chainlit.context import init_ws_context
 from chainlit.data import get_data_layer
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
@@ -42,14 +44,18 @@ from admin import (
     http_limits,
     languages,
     login_guard,
+    private_dir,
     render,
+    sessions,
 )
 from admin.accounts import USERNAME_RE, Account, Accounts
 from admin.config import ChatConfig
 from admin.files import FileStore
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.masked_history import MaskedHistory
 from admin.origin_guard import OriginGuard
+from admin.retire import Retirement
 from admin.throttle import Locked, LoginThrottle
 from admin.votes import Ballot, Votes
 from engine import (
@@ -75,6 +81,7 @@ for noisy in ("httpx", "httpx2"):
 
 SETTINGS = Settings()
 CONFIG = ChatConfig()
+private_dir.make_private(SETTINGS.data_dir)  # before anything is written there
 # Chainlit checks for its token secret right after importing this module.
 auth_secret.ensure(SETTINGS.data_dir)
 
@@ -86,19 +93,24 @@ _accounts: Accounts | None = None
 _keys: Keys | None = None
 _votes: Votes | None = None
 _glossary: Glossary | None = None
+_retirement: Retirement | None = None
 CONTEXT_TURNS = 3  # earlier source texts given as context to a version with a contextual template
 _background: set[asyncio.Task] = set()  # load followers; a reference keeps them from being collected
 THROTTLE = LoginThrottle.from_config(CONFIG)  # failed logins: chat passwords and API keys
 
 
-async def _record(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> None:
-    await engine().record(actor, action, args, outcome, detail)
+async def _record(actor: str, action: str, args: dict[str, object], outcome: str, detail: str) -> int:
+    return await engine().record(actor, action, args, outcome, detail)
+
+
+async def _amend(row_id: int, detail: str) -> None:
+    await engine().amend_record(row_id, detail)
 
 
 endpoints.install(http_app, lambda: _engine, CONFIG.metrics_token)
 http_limits.install(http_limits.Limits(CONFIG.http_header_timeout_s, CONFIG.http_body_timeout_s,
                                        CONFIG.http_max_connections))
-gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record))
+gateway.install(http_app, gateway.build(lambda: _engine, lambda: _keys, THROTTLE, _record, _amend))
 # Innermost (appended, where add_middleware would put it outermost): Chainlit's CORS and gzip
 # middlewares then handle the guard's 429 like any other response.
 http_app.user_middleware.append(Middleware(login_guard.LoginGuard, path=http_app.url_path_for("login")))
@@ -114,6 +126,21 @@ http_app.user_middleware[:] = [Middleware(OriginGuard, allowed=CONFIG.allowed_or
 if "CHAINLIT_COOKIE_SAMESITE" not in os.environ:
     cookie._cookie_samesite = "strict"
 chat_history.refuse_bad_thread_ids(sio)
+
+
+def _login_of(cookies: Mapping[str, str], authorization: str) -> tuple[str, str] | None:
+    """The account name and stamp in a chat login token (Chainlit's JWT); None without a valid one."""
+    scheme, _, bearer = authorization.partition(" ")
+    token = get_token_from_cookies(dict(cookies)) or (bearer.strip() if scheme.lower() == "bearer" else "")
+    try:
+        user = decode_jwt(token) if token else None
+    except (jwt.PyJWTError, TypeError):  # not a login token (an API key, say): Chainlit and the gateway judge it
+        return None
+    return (user.identifier, str(user.metadata.get(sessions.STAMP, ""))) if user else None
+
+
+http_app.user_middleware.append(Middleware(sessions.SessionGuard, read=_login_of,
+                                           lookup=lambda: _accounts.get if _accounts else None))
 
 
 def _started(part: T | None, what: str) -> T:
@@ -152,7 +179,7 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 # process life -------------------------------------------------------------------
 @cl.on_app_startup
 async def startup() -> None:
-    global _engine, _accounts, _keys, _votes, _glossary
+    global _engine, _accounts, _keys, _votes, _glossary, _retirement
     eng = Engine(SETTINGS)
     eng.notices.subscribe(_tell_admins)  # before start(): a rollout resumed at start is announced too
     await eng.start()  # schema (the stores' and the chat history's too), orphans, the active version loading again
@@ -161,6 +188,7 @@ async def startup() -> None:
     votes = Votes(eng.store.engine)
     terms = Glossary(eng.store.engine)
     await _bootstrap_admin(eng, accts)
+    _retirement = Retirement(eng.store.engine, FILES, _end_sessions)
     _engine, _accounts, _keys, _votes, _glossary = eng, accts, keys, votes, terms
     log.info("Baton ready: data in %s, active version %s", SETTINGS.data_dir, eng.router.deployment.active)
 
@@ -228,7 +256,7 @@ endpoints.in_front(http_app, "/baton/files/{key:path}", get_file, "GET")
 @cl.data_layer
 def data_layer() -> SQLAlchemyDataLayer:
     # Chat history lives in the engine's database; engine/migrations creates its tables (Engine.start).
-    return chat_history.HistoryDataLayer(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
+    return MaskedHistory(conninfo=SETTINGS.db_url, storage_provider=_LocalFiles())
 
 
 # login and session ----------------------------------------------------------------
@@ -256,7 +284,9 @@ async def login(username: str, password: str) -> cl.User | None:
         return None
     THROTTLE.succeeded(username, address)
     # The role here is informative only; every command reads it from the accounts table.
-    return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials"})
+    # The stamp ties the login to this account: a later account with the same name is someone else.
+    return cl.User(identifier=account.username, metadata={"role": account.role, "provider": "credentials",
+                                                          sessions.STAMP: sessions.stamp(account)})
 
 
 async def _audit_login(username: str, action: str, address: str, outcome: str, lock: Locked | None) -> None:
@@ -343,7 +373,7 @@ async def settings_update(chosen: dict[str, Any]) -> None:
         # Chainlit already stored the new values: put the last good ones back.
         previous = cl.user_session.get("languages") or {}
         cl.context.session.chat_settings.update(previous)
-        await cl.Message(f"⚠️ {exc} Your languages did not change.").send()
+        await cl.Message(f"⚠️ {render.text(exc)} Your languages did not change.").send()
         return
     _remember(pair)
 
@@ -365,7 +395,7 @@ async def on_message(message: cl.Message) -> None:
     try:  # the pickers' values come from the browser: checked, and kept only when good
         pair = languages.resolve(languages.modes_chosen(message.modes or {}, settings))
     except BatonError as exc:
-        await cl.Message(f"⚠️ {exc} Nothing was translated.").send()
+        await cl.Message(f"⚠️ {render.text(exc)} Nothing was translated.").send()
         return
     _remember(pair)
     files = [e for e in message.elements or [] if isinstance(e, cl.File) and e.path]
@@ -399,7 +429,8 @@ class _Progress:
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
     progress = _Progress()
     try:
-        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary())
+        reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary(),
+                                       _retirement)
     except asyncio.CancelledError:  # Stop: a command that can be stopped (/eval) says it left nothing
         await progress.stopped()
         raise
@@ -552,7 +583,7 @@ async def _translate_document(element: cl.File, pair: languages.Pair, username: 
         data = await asyncio.to_thread(Path(str(element.path)).read_bytes)
         doc = await engine().open_document(element.name, data, user=username)
     except BatonError as exc:
-        status.content = f"⚠️ {exc}"
+        status.content = f"⚠️ {render.text(exc)}"
         await status.update()
         return
     done: list[str | None] = []
@@ -655,6 +686,14 @@ async def _tell_admins(text: str) -> None:
             _spawn(_post_notice(session, text))
 
 
+async def _end_sessions(username: str) -> int:
+    """Disconnect this process's open chats of `username` (a removed account); how many there were."""
+    open_chats = [s for s in list(ws_sessions_id.values()) if s.user is not None and s.user.identifier == username]
+    for session in open_chats:
+        await sio.disconnect(session.socket_id)
+    return len(open_chats)
+
+
 async def _post_notice(session: WebsocketSession, text: str) -> None:
     init_ws_context(session)  # this task only: the message goes to that admin's chat
     status = cl.Action(name=ACTION, payload={"command": "/rollout status"}, label="Rollout status")
@@ -675,7 +714,7 @@ async def _follow_load(name: str, reply_id: str) -> None:
             step.output = render.load_progress(item)
             await step.update()
     except BatonError as exc:
-        step.output, step.is_error, step.end = f"Lost track of the load: {exc}", True, utc_now()
+        step.output, step.is_error, step.end = f"Lost track of the load: {render.text(exc)}", True, utc_now()
         await step.update()
         return
     assert last is not None

@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypedDict
 
-from engine import BatonError, Engine
+from engine import BatonError, Engine, masking
 from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
-from .accounts import Account, Accounts
+from .accounts import Account, Accounts, check_username
+from .denials import Denials
 from .glossary import SHARED, Glossary
 from .keys import Audited, Keys
+from .retire import Retirement
 
 log = logging.getLogger("baton.admin")
 
@@ -59,8 +62,9 @@ COMMANDS: dict[str, Spec] = {
     # Not `mutating`: Stop cancels an evaluation, and a cancelled one stores nothing.
     "eval": Spec("/eval [NAME [SET]]", "Score a version on an evaluation set (alone: the sets and scores)", "gauge"),
     "logs": Spec("/logs NAME [N]", "Last log lines of a version", "scroll-text"),
-    "audit": Spec("/audit [N]", "Last admin actions", "shield"),
-    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME | list", "Manage accounts", "users",
+    "audit": Spec("/audit [N] [--action ACTION] [--actor WHO]", "Last admin actions", "shield"),
+    "users": Spec("/users add NAME PASSWORD [admin|user] | remove NAME (deletes their history) | list",
+                  "Manage accounts", "users",
                   mutating=True),
     "keys": Spec("/keys add NAME [user|admin] | revoke NAME | list", "Manage API keys", "key-round", mutating=True),
     "rollout": Spec("/rollout NAME [--steps 5,25,50,100] [--step-s S] [--step-requests N] | status | abort",
@@ -114,6 +118,7 @@ class Context:
     actor: Account
     progress: ShowProgress = _unseen  # the chat shows it in one message, updated in place
     glossary: Glossary | None = None
+    retirement: Retirement | None = None  # what removing an account does beyond its row
 
 
 class CommandEntry(TypedDict):
@@ -152,27 +157,30 @@ def parse(content: str, command: str | None, *, is_admin: bool) -> Invocation | 
 
 
 def redact(inv: Invocation) -> str | None:
-    """The command with its password masked, for `/users add`; None when nothing is secret."""
-    if inv.name != "users":
-        return None
+    """The command as it may be kept, with the password of `/users add` and any credential in a URL
+    or a secret option (engine.masking) masked; None when nothing is secret."""
     words = inv.argtext.split()
-    if not words or words[0].lower() != "add":
-        return None
-    shown = words[:2] + (["••••••••"] if len(words) > 2 else []) + words[3:4]
-    return "/users " + " ".join(shown)
+    if inv.name == "users" and words and words[0].lower() == "add":
+        shown = words[:2] + (["••••••••"] if len(words) > 2 else []) + words[3:4]
+        return "/users " + " ".join(shown)
+    line = f"/{inv.name} {inv.argtext}".rstrip()
+    masked = masking.mask(line)
+    return masked if masked != line else None
 
 
 async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                  progress: ShowProgress = _unseen, glossary: Glossary | None = None) -> Reply:
-    """Run one command for `username`. Never raises for bad input: the reply says what was wrong.
-    A long command (/eval) shows how far it got through `progress`."""
+                  progress: ShowProgress = _unseen, glossary: Glossary | None = None,
+                  retirement: Retirement | None = None) -> Reply:
+    """Run one command for `username`. Never raises for bad input: the reply says what was wrong
+    (a credential it repeats masked). A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary)
+    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary, retirement)
+    reply = replace(reply, markdown=masking.mask(reply.markdown))
     return replace(reply, redacted=hidden) if hidden else reply
 
 
 async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                   progress: ShowProgress, glossary: Glossary | None) -> Reply:
+                   progress: ShowProgress, glossary: Glossary | None, retirement: Retirement | None) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -180,13 +188,14 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
     if actor is None:
         return Reply("Your account no longer exists. Ask an admin.", ok=False)
     if spec.admin and not actor.is_admin:
-        await _audit(engine, username, "denied", {"command": inv.name, "typed": inv.typed}, "refused", "not an admin")
+        await _denials(engine).refused(username, "denied", {"command": inv.name, "typed": inv.typed})
         return Reply(NOT_ALLOWED, ok=False)
     try:
         args = shlex.split(inv.argtext)
     except ValueError as exc:
-        return Reply(f"Could not read the arguments ({exc}). Check the quotes.\n\nUsage: `{spec.usage}`", ok=False)
-    ctx = Context(engine, accounts, keys, actor, progress, glossary)
+        return Reply(f"Could not read the arguments ({render.text(exc)}). Check the quotes.\n\nUsage: `{spec.usage}`",
+                     ok=False)
+    ctx = Context(engine, accounts, keys, actor, progress, glossary, retirement)
     work = HANDLERS[inv.name](ctx, args)
     try:
         if spec.mutating:  # Stop cancels the chat task
@@ -196,7 +205,17 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
         detail = f"{exc} " if str(exc) else ""
         return Reply(f"{detail}Usage: `{spec.usage}`", ok=False)
     except BatonError as exc:
-        return Reply(f"**Refused:** {exc}", ok=False)
+        return Reply(f"**Refused:** {render.text(exc)}", ok=False)
+
+
+_DENIALS: weakref.WeakKeyDictionary[Engine, Denials] = weakref.WeakKeyDictionary()
+
+
+def _denials(engine: Engine) -> Denials:
+    """A user's refused admin commands: one counted audit row per user and minute (admin/denials.py)."""
+    if (found := _DENIALS.get(engine)) is None:
+        found = _DENIALS[engine] = Denials(engine.record, engine.amend_record)
+    return found
 
 
 async def _audit(engine: Engine, actor: str, action: str, args: Mapping[str, object], outcome: str,
@@ -403,9 +422,10 @@ async def _logs(ctx: Context, args: list[str]) -> Reply:
 
 
 async def _audit_log(ctx: Context, args: list[str]) -> Reply:
-    _arity(args, 0, 1)
-    n = _int(args[0], "N", 1, 1000) if args else 20
-    return Reply(render.audit(await ctx.engine.audit(n)))
+    rest, only = _take_options(args, ("--action", "--actor"))
+    _arity(rest, 0, 1)
+    n = _int(rest[0], "N", 1, 1000) if rest else 20
+    return Reply(render.audit(await ctx.engine.audit(n, only.get("--action"), only.get("--actor"))))
 
 
 async def _users(ctx: Context, args: list[str]) -> Reply:
@@ -420,21 +440,32 @@ async def _users(ctx: Context, args: list[str]) -> Reply:
         role = rest[2].lower() if len(rest) == 3 else "user"
         audit_args = {"name": name, "role": role}  # never the password
         try:
+            # What an earlier account of this name left behind is not the new person's.
+            left = await _retirement(ctx).forget(name) if await ctx.accounts.get(check_username(name)) is None else None
             account = await ctx.accounts.add(name, password, role, created_by=who)
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-add", audit_args, "refused", str(exc))
             raise
-        await _audit(ctx.engine, who, "users-add", audit_args, "ok")
-        return Reply(f"Added {render.code(account.username)} as {account.role}. They can log in now.")
+        earlier = f"an earlier account of this name: {left}" if left else ""
+        await _audit(ctx.engine, who, "users-add", audit_args, "ok", earlier)
+        return Reply(f"Added {render.code(account.username)} as {account.role}. They can log in now."
+                     + (f" ({earlier}.)" if earlier else ""))
     if sub == "remove" and len(rest) == 1:
         try:
             gone = await ctx.accounts.remove(rest[0], actor=who)
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-remove", {"name": rest[0]}, "refused", str(exc))
             raise
-        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}")
-        return Reply(f"Removed {render.code(gone.username)}. Their open sessions can no longer do anything.")
+        forgotten = await _retirement(ctx).forget(gone.username)
+        await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}; {forgotten}")
+        return Reply(f"Removed {render.code(gone.username)}: their logins are refused from now on; {forgotten}. "
+                     "A new account with this name starts with nothing of theirs.")
     raise Usage()
+
+
+def _retirement(ctx: Context) -> Retirement:
+    assert ctx.retirement is not None, "the chat passes what removing an account does"
+    return ctx.retirement
 
 
 async def _keys(ctx: Context, args: list[str]) -> Reply:

@@ -63,3 +63,19 @@ class FileStore:
             return found
 
         return await asyncio.to_thread(remove)
+
+    async def delete_owned(self, owner: str) -> int:
+        """Delete every file of the user `owner` (a Chainlit user id); how many there were."""
+        def remove() -> int:
+            if not owner or not self.root.is_dir():
+                return 0
+            count = 0
+            for meta in self.root.glob("*.json"):
+                key = str(json.loads(meta.read_text()).get("key") or "")
+                if key.split("/", 1)[0] == owner:
+                    meta.with_suffix("").unlink(missing_ok=True)
+                    meta.unlink()
+                    count += 1
+            return count
+
+        return await asyncio.to_thread(remove)

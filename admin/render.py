@@ -1,6 +1,7 @@
 """Engine results as markdown for the chat. Pure functions: data in, text out."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,18 +27,27 @@ from engine.types import AuditEvent, Deployment
 from .accounts import Account
 from .keys import ApiKey
 
-
 # pieces ---------------------------------------------------------------------
+# What could turn outside text into markup: links and images ([ ]), autolinks and HTML (< >), code
+# (`), emphasis (* ~), table cells (|), and the escape itself. CommonMark lets any be backslashed.
+_MARKUP = re.compile(r"([\\`*~\[\]<>|])")
+
+
+def text(value: object) -> str:
+    """Text from outside (a path, a name, a term, a file name, an error naming them, model output)
+    as inert markdown on one line: shown as typed, never a link, an image or a table's end."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+
 def cell(value: object) -> str:
-    """A value safe inside a markdown table cell (pipes and newlines would break the row)."""
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")[:300]
+    """A value safe inside a markdown table cell, cut to a readable length."""
+    return "" if value is None else text(str(value)[:300])
 
 
 def code(value: object) -> str:
     """Inline code that cannot be broken out of by a backtick in the value."""
-    text = str(value).replace("`", "'").replace("\n", " ")
-    return f"`{text}`" if text else "``"
+    shown = str(value).replace("`", "'").replace("\n", " ")
+    return f"`{shown}`" if shown else "``"
 
 
 def block(lines: Iterable[str]) -> str:
@@ -253,7 +263,7 @@ def evaluation(ev: Evaluation, active: str | None, other: Evaluation | None, gat
     if other is not None:
         columns += [f"chrF {cell(other.version)} (active)", "Δ chrF"]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines = [((p.src_lang, p.tgt_lang), f"{p.src_lang} → {p.tgt_lang}", p.scores) for p in ev.pairs]
+    lines = [((p.src_lang, p.tgt_lang), f"{cell(p.src_lang)} → {cell(p.tgt_lang)}", p.scores) for p in ev.pairs]
     for key, label, sc in [*lines, (("", ""), "**overall**", o)]:
         row = [label, str(sc.segments), f"{sc.chrf:.1f}", f"{sc.bleu:.1f}", _pct(sc.exact)]
         if other is not None:
@@ -361,7 +371,7 @@ def attribution(r: TranslationResult) -> str:
 
 def pair(r: TranslationResult) -> str:
     """"English → French", with the detected language's confidence when it was detected."""
-    shown = f"**{r.source_lang or 'Auto-detected'} → {r.target_lang}**"
+    shown = f"**{text(r.source_lang or 'Auto-detected')} → {text(r.target_lang)}**"
     if r.detected is not None:
         shown += f" (detected, {r.detected.confidence:.0%} sure)"
     return shown
@@ -421,7 +431,8 @@ def answer(partial: str, result: TranslationResult | None, error: str | None, st
         tail = (f"_Stopped: the partial translation above{source} is kept._" if body
                 else "_Stopped before any text arrived._")
     else:
-        tail = f"⚠️ {error}" if not body else f"⚠️ {error}\n\n_The partial translation above{source} is kept._"
+        why = f"⚠️ {text(error)}"
+        tail = why if not body else f"{why}\n\n_The partial translation above{source} is kept._"
     return f"{body}\n\n{tail}" if body else tail
 
 
@@ -448,25 +459,25 @@ def document_done(filename: str, total: int, translated: int, result: Translatio
         if translated < total:
             lines.append(f"ℹ️ {total - translated} segments came back empty and keep their original words.")
         return "\n\n".join(lines)
-    head = "⏹️ Stopped" if stopped else f"⚠️ {error}"
+    head = "⏹️ Stopped" if stopped else f"⚠️ {text(error)}"
     kept = (f"The {translated} segments translated by then are in the file below; the other {total - translated} "
             "keep their original words." if translated else "Nothing was translated.")
     return f"{head}\n\n📄 {code(filename)}: {kept}"
 
 
 def waiting(info: WaitInfo) -> str:
-    return (f"⏳ **Waiting for a model version to be ready** ({info.waited_s:.0f} s so far). {info.detail}\n\n"
+    return (f"⏳ **Waiting for a model version to be ready** ({info.waited_s:.0f} s so far). {text(info.detail)}\n\n"
             "Your text will be translated as soon as one is ready; there is no need to send it again.")
 
 
 # loading --------------------------------------------------------------------
 def _where(v: VersionStatus) -> str:
     """Where a version runs: its process, or the remote server it is served by."""
-    return f"served at {v.url}" if v.url else f"pid {_dash(v.pid)}, port {_dash(v.port)}"
+    return f"served at {text(v.url)}" if v.url else f"pid {_dash(v.pid)}, port {_dash(v.port)}"
 
 
 def load_started(v: VersionStatus) -> str:
-    where = f" (served at {v.url})" if v.url else f" on port {v.port}" if v.port else ""
+    where = f" (served at {text(v.url)})" if v.url else f" on port {v.port}" if v.port else ""
     name = v.name
     return (f"Loading {code(name)}{where} in the background. Progress shows below; "
             "the chat stays usable meanwhile, for you and everyone else.")
@@ -490,11 +501,11 @@ def load_finished(p: Progress, tail: Sequence[str]) -> str:
                 f"Send traffic to it with `/switch {v.name}` or `/canary {v.name} 10`.")
     if p.phase == "failed":
         reason = v.reason if v and v.reason else "no reason was given"
-        text = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {reason}"
+        failed = f"❌ {code(p.name)} failed to start after {duration(p.elapsed_s)}: {text(reason)}"
         if tail:
-            text += f"\n\nLast log lines:\n\n{block(tail)}"
+            failed += f"\n\nLast log lines:\n\n{block(tail)}"
         recipe = "--url URL ..." if v and v.url else "MODEL_PATH ..."
-        return text + (f"\n\nFix the recipe with `/load {p.name} {recipe}`, "
+        return failed + (f"\n\nFix the recipe with `/load {p.name} {recipe}`, "
                        f"or try it again as it is with `/load {p.name}`.")
     return f"{code(p.name)} stopped loading (it was unloaded)."
 
@@ -529,8 +540,8 @@ ADMIN_HELP = """**Admin commands** (type them, or pick one from the `/` menu; an
 | `/unload NAME` | let its requests finish, then stop the version |
 | `/status` | versions, their processes and traffic |
 | `/logs NAME [N]` | the last N (default 50) log lines of a version |
-| `/audit [N]` | the last N (default 20) admin actions |
-| `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts |
+| `/audit [N] [--action ACTION] [--actor WHO]` | the last N (default 20) admin actions, of one action or actor |
+| `/users add NAME PASSWORD [admin\\|user]` · `/users remove NAME` · `/users list` | accounts; removing one ends its sessions and deletes its history, files and glossary |
 | `/keys add NAME [user\\|admin]` · `/keys revoke NAME` · `/keys list` | API keys for `/v1` (user) and `/admin/v1` (admin) |
 | `/glossary shared add SOURCE = TARGET [for LANG]` · `/glossary shared remove SOURCE [for LANG]` | the glossary every user gets (a user's own term wins) |
 

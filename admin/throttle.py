@@ -65,12 +65,21 @@ class LoginThrottle:
 
     # the three calls of one attempt -----------------------------------------
     async def admit(self, account: str | None, address: str) -> None:
-        """Raise Locked if the account or the address is locked, or if so many attempts are
-        already in flight that one more could pass the lock threshold; otherwise wait the delay
-        that the failures so far earn."""
+        """Raise Locked if the address is locked, or the account is and the address has been
+        failing, or if so many attempts are already in flight that one more could pass the lock
+        threshold; otherwise wait the delay that the failures so far earn.
+
+        An address with no failure and no attempt in flight meets only its own limits: the
+        account's lock or failures only slow it (by the longest delay). So guesses from many
+        addresses cannot lock an account's owner out, and each such address gets one guess
+        before the account's lock refuses it too."""
         now = self._clock()
         keys = _keys(account, address)
-        locked = [(k, e) for k in keys if (e := self._current(k, now)) is not None and e.locked_until > now]
+        current = {k: self._current(k, now) for k in keys}
+        by_address = current[keys[-1]]
+        clean = by_address is None or not (by_address.failures or by_address.pending or by_address.locked_until > now)
+        guarded = keys[-1:] if clean else keys
+        locked = [(k, e) for k in guarded if (e := current[k]) is not None and e.locked_until > now]
         if locked:
             until = max(e.locked_until for _, e in locked)
             first = not all(e.refusal_reported for _, e in locked)
@@ -79,7 +88,8 @@ class LoginThrottle:
             raise _locked(tuple(k for k, _ in locked), math.ceil(until - now), first)
         # Attempts in flight count as failures until settled: a burst of parallel guesses must not
         # all be admitted before the first one fails.
-        load = max(len(e.failures) + len(e.pending) for e in (self._current(k, now) or _Entry() for k in keys))
+        loads = {k: len(e.failures) + len(e.pending) if e else 0 for k, e in current.items()}
+        load = max(loads[k] for k in guarded)
         if load >= self.lock_after:
             raise Locked(f"Too many login attempts at once for this account or from your network address. "
                          f"Try again in {math.ceil(self.max_delay_s) + 1} s.",
@@ -87,7 +97,9 @@ class LoginThrottle:
         entries = [self._entry(k, now) for k in keys]
         for e in entries:
             e.pending.append(now)
-        delay = self._delay(load)
+        pressed = clean and any(k not in guarded and (e.locked_until > now or loads[k] >= self.slow_after)
+                                for k, e in current.items() if e is not None)
+        delay = self.max_delay_s if pressed else self._delay(load)
         if delay <= 0:
             return
         try:

@@ -55,7 +55,7 @@ class Client:
             base_url=f"{self.url}/admin/v1", headers={"Authorization": f"Bearer {api_key}"},
             timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
-    def get(self, path: str, **params: int) -> Any:
+    def get(self, path: str, **params: int | str) -> Any:
         return self.call("GET", path, params=params or None)
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -325,9 +325,12 @@ def logs(ctx: typer.Context, name: str, n: Lines = 50, json_out: JsonOut = False
 
 
 @app.command()
-def audit(ctx: typer.Context, n: Lines = 20, json_out: JsonOut = False) -> None:
+def audit(ctx: typer.Context, n: Lines = 20, json_out: JsonOut = False,
+          action: Annotated[str | None, typer.Option(help="Only this action, e.g. keys-add.")] = None,
+          actor: Annotated[str | None, typer.Option(help="Only this actor, e.g. root or key:ci.")] = None) -> None:
     """The last admin actions, newest first: who did what, and how it ended."""
-    events = _client(ctx).get("/audit", n=n)
+    only = {k: v for k, v in (("action", action), ("actor", actor)) if v is not None}
+    events = _client(ctx).get("/audit", n=n, **only)
     rows = [(e["at"], e["actor"], e["action"], e["arguments"], e["outcome"], e["detail"]) for e in events]
     _show(events, json_out, table(("AT", "ACTOR", "ACTION", "ARGUMENTS", "OUTCOME", "DETAIL"), rows))
 

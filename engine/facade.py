@@ -52,7 +52,7 @@ from .router import Route, RouteInfo, Router, WaitInfo
 from .settings import Settings
 from .shadow import ShadowRunner, ShadowStats
 from .states import LOADING, Desired, State
-from .store import Change, Store
+from .store import AUDIT_ACTION_MAX, AUDIT_ACTOR_MAX, Change, Store
 from .supervisor import Supervisor
 from .templates import Capability
 from .translate import (
@@ -846,9 +846,13 @@ class Engine:
                            "if it did.")
         return await asyncio.to_thread(logfile.tail, self.settings.log_dir / f"{name}.log", n)
 
-    async def record(self, actor: str, action: str, args: Mapping[str, object], outcome: str, detail: str = "") -> None:
-        """An audit row for an action taken outside the engine (accounts, denied commands)."""
-        await self.store.audit(actor, action, args, outcome, detail)
+    async def record(self, actor: str, action: str, args: Mapping[str, object], outcome: str, detail: str = "") -> int:
+        """An audit row for an action taken outside the engine (accounts, denied commands); its id."""
+        return await self.store.audit(actor, action, args, outcome, detail)
+
+    async def amend_record(self, row_id: int, detail: str) -> None:
+        """A new detail for an audit row written by `record` (a burst of refusals counted in one row)."""
+        await self.store.amend_audit(row_id, detail)
 
     def feedback(self, version: str, up: bool | None, answer: str = "") -> None:
         """A user's thumbs up or down (None: taken back) on an answer `version` gave: a metric of votes
@@ -867,10 +871,15 @@ class Engine:
         """What live traffic said about `version` since `since` (the engine's monotonic clock)."""
         return self.live.sample(version, since)
 
-    async def audit(self, n: int = 20) -> list[AuditEvent]:
+    async def audit(self, n: int = 20, action: str | None = None, actor: str | None = None) -> list[AuditEvent]:
+        """The last `n` audit events, of one action and one actor when given."""
         if not 1 <= n <= 1000:
             raise InvalidArgument(f"Cannot show {n} audit events.", "Ask for 1-1000.")
-        return await self.store.list_audit(n)
+        for what, value, longest in (("action", action, AUDIT_ACTION_MAX), ("actor", actor, AUDIT_ACTOR_MAX)):
+            if value is not None and not 1 <= len(value) <= longest:
+                raise InvalidArgument(f"An audit {what} to filter by is 1-{longest} characters long.",
+                                      f"Copy the {what} as /audit shows it.")
+        return await self.store.list_audit(n, action, actor)
 
     # requests --------------------------------------------------------------
     async def translate(

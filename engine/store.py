@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     make_url,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from . import migrations
+from . import masking, migrations
 from .errors import Conflict, StoreUnavailable
 from .evaluation import Evaluation, PairScores
 from .scoring import Scores
@@ -84,12 +85,15 @@ class DeploymentRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+AUDIT_ACTOR_MAX, AUDIT_ACTION_MAX = 128, 64  # column lengths
+
+
 class AuditRow(Base):
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(AUDIT_ACTOR_MAX))
+    action: Mapped[str] = mapped_column(String(AUDIT_ACTION_MAX))
     arguments: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
@@ -160,6 +164,12 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
 
 def _json(arguments: object) -> str:
     return arguments if isinstance(arguments, str) else json.dumps(arguments, default=str, ensure_ascii=False)
+
+
+def _audit_row(actor: str, action: str, arguments: object, outcome: str, detail: str) -> AuditRow:
+    """Every audit row is written through here: a credential in its arguments or detail is masked."""
+    return AuditRow(actor=actor, action=action, arguments=masking.mask(_json(arguments)), outcome=outcome,
+                    detail=masking.mask(detail))
 
 
 def _spec(row: VersionRow) -> VersionSpec:
@@ -256,8 +266,7 @@ def _write_change(s: Session, change: Change) -> Saved:
     row = s.get(DeploymentRow, 1, with_for_update=True) or DeploymentRow(id=1, generation=0)
     if row.generation != dep.generation:
         raise _changed_meanwhile(f"generation {row.generation}, this replica had {dep.generation}")
-    s.add(AuditRow(actor=change.actor, action=change.action, arguments=_json(change.arguments), outcome="ok",
-                   detail=change.detail))
+    s.add(_audit_row(change.actor, change.action, change.arguments, "ok", change.detail))
     for name, desired in change.desired.items():
         version = s.get(VersionRow, name)
         if version is not None:
@@ -372,7 +381,7 @@ class Store:
             async with self._session.begin() as s:
                 await s.merge(row)
                 actor, action, arguments = audit
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome="ok", detail=""))
+                s.add(_audit_row(actor, action, arguments, "ok", ""))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
@@ -424,16 +433,35 @@ class Store:
             return _rollout(row) if row else None
 
     # audit ------------------------------------------------------------------
-    async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> None:
+    async def audit(self, actor: str, action: str, arguments: object, outcome: str, detail: str = "") -> int:
+        """Write an audit row; its id (for `amend_audit`)."""
+        row = _audit_row(actor, action, arguments, outcome, detail)
         try:
             async with self._session.begin() as s:
-                s.add(AuditRow(actor=actor, action=action, arguments=_json(arguments), outcome=outcome, detail=detail))
+                s.add(row)
+                await s.flush()
+        except SQLAlchemyError as exc:
+            raise self._failed(exc) from exc
+        return row.id
+
+    async def amend_audit(self, row_id: int, detail: str) -> None:
+        """Rewrite the detail of a row, e.g. the count of a summarized burst."""
+        try:
+            async with self._session.begin() as s:
+                await s.execute(update(AuditRow).where(AuditRow.id == row_id).values(detail=masking.mask(detail)))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
 
-    async def list_audit(self, limit: int = 20) -> list[AuditEvent]:
+    async def list_audit(self, limit: int = 20, action: str | None = None,
+                         actor: str | None = None) -> list[AuditEvent]:
+        """The newest rows, of one action and one actor when given (exact matches)."""
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if action is not None:
+            query = query.where(AuditRow.action == action)
+        if actor is not None:
+            query = query.where(AuditRow.actor == actor)
         async with self._session() as s:
-            rows = (await s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))).all()
+            rows = (await s.scalars(query)).all()
             return [AuditEvent(r.at, r.actor, r.action, r.arguments, r.outcome, r.detail) for r in rows]
 
     # evaluations ------------------------------------------------------------
@@ -448,7 +476,7 @@ class Store:
         try:
             async with self._session.begin() as s:
                 s.add(row)
-                s.add(AuditRow(actor=ev.by, action=action, arguments=_json(arguments), outcome="ok", detail=detail))
+                s.add(_audit_row(ev.by, action, arguments, "ok", detail))
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
         return _evaluation(row)

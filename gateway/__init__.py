@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 
+from admin.denials import Amend
 from admin.keys import Keys
 from admin.throttle import LoginThrottle
 from engine import Engine
@@ -34,9 +35,9 @@ def _started(get: Callable[[], T | None]) -> Callable[[], T]:
 
 
 def build(get_engine: Callable[[], Engine | None], get_keys: Callable[[], Keys | None], throttle: LoginThrottle,
-          record: Record, config: GatewayConfig | None = None) -> FastAPI:
+          record: Record, amend: Amend, config: GatewayConfig | None = None) -> FastAPI:
     engine, keys = _started(get_engine), _started(get_keys)
-    auth = Auth(keys, throttle, record)
+    auth = Auth(keys, throttle, record, amend)
     api = FastAPI(title="Baton API", version="1", openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible inference through Baton's hot-swap router, and its admin API.")
     api.include_router(openai_api.router(engine, auth, config or GatewayConfig()))

@@ -11,6 +11,7 @@ from admin import shield
 from admin.keys import ApiKey, Audited, Keys
 from engine import AuditEvent, Deployment, Engine, EvalSetInfo, Evaluation, NotFound, ReplicaView, Sample, VersionStatus
 from engine import RolloutView as Rollout
+from engine.store import AUDIT_ACTION_MAX, AUDIT_ACTOR_MAX
 
 from .auth import Auth
 from .errors import ErrorShapedRoute
@@ -152,9 +153,14 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         return _rollout(await shield.to_completion(get_engine().abort_rollout(actor=key.actor)))
 
     # audit and keys -------------------------------------------------------------------
-    @api.get("/audit", summary="The last admin actions, newest first")
-    async def audit(key: Admin, n: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[AuditEvent]:
-        return await get_engine().audit(n)
+    @api.get("/audit", summary="The last admin actions, newest first; of one action and one actor when asked")
+    async def audit(key: Admin, n: Annotated[int, Query(ge=1, le=1000)] = 20,
+                    action: Annotated[str | None, Query(min_length=1, max_length=AUDIT_ACTION_MAX,
+                                                        description="only this action, e.g. keys-add")] = None,
+                    actor: Annotated[str | None, Query(min_length=1, max_length=AUDIT_ACTOR_MAX,
+                                                       description="only this actor, e.g. root or key:ci")] = None,
+                    ) -> list[AuditEvent]:
+        return await get_engine().audit(n, action, actor)
 
     @api.get("/keys", summary="API keys (never their secrets)")
     async def keys(key: Admin) -> list[ApiKey]:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
+from admin.denials import Amend, Denials
 from admin.keys import ApiKey, Keys
 from admin.throttle import Locked, LoginThrottle
 from engine import BatonError
@@ -19,14 +20,15 @@ from .errors import ApiError
 
 log = logging.getLogger("baton.gateway")
 
-Record = Callable[[str, str, dict[str, object], str, str], Awaitable[None]]
+Record = Callable[[str, str, dict[str, object], str, str], Awaitable[int]]  # an audit row -> its id
 
 
 class Auth:
-    def __init__(self, keys: Callable[[], Keys], throttle: LoginThrottle, record: Record) -> None:
+    def __init__(self, keys: Callable[[], Keys], throttle: LoginThrottle, record: Record, amend: Amend) -> None:
         self._keys = keys
         self._throttle = throttle
         self._record = record
+        self._denials = Denials(record, amend)  # a valid key's refusals: one counted row per key and minute
 
     async def key(self, request: Request) -> ApiKey:
         """A FastAPI dependency: the caller's active key, or 401 (429 while its address is locked)."""
@@ -64,7 +66,7 @@ class Auth:
         """A FastAPI dependency for the admin API: an admin key, else 403."""
         key = await self.key(request)
         if not key.is_admin:
-            await self._audit(key.actor, "admin-api-denied", request.url.path, "a user key")
+            await self._denials.refused(key.actor, "admin-api-denied", {"at": request.url.path})
             raise ApiError(403, f"The key '{key.name}' is a user key: it may run inference, not the admin API. "
                                 "Use an admin key.", "admin_key_required")
         return key

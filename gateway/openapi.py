@@ -12,12 +12,17 @@ from admin.throttle import LoginThrottle
 from . import build
 
 
-async def _nowhere(*_: object) -> None:
+async def _nowhere(*_: object) -> int:
     """The schema needs no audit."""
+    return 0
+
+
+async def _unchanged(*_: object) -> None:
+    """Nor a change to one."""
 
 
 def main() -> None:
-    api = build(lambda: None, lambda: None, LoginThrottle.from_config(ChatConfig()), _nowhere)
+    api = build(lambda: None, lambda: None, LoginThrottle.from_config(ChatConfig()), _nowhere, _unchanged)
     print(json.dumps(api.openapi(), indent=2, ensure_ascii=False))
 
 

@@ -185,5 +185,7 @@ def test_logs_and_audit(baton):
     events = {(e["actor"], e["action"], e["outcome"]) for e in json.loads(audit.stdout)}
     assert {("key:ci", "switch", "ok"), ("key:ci", "rollback", "ok"), ("key:ci", "promote", "ok"),
             ("key:ci", "switch", "refused")} <= events
+    only = baton("audit", "--action", "rollback", "--actor", "key:ci", "--json")
+    assert {(e["actor"], e["action"]) for e in json.loads(only.stdout)} == {("key:ci", "rollback")}, only.stdout
     table = baton("audit", "-n", "3")
     assert table.stdout.splitlines()[0].split()[:3] == ["AT", "ACTOR", "ACTION"]

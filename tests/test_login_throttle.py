@@ -58,8 +58,14 @@ async def test_the_lock_after_failures_refuses_both_keys_until_it_ends():
     assert isinstance(locked, Locked) and locked.retry_after_s == 300
     assert set(locked.keys) == {"account:alice", "address:10.0.0.1"}
     clock.now += 100
+    clock.slept.clear()
+    # The account from an address that has not been failing: slowed, then checked (its owner gets
+    # in); a wrong guess makes that address a failing one, which the account's lock then refuses.
+    await t.admit("alice", "10.0.0.2")
+    assert clock.slept == [4.0]
+    assert t.failed("alice", "10.0.0.2") is None
     with pytest.raises(Locked) as refused:
-        await t.admit("alice", "10.0.0.2")  # the account, from elsewhere
+        await t.admit("alice", "10.0.0.2")
     assert refused.value.retry_after_s == 200
     assert "this account" in str(refused.value) and "200 s" in str(refused.value)
     with pytest.raises(Locked) as refused:
@@ -183,8 +189,11 @@ async def test_memory_stays_bounded_and_locks_outlive_a_spray_of_names():
         await fail(t, f"user{i}", f"10.1.{i // 256}.{i % 256}")
         clock.now += 0.01
     assert len(t) <= 50
+    clock.slept.clear()
+    await t.admit("alice", "10.9.9.9")  # a new address is checked, slowed by the lock still remembered
+    assert clock.slept == [4.0]
     with pytest.raises(Locked):
-        await t.admit("alice", "10.9.9.9")
+        await t.admit("bob", "10.0.0.1")  # and the address lock is remembered too
 
 
 async def test_expired_entries_are_pruned():
@@ -285,10 +294,13 @@ async def test_thirty_wrong_passwords_are_slowed_then_refused_and_audited(app):
         body = r.json()
         assert body["detail"] == "tooManyLogins" and "Too many failed logins" in body["message"]
 
-    # The right password, from the user's own address: the account is locked.
-    r, _ = await post_login(app, ALICE, HOME)
+    # The right password from the attacker's address: refused. From the user's own address, which
+    # has not been failing: slowed by the account's lock, then in (nobody can lock the owner out).
+    r, _ = await post_login(app, ALICE, ATTACKER)
     assert r.status_code == 429 and "for this account" in r.json()["message"], r.text
     assert "Try again in" in r.json()["message"]
+    r, took = await post_login(app, ALICE, HOME)
+    assert r.status_code == 200 and took >= MAX_DELAY_S, r.text
     # Another account from the user's address is fine; from the attacker's address it is not.
     assert (await post_login(app, BOB, HOME))[0].status_code == 200
     r, _ = await post_login(app, BOB, ATTACKER)
@@ -316,3 +328,23 @@ async def test_thirty_wrong_passwords_are_slowed_then_refused_and_audited(app):
     audit = await root.reply("/audit 40")  # what an admin sees
     await root.close()
     assert "| alice | login-locked |" in audit, audit
+
+
+async def test_nobody_locks_the_admin_out_from_ten_addresses(app):
+    """Issue 20: wrong passwords for root from many addresses lock the account for guesses, yet
+    root's right password from an address that has not been failing logs in. A wrong one from such
+    an address is still checked, counted, and makes that address meet the lock."""
+    spray = [f"10.88.0.{i}" for i in range(LOCK_AFTER + 4)]
+    codes = [(await post_login(app, ("root", f"guess-{i}"), address))[0].status_code
+             for i, address in enumerate(spray)]
+    assert codes[:LOCK_AFTER] == [401] * LOCK_AFTER, codes
+    assert 429 not in codes[:LOCK_AFTER] and codes[LOCK_AFTER:] == [401] * 4, codes  # fresh addresses: checked
+    r, took = await post_login(app, ADMIN, "10.99.0.1")
+    assert r.status_code == 200, r.text
+    assert took >= MAX_DELAY_S  # the locked account slows every attempt, even the owner's
+    # The attacker's addresses that already failed meet the account's lock; a new one gets one guess.
+    r, _ = await post_login(app, ("root", "guess-again"), spray[0])
+    assert r.status_code == 429 and "for this account" in r.json()["message"], r.text
+    assert (await post_login(app, ("root", "one-more-guess"), "10.99.0.2"))[0].status_code == 401
+    r, _ = await post_login(app, ADMIN, "10.99.0.2")
+    assert r.status_code == 429, "a failing address gets no more tries while the account is locked"
