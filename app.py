@@ -301,8 +301,12 @@ async def _audit_login(username: str, action: str, address: str, outcome: str, l
 
 
 async def _account() -> Account | None:
+    """The account of this chat's login, if it still exists and is the one that logged in (not a
+    later account given the same name)."""
     user = cl.user_session.get("user")
-    return await accounts().get(user.identifier) if user else None
+    if user is None:
+        return None
+    return await sessions.current((user.identifier, str(user.metadata.get(sessions.STAMP, ""))), accounts().get)
 
 
 def _settings_widgets(context: bool) -> cl.ChatSettings:

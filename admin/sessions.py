@@ -43,12 +43,21 @@ class SessionGuard:
         await self.app(scope, receive, send)
 
     async def _alive(self, scope: Scope, header: bytes) -> bool:
-        """False when `header` carries the login token of an account that is gone."""
-        value = Headers(scope=scope).get(header.decode(), "")
-        login = self.read(cookie_parser(value), "") if header == b"cookie" else self.read({}, value)
+        """False when any `header` line carries the login token of an account that is gone. Every
+        line counts: engine.io joins repeated Cookie lines, so one stale token after a harmless
+        first line would still log in."""
         lookup = self.lookup()
-        if login is None or lookup is None:  # no login token, or still starting (nobody is logged in yet)
+        if lookup is None:  # still starting: nobody is logged in yet
             return True
-        name, since = login
-        account = await lookup(name)
-        return account is not None and stamp(account) == since
+        for value in Headers(scope=scope).getlist(header.decode()):
+            login = self.read(cookie_parser(value), "") if header == b"cookie" else self.read({}, value)
+            if login is not None and not await current(login, lookup):
+                return False
+        return True
+
+
+async def current(login: tuple[str, str], lookup: Lookup) -> Account | None:
+    """The account a login (name, stamp) belongs to, if it still exists and is that same account."""
+    name, since = login
+    account = await lookup(name)
+    return account if account is not None and stamp(account) == since else None

@@ -51,6 +51,19 @@ async def post_threads(app: ck.App, token: str) -> httpx.Response:
         return await http.post("/project/threads", json={"pagination": {"first": 50}, "filter": {}})
 
 
+async def polling_connect(app: ck.App, cookies: list[tuple[str, str]]) -> str:
+    """Open socket.io by long-polling, by hand, with these Cookie lines: "connected" or "refused"."""
+    auth = '{"sessionId": "%s", "clientType": "webapp", "userEnv": "{}", "chatProfile": "", "threadId": ""}'
+    async with httpx.AsyncClient(base_url=f"{app.url}/ws/socket.io/", headers=cookies) as http:
+        opened = await http.get("", params={"EIO": "4", "transport": "polling"})
+        sid = re.search(r'"sid":"([^"]+)"', opened.text)
+        assert opened.status_code == 200 and sid, opened.text
+        params = {"EIO": "4", "transport": "polling", "sid": sid.group(1)}
+        await http.post("", params=params, content="40" + auth % sid.group(1))
+        answer = (await http.get("", params=params)).text
+    return "connected" if answer.startswith("40") else "refused"
+
+
 # 5. a removed account -------------------------------------------------------------------
 async def bob_with_history(app: ck.App) -> tuple[ck.ChatClient, str]:
     """bob translates a line and a file; his chat and the URL of his translated file."""
@@ -95,6 +108,11 @@ async def test_a_removed_account_loses_its_sessions_and_a_new_one_of_that_name_s
     assert (await post_threads(app, new_token)).json()["data"] == []
     assert (await get(app, f"/project/thread/{old_thread}", new_token)).status_code != 200
     assert (await get(app, file_url, new_token)).status_code == 404
+    # The old cookie in a second Cookie line (engine.io joins the lines with a comma, so "; access_token="
+    # starts a cookie of its own) behind a harmless first one still opens no
+    # socket: it would log in as the new bob.
+    assert await polling_connect(app, [("Cookie", "theme=dark"), ("Cookie", f"; access_token={old_token}")]) == "refused"
+    assert await polling_connect(app, [("Cookie", f"access_token={new_token}")]) == "connected"
     # ... who can use the chat and keep a history of his own.
     async with ck.chatting(app.url, *BOB_AGAIN) as new_bob:
         assert "v1:" in (await new_bob.ask("Good evening"))[-1].output
