@@ -1,17 +1,16 @@
-"""Where a remote version's requests really go: its host resolved, every address checked against
-BATON_ALLOWED_REMOTE, and each connection made to an address that was checked.
+"""Where a remote version's requests really go: its host resolved when its URL is checked against
+BATON_ALLOWED_REMOTE, and each connection made to an address resolved then.
 
 engine/urls.py judges a URL's text. A name can resolve elsewhere the next time it is looked up
-(DNS rebinding: an allowed name that answers 127.0.0.1 or a cloud metadata address a moment
-later), so each start of a remote version resolves its host, requires every address to be one an
-allowed base URL resolves to (an address listed, or an allowed name's own addresses, looked up
-the same way), and pins its HTTP clients to those addresses until the next start. The request still
-names the host: the Host header, TLS's SNI and the certificate check are for the name.
+(DNS rebinding: an allowed name that answers the allowed server when it is checked and 127.0.0.1 or
+a cloud metadata address a moment later), so each start of a remote version resolves its host once
+and pins its HTTP clients to those addresses until the next start: every connection goes to an
+address that was looked up when the URL was checked. The request still names the host: the Host
+header, TLS's SNI and the certificate check are for the name.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -56,37 +55,22 @@ def _address(text: str) -> Address:
 
 
 async def checked_addresses(url_text: str, allowed: Iterable[str]) -> list[str]:
-    """The addresses `url_text`'s host resolves to, every one of them an address of a base URL in
-    `allowed` that covers the URL (same scheme, port and path prefix). Each host is looked up once:
-    a URL naming an allowed host gets exactly the addresses that were checked."""
+    """The addresses `url_text`'s host resolves to now, once its text is under a base URL of
+    `allowed` (same scheme, host, port and path prefix: an address shared by several sites does not
+    allow every name that resolves to it). The version's clients connect to these only."""
     url = urls.parse(url_text)
-    looked_up: dict[str, set[Address]] = {}
-
-    async def addresses(host: str) -> set[Address]:
-        if host not in looked_up:
-            looked_up[host] = await _resolve(host, url.port)
-        return looked_up[host]
-
-    targets = await addresses(url.host)
-    permitted: set[Address] = set()
-    for base in map(urls.parse, allowed):
-        if base.covers_on_any_host(url.api()):
-            with contextlib.suppress(AddressRefused):  # an allowed name that does not resolve allows nothing
-                permitted |= await addresses(base.host)
-    refused = sorted(str(a) for a in targets - permitted)
-    if refused:
-        raise AddressRefused(f"{url.host} resolves to {', '.join(refused)}, which is not an address of an "
-                             "allowed base URL")
-    return [str(a) for a in sorted(targets, key=lambda a: (a.version, int(a)))]
+    if not any(base.covers(url.api()) for base in map(urls.parse, allowed)):
+        raise AddressRefused(f"{url.host} is not the host of an allowed base URL")
+    return [str(a) for a in sorted(await _resolve(url.host, url.port), key=lambda a: (a.version, int(a)))]
 
 
 async def refuse_unallowed(url_text: str, shown: str, allowed: list[str]) -> None:
-    """A registration's check of the addresses (the start checks them again, and pins them)."""
+    """A registration's check (the start checks again, and pins the addresses)."""
     try:
         await checked_addresses(url_text, allowed)
     except AddressRefused as exc:
-        raise InvalidArgument(f"The URL {shown} is not under an allowed base URL: {exc}.",
-                              f"Use a URL under {', '.join(allowed)}, by a name that resolves to their addresses "
+        raise InvalidArgument(f"The URL {shown} cannot be used: {exc}.",
+                              f"Use a URL under {', '.join(allowed)} whose host resolves "
                               "(or add its base to BATON_ALLOWED_REMOTE).") from None
 
 

@@ -1,5 +1,5 @@
-"""Base URLs of remote servers: parsed strictly, compared by scheme, port and path prefix (the host is
-judged by its addresses in engine/remote_address.py, which needs I/O).
+"""Base URLs of remote servers: parsed strictly, compared by scheme, host, port and path prefix (the
+addresses a host resolves to are checked and pinned in engine/remote_address.py, which needs I/O).
 
 Only what can be judged from the text is accepted: http(s), a host, no user name or password, no
 query or fragment, and a path of plain segments (no `.`/`..`, no percent-escapes, no backslash) so
@@ -33,11 +33,11 @@ class BaseUrl:
         port = "" if DEFAULT_PORTS[self.scheme] == self.port else f":{self.port}"
         return f"{self.scheme}://{host}{port}{self.path}"
 
-    def covers_on_any_host(self, other: BaseUrl) -> bool:
-        """`other` is this URL or below it, whatever its host: same scheme and port, and a path equal
-        to this one or under it on a `/` boundary (http://a/v1x is not under http://a/v1). Hosts are
-        compared by address, which needs a lookup (engine/remote_address.py)."""
-        return ((self.scheme, self.port) == (other.scheme, other.port)
+    def covers(self, other: BaseUrl) -> bool:
+        """`other` is this URL or below it: same scheme, host and port, and a path equal to this one
+        or under it on a `/` boundary (http://a/v1x is not under http://a/v1). Hosts are compared as
+        names: a name that shares an allowed address may be another site on a shared server."""
+        return ((self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
                 and (other.path == self.path or other.path.startswith(self.path + "/")))
 
     def server_base(self) -> BaseUrl:

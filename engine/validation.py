@@ -84,8 +84,8 @@ def check_flags(flags: list[str] | tuple[str, ...], settings: Settings) -> tuple
 
 def check_remote_url(raw: str, settings: Settings) -> str:
     """A remote version's URL, judged from its text alone (nothing is sent to it): every request Baton
-    will send it (BASE/v1/...) falls under an allowed base URL's scheme, port and path; its host is
-    judged by address (engine/remote_address.py). Returned as the server's base (no trailing / or /v1)."""
+    will send it (BASE/v1/...) falls under an allowed base URL (its addresses are resolved and pinned
+    by engine/remote_address.py). Returned as the server's base (no trailing / or /v1)."""
     allowed = ", ".join(settings.allowed_remote)
     if not settings.allowed_remote:
         raise InvalidArgument("No remote version is allowed here (BATON_ALLOWED_REMOTE is empty).",
@@ -95,7 +95,7 @@ def check_remote_url(raw: str, settings: Settings) -> str:
     except urls.BadUrl as exc:
         raise InvalidArgument(f"The URL {shown_url(raw)} is not acceptable: {exc}.",
                               f"Give the server's base URL, e.g. {settings.allowed_remote[0]}.") from None
-    if not any(urls.parse(base).covers_on_any_host(url.api()) for base in settings.allowed_remote):
+    if not any(urls.parse(base).covers(url.api()) for base in settings.allowed_remote):
         raise InvalidArgument(f"The URL {shown_url(raw)} is not under an allowed base URL.",
                               f"Use a URL under {allowed} (or add its base to BATON_ALLOWED_REMOTE).")
     return url.server_base().text()
