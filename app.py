@@ -301,12 +301,11 @@ async def _audit_login(username: str, action: str, address: str, outcome: str, l
 
 
 async def _account() -> Account | None:
-    """The account of this chat's login, if it still exists and is the one that logged in (not a
-    later account given the same name)."""
-    user = cl.user_session.get("user")
-    if user is None:
-        return None
-    return await sessions.current((user.identifier, str(user.metadata.get(sessions.STAMP, ""))), accounts().get)
+    """The account of this chat's login token, if it still exists and is the one that logged in (not
+    a later account given the same name)."""
+    token = getattr(cl.context.session, "token", None)
+    login = _login_of({}, f"Bearer {token}") if token else None
+    return await sessions.current(login, accounts().get) if login else None
 
 
 def _settings_widgets(context: bool) -> cl.ChatSettings:

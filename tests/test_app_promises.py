@@ -96,14 +96,16 @@ def alive(pid: int) -> bool:
 
 def backend_processes(data_dir: Path) -> set[int]:
     """Every process started for a backend of the app using `data_dir`: the guards and the servers
-    carry the engine's marker variable, and the app's BATON_DATA_DIR in their environment."""
-    want_marker, want_dir = f"{MARKER_ENV}=".encode(), f"BATON_DATA_DIR={data_dir}".encode()
+    carry the engine's marker variable in their environment (which holds nothing else of the app's),
+    and their command lines name a model under `data_dir`."""
+    want_marker, want_dir = f"{MARKER_ENV}=".encode(), str(data_dir).encode()
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 env = (entry / "environ").read_bytes().split(b"\0")
-                if want_dir in env and any(v.startswith(want_marker) for v in env) and alive(int(entry.name)):
+                named = any(want_dir in arg for arg in (entry / "cmdline").read_bytes().split(b"\0"))
+                if named and any(v.startswith(want_marker) for v in env) and alive(int(entry.name)):
                     found.add(int(entry.name))
     return found
 

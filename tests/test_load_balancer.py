@@ -62,18 +62,21 @@ async def api_key(cluster) -> str:
             if not key:
                 key = await ck.make_key(admin, "lb", "user")
     if "BATON_DATABASE_URL" not in cluster.apps[0].env:
-        share_keys(*(Path(app.env["BATON_DATA_DIR"]) / "baton.db" for app in cluster.apps))
+        share_credentials(*(Path(app.env["BATON_DATA_DIR"]) / "baton.db" for app in cluster.apps))
     return key
 
 
-def share_keys(source: Path, *targets: Path) -> None:
-    """What a shared database gives for free: the same api_keys rows on every replica's SQLite."""
-    with sqlite3.connect(source) as db:
-        cols = [r[1] for r in db.execute("PRAGMA table_info(api_keys)")]
-        rows = db.execute(f"SELECT {', '.join(cols)} FROM api_keys").fetchall()
-    for target in targets:
-        with sqlite3.connect(target) as db:
-            db.executemany(f"INSERT INTO api_keys ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+def share_credentials(source: Path, *targets: Path) -> None:
+    """What a shared database gives for free: the same api_keys and accounts rows on every replica's
+    SQLite (a login names its account as created: a replica's own `root` would be another person)."""
+    for table in ("api_keys", "accounts"):
+        with sqlite3.connect(source) as db:
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            rows = db.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall()
+        for target in targets:
+            with sqlite3.connect(target) as db:
+                db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                               f"VALUES ({', '.join('?' * len(cols))})", rows)
 
 
 def version_of(msg: ck.Msg) -> str:
