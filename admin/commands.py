@@ -456,7 +456,12 @@ async def _users(ctx: Context, args: list[str]) -> Reply:
         except BatonError as exc:
             await _audit(ctx.engine, who, "users-remove", {"name": rest[0]}, "refused", str(exc))
             raise
-        forgotten = await _retirement(ctx).forget(gone.username)
+        try:
+            forgotten = await _retirement(ctx).forget(gone.username)
+        except BaseException as exc:  # the account is gone already: that much is audited, whatever stopped the rest
+            await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok",
+                         f"was {gone.role}; their history was not deleted ({type(exc).__name__}: {exc})")
+            raise
         await _audit(ctx.engine, who, "users-remove", {"name": gone.username}, "ok", f"was {gone.role}; {forgotten}")
         return Reply(f"Removed {render.code(gone.username)}: their logins are refused from now on; {forgotten}. "
                      "A new account with this name starts with nothing of theirs.")

@@ -18,13 +18,16 @@ PASSED_NAMES = frozenset({
     "TMPDIR", "TMP", "TEMP", "LD_LIBRARY_PATH", "LD_PRELOAD", "VIRTUAL_ENV", "CONDA_PREFIX",
     "NUMEXPR_MAX_THREADS", "MAX_JOBS", "CC", "CXX", "NO_COLOR", "DO_NOT_TRACK",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    # several GPUs: torch.distributed's rendezvous (proxy variables are left out: they may carry credentials)
+    "MASTER_ADDR", "MASTER_PORT",
 })
 # Families of settings: vLLM, torch and its compilers, OpenMP, BLAS and oneDNN/oneCCL (vLLM on CPU), GPU runtimes,
-# Hugging Face caches and tokens (a gated model's download needs HF_TOKEN), XDG cache paths, Python.
+# Hugging Face caches and tokens (a gated model's download needs HF_TOKEN), XDG cache paths, Python, and
+# Ray and Gloo (vLLM across GPUs or hosts).
 PASSED_PREFIXES = (
     "LC_", "VLLM_", "TORCH", "PYTORCH_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "DNNL_", "ONEDNN_", "CCL_",
     "CUDA_", "CUBLAS", "CUDNN_", "NVIDIA_", "NCCL_", "HIP_", "ROCM_", "TRITON_",
-    "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "XDG_", "PYTHON",
+    "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "XDG_", "PYTHON", "RAY_", "GLOO_",
 )
 
 
