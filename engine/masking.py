@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@'\"]+@")
-_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][A-Za-z0-9_-]*)(=|\s+|\"\s*,\s*\")(?!-)([^\s\"',]+)")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/'\"]*@")  # to the last @ before the path
+_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][A-Za-z0-9_-]*)(=|\s+|\"\s*,\s*\")(?!-)(\"[^\"]*\"|'[^']*'|[^\s\"']+)")
 _SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "pwd", "credential",
                            "credentials", "auth"})
 

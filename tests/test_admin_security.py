@@ -260,6 +260,9 @@ def test_masking_hides_credentials_and_keeps_the_rest():
     assert mask("--url https://u:p@host:1/v1 --hf-token=t1 --api-key t2") == (
         "--url https://***@host:1/v1 --hf-token=*** --api-key ***")
     assert mask('{"flags": ["--password", "t3"]}') == '{"flags": ["--password", "***"]}'
+    # Quoted values, a password holding @ and commas: nothing of the secret is left.
+    assert mask("""--hf-token "hf_a b" --api-key 'sk-1' --token a,b http://u:p@ss@host/v1""") == (
+        "--hf-token *** --api-key *** --token *** http://***@host/v1")
     kept = "--max-tokens 5 --api-key-env VAR --tokenizer tok --template-terminology x http://host/a@b"
     assert mask(kept) == kept
 
