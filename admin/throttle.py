@@ -90,7 +90,10 @@ class LoginThrottle:
         # all be admitted before the first one fails.
         loads = {k: len(e.failures) + len(e.pending) if e else 0 for k, e in current.items()}
         load = max(loads[k] for k in guarded)
-        if load >= self.lock_after:
+        # Clean addresses still share one bound per account: at most `lock_after` of their attempts
+        # in flight at once, so a spray from many addresses cannot fill the password hashing pool.
+        in_flight = max(len(e.pending) for e in current.values() if e is not None) if any(current.values()) else 0
+        if load >= self.lock_after or in_flight >= self.lock_after:
             raise Locked(f"Too many login attempts at once for this account or from your network address. "
                          f"Try again in {math.ceil(self.max_delay_s) + 1} s.",
                          math.ceil(self.max_delay_s) + 1, keys)

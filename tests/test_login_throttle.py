@@ -348,3 +348,22 @@ async def test_nobody_locks_the_admin_out_from_ten_addresses(app):
     assert (await post_login(app, ("root", "one-more-guess"), "10.99.0.2"))[0].status_code == 401
     r, _ = await post_login(app, ADMIN, "10.99.0.2")
     assert r.status_code == 429, "a failing address gets no more tries while the account is locked"
+
+
+async def test_a_spray_from_many_clean_addresses_has_at_most_lock_after_attempts_in_flight():
+    """Clean addresses are not refused by the account's lock, but their attempts at one account are
+    bounded while in flight: 50 at once from 50 addresses, 10 admitted, the rest told to retry."""
+    clock = Clock()
+    t = make(clock)
+    for i in range(10):  # the account is locked
+        await fail(t, "root", f"10.1.0.{i}")
+    outcomes = []
+    for i in range(50):  # none settled yet: all in flight together
+        try:
+            await t.admit("root", f"10.2.0.{i}")
+            outcomes.append("admitted")
+        except Locked as refused:
+            outcomes.append("at once" if "at once" in refused.message else "locked")
+    assert outcomes == ["admitted"] * 10 + ["at once"] * 40, outcomes
+    t.succeeded("root", "10.2.0.0")  # one settles: one more may come in
+    await t.admit("root", "10.3.0.1")
