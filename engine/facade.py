@@ -302,38 +302,39 @@ class Engine:
                                    "flags": list(flags)}
         if url is not None:  # the variable's name only: the key never reaches the audit
             args |= {"url": validation.shown_url(url), "api_key_env": api_key_env}
-        async with self._refusals_audited(actor, "register", args), self._lock:
+        async with self._refusals_audited(actor, "register", args):
             validation.check_name(name)
             remote = self._remote_recipe(url, api_key_env, model_path, flags, interpreter)
-            if remote is not None:
+            if remote is not None:  # a lookup may take seconds: not while switches wait for the lock
                 await remote_address.refuse_unallowed(remote[0], validation.shown_url(str(url)),
                                                       self.settings.allowed_remote)
-            existing = await self.store.get_version(name)
-            backend = self.pool.get(name)
-            if backend is not None and backend.state is not State.FAILED:
-                raise Conflict(f"Version '{name}' is {backend.state.value}; its recipe cannot change now.",
-                               f"/unload {name} first, or pick a new name.")
-            template = prompt_template or (existing.prompt_template if existing else None)
-            spec = VersionSpec(
-                name=name,
-                model_path=None if remote else await asyncio.to_thread(validation.check_model_path, str(model_path),
-                                                                        self.settings),
-                served_name=validation.check_name(served_name) if served_name else name,
-                flags=validation.check_flags(list(flags), self.settings),
-                interpreter=validation.check_interpreter(interpreter, self.settings),
-                prompt_template=validation.check_template(template) if template else DEFAULT_TEMPLATE,
-                templates=validation.check_templates(templates if templates is not None
-                                                     else existing.templates if existing else {}),
-                sampling=_with_cap(sampling or (existing.sampling if existing else Sampling()), max_tokens),
-                notes=notes,
-                created_by=actor,
-                url=remote[0] if remote else None,
-                api_key_env=remote[1] if remote else None,
-            )
-            await self.store.save_version(spec, (actor, "register", args))
-            if backend is not None:
-                backend.spec = spec  # a failed version starts with its new recipe at the next /load
-            return spec
+            async with self._lock:
+                existing = await self.store.get_version(name)
+                backend = self.pool.get(name)
+                if backend is not None and backend.state is not State.FAILED:
+                    raise Conflict(f"Version '{name}' is {backend.state.value}; its recipe cannot change now.",
+                                   f"/unload {name} first, or pick a new name.")
+                template = prompt_template or (existing.prompt_template if existing else None)
+                spec = VersionSpec(
+                    name=name,
+                    model_path=None if remote else await asyncio.to_thread(validation.check_model_path, str(model_path),
+                                                                            self.settings),
+                    served_name=validation.check_name(served_name) if served_name else name,
+                    flags=validation.check_flags(list(flags), self.settings),
+                    interpreter=validation.check_interpreter(interpreter, self.settings),
+                    prompt_template=validation.check_template(template) if template else DEFAULT_TEMPLATE,
+                    templates=validation.check_templates(templates if templates is not None
+                                                         else existing.templates if existing else {}),
+                    sampling=_with_cap(sampling or (existing.sampling if existing else Sampling()), max_tokens),
+                    notes=notes,
+                    created_by=actor,
+                    url=remote[0] if remote else None,
+                    api_key_env=remote[1] if remote else None,
+                )
+                await self.store.save_version(spec, (actor, "register", args))
+                if backend is not None:
+                    backend.spec = spec  # a failed version starts with its new recipe at the next /load
+                return spec
 
     def _remote_recipe(self, url: str | None, api_key_env: str | None, model_path: str | Path | None,
                        flags: Sequence[str], interpreter: str | Path | None) -> tuple[str, str | None] | None:
