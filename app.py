@@ -454,18 +454,14 @@ async def _run_command(inv: commands.Invocation, username: str, typed: cl.Messag
 
 
 async def _redact(typed: cl.Message, shown: str) -> None:
-    """Replace a typed password everywhere the chat keeps the line: the message, the run
-    step that recorded it as input, and the thread's name (its first message)."""
+    """Replace a typed password in what the browser shows: the message, and the run step that
+    recorded it as input. What is stored (the steps, the thread's name) is masked as it is written,
+    in whatever order Chainlit's writes land (admin/masked_history.py)."""
     original = typed.content
     typed.content = shown
     await typed.update()
     if (run := cl.context.current_step) is not None and run.input == original:
         run.input = shown  # written back when the run step closes
-    if (dl := get_data_layer()) is not None:
-        thread_id = cl.context.session.thread_id
-        thread = await dl.get_thread(thread_id)
-        if thread and thread.get("name") == original:
-            await dl.update_thread(thread_id, name=shown)
 
 
 class _Ending:
