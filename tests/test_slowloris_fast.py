@@ -122,7 +122,7 @@ async def flood_past_the_cap(app: ck.App, cap: int, excess: int) -> None:
                                          return_when=asyncio.FIRST_COMPLETED)
         answers = [f.result() if not f.exception() else b"" for f in done]
         busy = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
-        assert busy == len(answers) == excess, f"{busy} of {len(answers)} closed connections got 503 (expected {excess})"
+        assert busy == len(answers) == excess, f"{busy} of {len(answers)} closed ones got 503 (expected {excess})"
     finally:
         for f in reads:
             f.cancel()
