@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
 from .backend_env import backend_environment
+from .backend_http import BackendClient
 from .probe import Bearer, Prober
 from .process import BackendProcess, Server
 from .remote import KeyFromEnv, RemoteProber, RemoteServer
-from .remote_address import Pin, openai_options
+from .remote_address import Pin, prober_options
 from .settings import Settings
 from .states import ALIVE, Desired, State, StateCell
 from .traffic import Traffic
@@ -61,7 +60,7 @@ class Backend:
         self.ready_at: float | None = None
         self.process: Server | None = None
         self.prober: Prober | None = None
-        self.client: AsyncOpenAI | None = None
+        self.client: BackendClient | None = None
         self.marker = ""
         # Set when anything the supervisor waits on happens: exit, a stall, a change of desire.
         self.nudge = asyncio.Event()
@@ -141,9 +140,8 @@ class Backend:
             key, pin = KeyFromEnv(self.spec.api_key_env), Pin()
             self.process = RemoteServer(self.url, self.settings.allowed_remote, pin)
             self.prober = RemoteProber(self.url, key, self.spec.served_name, pin)
-            # Pinned to the addresses checked at start, with no redirects (the SDK follows them by default).
-            self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key.for_openai, max_retries=0, timeout=600,
-                                      http_client=DefaultAsyncHttpxClient(**openai_options(pin)))
+            # Pinned to the addresses checked at start, with no redirects and no environment proxy.
+            self.client = BackendClient(self.url, key, **prober_options(pin))
             return self.process
         api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)
@@ -154,7 +152,7 @@ class Backend:
                                        "VLLM_API_KEY": api_key, "PYTHONUNBUFFERED": "1"})
         self.process = BackendProcess(self.command(), env, self.log_path, self.settings.backend_nice)
         self.prober = Prober(self.url, Bearer(lambda: api_key), self.spec.served_name)
-        self.client = AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=600)
+        self.client = BackendClient(self.url, lambda: api_key)
         return self.process
 
     async def close_clients(self) -> None:

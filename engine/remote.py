@@ -66,11 +66,6 @@ class KeyFromEnv:
     def __call__(self) -> str | None:
         return os.environ.get(self.variable) if self.variable else None
 
-    async def for_openai(self) -> str:
-        """The openai SDK's key provider; a placeholder without a key (the SDK insists on one, and a
-        server without --api-key ignores it)."""
-        return self() or "none"
-
 
 class RemoteProber(Prober):
     """Ready when GET /v1/models answers (every OpenAI-compatible server has it, and it checks the

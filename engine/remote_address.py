@@ -14,15 +14,13 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from types import ModuleType
 from typing import Any
 
 import httpcore
-import httpcore2
 import httpx
-import httpx2
 
 from . import urls
+from .backend_http import LIMITS
 from .errors import InvalidArgument
 
 RESOLVE_TIMEOUT_S = 5.0
@@ -81,53 +79,48 @@ class Pin:
         self.addresses: list[str] = []
 
 
-class _PinnedBackend:
-    """httpcore's network backend (duck-typed: httpcore and the openai SDK's httpcore2 both take it)
-    connecting to the pin's addresses instead of looking the host up."""
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend connecting to the pin's addresses instead of looking the host up."""
 
-    def __init__(self, pin: Pin, core: ModuleType) -> None:
-        self.pin, self.core = pin, core
-        self.inner = core.AnyIOBackend()
+    def __init__(self, pin: Pin) -> None:
+        self.pin = pin
+        self.inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Iterable[Any] | None = None) -> Any:
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         if not self.pin.addresses:
-            raise self.core.ConnectError(f"{host} has no checked address yet (the version is not started)")
+            raise httpcore.ConnectError(f"{host} has no checked address yet (the version is not started)")
         last: Exception | None = None
         for address in self.pin.addresses:  # the checked addresses, never a fresh lookup of `host`
             try:
                 return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (self.core.ConnectError, self.core.ConnectTimeout) as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         assert last is not None
         raise last
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> Any:
-        raise self.core.ConnectError("a remote version is reached over TCP only")
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("a remote version is reached over TCP only")
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
 
 
-def _pinned_transport(pin: Pin, http: ModuleType, core: ModuleType) -> Any:
-    """`http`'s transport (httpx, or httpx2) with its pool replaced by `core`'s pool (httpcore, or
-    httpcore2) on the pinned backend: httpx takes no network backend of its own. openai's limits."""
-    limits = http.Limits(max_connections=1000, max_keepalive_connections=100)
-    transport = http.AsyncHTTPTransport(limits=limits)
-    transport._pool = core.AsyncConnectionPool(
-        ssl_context=http.create_ssl_context(), max_connections=limits.max_connections,
+def _pinned_transport(pin: Pin) -> httpx.AsyncHTTPTransport:
+    """httpx's transport with its pool replaced by httpcore's pool on the pinned backend: httpx takes
+    no network backend of its own."""
+    limits = LIMITS
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
+        ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-        network_backend=_PinnedBackend(pin, core))
+        network_backend=_PinnedBackend(pin))
     return transport
 
 
 def prober_options(pin: Pin) -> dict[str, Any]:
-    """httpx client options for a remote server's prober: the pinned transport, no environment proxy
-    (a proxy would look the name up again), no redirects (the checked URL is the only destination)."""
-    return {"transport": _pinned_transport(pin, httpx, httpcore), "trust_env": False, "follow_redirects": False}
-
-
-def openai_options(pin: Pin) -> dict[str, Any]:
-    """The same for the openai SDK's client (DefaultAsyncHttpxClient), which is built on httpx2."""
-    return {"transport": _pinned_transport(pin, httpx2, httpcore2), "trust_env": False, "follow_redirects": False}
+    """httpx client options for a remote server's prober and client: the pinned transport, no
+    environment proxy (a proxy would look the name up again), no redirects (the checked URL is the
+    only destination)."""
+    return {"transport": _pinned_transport(pin), "trust_env": False, "follow_redirects": False}

@@ -1,5 +1,5 @@
 """What goes to a backend (a translation prompt from the version's template, or a client's own
-completion or chat request) and the streaming call through AsyncOpenAI, with stall deadlines,
+completion or chat request) and the streaming call (engine/backend_http.py), with stall deadlines,
 attribution and timings."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import openai
-from openai import AsyncOpenAI
+import httpx
 
 from . import formats, metrics, templates, terminology
+from .backend_http import BackendError, Event
 from .detect import Detection
 from .errors import BatonError, InvalidArgument
 from .languages import CODES
@@ -75,7 +75,7 @@ class Chunk:
 
     text: str
     finish_reason: str | None
-    raw: Any  # openai's Completion or ChatCompletionChunk
+    event: Event  # the backend's bytes of this chunk, parsed, and when they arrived
 
 
 @dataclass(frozen=True)
@@ -160,31 +160,23 @@ def for_completion(req: CompletionRequest) -> Callable[[VersionSpec], BackendReq
     return build
 
 
-async def _open(client: AsyncOpenAI, model: str, r: BackendRequest) -> Any:
+def _request(model: str, r: BackendRequest) -> tuple[str, dict[str, Any]]:
+    """The path and JSON body of one attempt; unset sampling goes as null (the backend's default)."""
     s = r.sampling
-    common: dict[str, Any] = dict(model=model, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                                  stop=list(s.stop) or None, stream=True, stream_options={"include_usage": True},
-                                  **r.options)
+    body: dict[str, Any] = {"model": model, "max_tokens": s.max_tokens, "temperature": s.temperature,
+                            "top_p": s.top_p, "stop": list(s.stop) or None, "stream": True,
+                            "stream_options": {"include_usage": True}, **r.options}
     if r.messages:
-        # The gateway validated the messages' shape; the SDK's TypedDicts cannot see that.
-        return await client.chat.completions.create(messages=list(r.messages), **common)  # type: ignore[arg-type]
-    return await client.completions.create(prompt=r.prompt or "", **common)
+        return "/chat/completions", {**body, "messages": list(r.messages)}
+    return "/completions", {**body, "prompt": r.prompt or ""}
 
 
-def _pieces(raw: Any) -> Iterator[tuple[str, str | None]]:
+def _pieces(data: Mapping[str, Any]) -> Iterator[tuple[str, str | None]]:
     """(text, finish_reason) of each choice, for completion and chat chunks alike."""
-    for choice in raw.choices:
-        delta = getattr(choice, "delta", None)
-        text = (delta.content if delta is not None else choice.text) or ""
-        yield text, choice.finish_reason
-
-
-def _api_message(exc: openai.APIError) -> str:
-    """vLLM's own words from an error body ({"error": {"message": ...}} or {"message": ...})."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    inner = body.get("error", body)
-    message = inner.get("message") if isinstance(inner, dict) else None
-    return str(message or exc.message)[:300]
+    for choice in data.get("choices") or ():
+        delta = choice.get("delta")
+        text = (delta.get("content") if delta is not None else choice.get("text")) or ""
+        yield text, choice.get("finish_reason")
 
 
 def validate(req: TranslationRequest) -> None:
@@ -214,7 +206,8 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
     start = time.perf_counter()
     ttft = 0.0
     pieces: list[str] = []
-    finish, usage, served_by = "", None, ""
+    finish, served_by = "", ""
+    usage: Mapping[str, Any] | None = None
     client = backend.client
     assert client is not None
     loop = asyncio.get_running_loop()
@@ -224,19 +217,20 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
             try:
                 async with asyncio.timeout(limits.first_token_s) as deadline:
                     lease.bind(deadline)
-                    response = await _open(client, spec.served_name, req)
-                    async with response:  # closing it on cancel aborts the generation in vLLM
-                        async for raw in response:
-                            served_by = raw.model or served_by
-                            if raw.usage:
-                                usage = raw.usage
-                            if not raw.choices:
-                                await on_chunk(Chunk("", None, raw))
-                            for text, finish_reason in _pieces(raw):
+                    # Closing the stream (on cancel too) closes the connection: vLLM aborts the generation.
+                    async with client.stream(*_request(spec.served_name, req)) as events:
+                        async for event in events:
+                            data = event.data
+                            served_by = data.get("model") or served_by
+                            if data.get("usage"):
+                                usage = data["usage"]
+                            if not data.get("choices"):
+                                await on_chunk(Chunk("", None, event))
+                            for text, finish_reason in _pieces(data):
                                 if text:  # counted before the caller sees it: a cut from here on is partial
                                     ttft = ttft or time.perf_counter() - start
                                     pieces.append(text)
-                                await on_chunk(Chunk(text, finish_reason, raw))
+                                await on_chunk(Chunk(text, finish_reason, event))
                                 if text:  # the deadline restarts once the caller has taken the text
                                     deadline.reschedule(loop.time() + limits.between_tokens_s)
                                 if finish_reason:
@@ -252,19 +246,20 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
         raise
-    except openai.APIError as exc:
+    except (BackendError, httpx.HTTPError) as exc:
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
         # A 400 is about the request itself (e.g. its length against the context): say vLLM's
         # reason, and a retry would only get the same answer.
-        if isinstance(exc, openai.BadRequestError):
+        if isinstance(exc, BackendError) and exc.status == 400:
             raise BackendFailed(
-                f"Version {name} refused the request: {_api_message(exc)}",
+                f"Version {name} refused the request: {exc.message}",
                 f"Ask an operator to check the recipe of {name} (its sampling and --max-model-len) "
                 f"with /status and /logs {name}.",
                 partial=bool(pieces), refused=True,
             ) from exc
-        lost = "connection lost" if isinstance(exc, openai.APIConnectionError) else type(exc).__name__
+        lost = ("connection lost" if isinstance(exc, httpx.HTTPError) else
+                f"HTTP {exc.status}: {exc.message}" if exc.status else f"it reported: {exc.message}")
         raise _failed(name, lost, pieces) from exc
     except asyncio.CancelledError:
         metrics.REQUESTS.labels(name, "cancelled").inc()
@@ -284,8 +279,8 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
         text="".join(pieces),
         ttft_ms=ttft * 1000,
         total_ms=(time.perf_counter() - start) * 1000,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else len(pieces),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0) if usage else 0,
+        completion_tokens=int(usage.get("completion_tokens") or 0) if usage else len(pieces),
         finish_reason=finish,
         served_by=served_by,
         failover_note=route.failover_note,

@@ -24,6 +24,7 @@ from engine import BatonError, Chunk, CompletionRequest, Engine, Restart, RouteI
 
 from . import metrics
 from .errors import ApiError, from_baton
+from .wire import DONE, ChunkWriter
 
 log = logging.getLogger("baton.gateway")
 
@@ -46,21 +47,11 @@ class _Failed:
 _Item = Chunk | _Routed | _Done | _Failed
 
 
-def _encode(chunk: Chunk, version: str, with_usage: bool) -> str | None:
-    data: dict[str, Any] = chunk.raw.model_dump(exclude_unset=True)
-    if not data.get("choices") and not with_usage:
-        return None  # the usage chunk the engine asked for, which this client did not
-    if not with_usage:
-        data.pop("usage", None)
-    data["model"] = version
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-def _error_event(exc: BaseException) -> str:
+def _error_event(exc: BaseException) -> bytes:
     err = (from_baton(exc, inference=True) if isinstance(exc, BatonError)
            else ApiError(500, "The answer failed on Baton's side (it is in the server log). Retry.", "error"))
     body = {"error": {"message": err.message, "type": "server_error", "param": None, "code": err.status}}
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\ndata: [DONE]\n\n"
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode() + DONE
 
 
 def _headers(version: str, role: str) -> dict[str, str]:
@@ -128,23 +119,28 @@ class Relay:
         assert route is not None  # a chunk or the end always follows a route
         version = first.result.version if isinstance(first, _Done) else route.version
 
-        async def events() -> AsyncIterator[str]:
+        writer = ChunkWriter(version, with_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            # Whatever has queued up goes out in one write: fewer sends when the client is slower
+            # than the backend.
             try:
+                out = [line for chunk in held if (line := writer.encode(chunk)) is not None]
                 item: _Item = first
-                for chunk in held:
-                    if (line := _encode(chunk, version, with_usage)) is not None:
-                        yield line
                 while True:
                     if isinstance(item, Chunk):
-                        if (line := _encode(item, version, with_usage)) is not None:
-                            yield line
-                    elif isinstance(item, _Failed):
-                        yield _error_event(item.error)
+                        if (line := writer.encode(item)) is not None:
+                            out.append(line)
+                    elif not isinstance(item, _Routed):  # the end
+                        out.append(_error_event(item.error) if isinstance(item, _Failed) else DONE)
+                        yield b"".join(out)
                         return
-                    elif isinstance(item, _Done):
-                        yield "data: [DONE]\n\n"
-                        return
-                    item = await self._queue.get()
+                    if self._queue.empty():
+                        yield b"".join(out)
+                        out = []
+                        item = await self._queue.get()
+                    else:
+                        item = self._queue.get_nowait()
             finally:
                 await self._stop()
 
@@ -174,7 +170,7 @@ class Relay:
 
 
 def _body(result: TranslationResult, text: str, first: Chunk | None, chat: bool) -> dict[str, Any]:
-    raw = first.raw if first is not None else None
+    data = first.event.data if first is not None else {}
     usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
              "total_tokens": result.prompt_tokens + result.completion_tokens}
     choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": result.finish_reason}
@@ -182,7 +178,7 @@ def _body(result: TranslationResult, text: str, first: Chunk | None, chat: bool)
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
-    return {"id": getattr(raw, "id", None) or f"{'chatcmpl' if chat else 'cmpl'}-baton-{time.time_ns()}",
+    return {"id": data.get("id") or f"{'chatcmpl' if chat else 'cmpl'}-baton-{time.time_ns()}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": getattr(raw, "created", None) or int(time.time()),
+            "created": data.get("created") or int(time.time()),
             "model": result.version, "choices": [choice], "usage": usage}
