@@ -73,8 +73,14 @@ def from_baton(exc: BatonError, *, inference: bool) -> ApiError:
 
 
 def _invalid(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    unknown = [str(e["loc"][-1]) for e in errors if e.get("type") == "extra_forbidden" and e.get("loc")]
+    if unknown:  # OpenAI's words, which clients know
+        return ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown[:5])}. Baton takes "
+                             "OpenAI's fields and vLLM's sampling extensions (the README lists them); remove it.",
+                        "unrecognized_argument")
     problems = []
-    for e in exc.errors()[:5]:
+    for e in errors[:5]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
         problems.append(f"{where}: {e.get('msg', 'invalid')}")
     return ApiError(400, "The request is not valid: " + "; ".join(problems) + ". Fix these fields and send it again.",

@@ -1,22 +1,35 @@
 """Request bodies: OpenAI's fields that pass through, and the translation and admin calls.
 
-Unknown fields are ignored, as vLLM and OpenAI-compatible servers do, so clients that send
-more (logit_bias, metadata...) still work; fields that would change the answer's shape in a
-way Baton does not relay (n > 1, echo, logprobs, tools) are refused with a clear message.
+/v1/completions and /v1/chat/completions take OpenAI's sampling fields and vLLM's sampling
+extensions (VLLM_SAMPLING: passed as given to the version's server; a remote server that is not
+vLLM may refuse them, and its 400 reaches the client). Any other field is refused (400,
+"Unrecognized request argument supplied: NAME"), as OpenAI does: a field that would be silently
+dropped is a setting the client believes in and does not get. Fields that would change the
+answer's shape in a way Baton does not relay (n > 1, echo, logprobs, tools) are refused too.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admin.accounts import Role
 from engine import ShadowStats
 
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+# vLLM's sampling extensions (its SamplingParams, as its OpenAI server takes them), passed through.
+VLLM_SAMPLING = ("top_k", "min_p", "repetition_penalty", "length_penalty", "min_tokens", "ignore_eos",
+                 "stop_token_ids", "include_stop_str_in_output", "skip_special_tokens",
+                 "spaces_between_special_tokens", "truncate_prompt_tokens", "bad_words", "allowed_token_ids",
+                 "structured_outputs")
+# OpenAI's own sampling fields besides those the engine merges with a version's defaults.
+OPENAI_SAMPLING = ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
+
 
 class SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     max_tokens: int | None = Field(None, ge=1, le=32768)
@@ -32,6 +45,23 @@ class SamplingFields(BaseModel):
     n: Literal[1] = 1
     logprobs: Literal[None, False] = None
     tools: None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(None, max_length=300)
+    response_format: dict[str, Any] | None = None  # json_object or json_schema: vLLM's structured output
+    # vLLM's extensions (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html#extra-parameters)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
+    length_penalty: float | None = None
+    min_tokens: int | None = Field(None, ge=0, le=32768)
+    ignore_eos: bool | None = None
+    stop_token_ids: TokenIds | None = Field(None, max_length=64)
+    include_stop_str_in_output: bool | None = None
+    skip_special_tokens: bool | None = None
+    spaces_between_special_tokens: bool | None = None
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    bad_words: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, max_length=64)
+    allowed_token_ids: TokenIds | None = Field(None, max_length=10_000)
+    structured_outputs: dict[str, Any] | None = None  # json, regex, choice, grammar
 
     @field_validator("stop")
     @classmethod
@@ -45,7 +75,7 @@ class SamplingFields(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
     def options(self) -> dict[str, Any]:
-        return {k: v for k in ("seed", "presence_penalty", "frequency_penalty") if (v := getattr(self, k)) is not None}
+        return {k: v for k in (*OPENAI_SAMPLING, *VLLM_SAMPLING) if (v := getattr(self, k)) is not None}
 
     def stops(self) -> tuple[str, ...] | None:
         return None if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)

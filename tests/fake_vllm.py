@@ -15,7 +15,8 @@ served name: two versions that answer alike), prefix (what an answer starts with
 the text), echo_prompt (answer with the whole prompt it got, after the prefix: what the template made of
 the request), log_requests (print `request: METHOD PATH` for every request it gets: a test can tell
 that nothing reached it), log_env (print `env: NAME NAME ...`, the names of its environment variables,
-at start: a test can tell what a backend inherits). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
+at start: a test can tell what a backend inherits). Like vLLM, it takes ignore_eos (the answer goes on
+to max_tokens, padded with "on") and min_tokens (padded to that many). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
 --max-model-len (prompt words count as tokens), and /v1/* without its API key (401).
 
 A test can also start it by itself, as a remote server outside Baton:
@@ -91,6 +92,9 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
         words = ([prefix] if prefix else []) + prompt.split()[0 if echo_prompt else -6:]
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
+        # vLLM's ignore_eos (go on to max_tokens) and min_tokens: the answer is padded with "on".
+        floor = max_tokens if body.get("ignore_eos") and max_tokens else int(body.get("min_tokens") or 0)
+        words += ["on"] * (floor - len(words))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
 
         def choice(text: str, finish: str | None, first: bool = False) -> dict:

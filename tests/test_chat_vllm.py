@@ -196,6 +196,12 @@ async def gateway_on_real_vllm(app: ck.App, admin: ck.ChatClient) -> None:
         parts = [c async for c in chat]
         assert {c.model for c in parts} == {"v2"} and parts[-1].choices[0].finish_reason in ("length", "stop")
 
+        # vLLM's own sampling extensions pass through: ignore_eos goes on to max_tokens (issue 21: 9 of 32 before).
+        eos = await client.completions.create(model="baton", prompt="Good morning", max_tokens=32, temperature=0,
+                                              extra_body={"ignore_eos": True, "top_k": 1})
+        assert eos.usage is not None and eos.usage.completion_tokens == 32, eos.usage
+        assert eos.choices[0].finish_reason == "length"
+
         async def streamed(i: int) -> tuple[set[str], str | None, int]:
             stream = await client.completions.create(model="baton", prompt=f"Good evening {i}", max_tokens=16,
                                                      stream=True, user=f"client-{i}")

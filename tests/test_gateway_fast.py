@@ -169,6 +169,41 @@ async def test_sampling_beyond_openai_ranges_is_400_and_unknown_model_404(app, l
         await client.completions.create(model="v2", prompt="Hi")  # a user key cannot pin a version
 
 
+async def test_vllm_sampling_extensions_reach_the_backend(app, loaded):
+    """ignore_eos and min_tokens (the fake pads its answer as vLLM goes on generating), with more of
+    vLLM's fields alongside."""
+    client = sdk(app, loaded["user"])
+    long = await client.completions.create(model="baton", prompt="Hi", max_tokens=20,
+                                           extra_body={"ignore_eos": True, "top_k": 5, "min_p": 0.1,
+                                                       "repetition_penalty": 1.1, "stop_token_ids": [2]})
+    assert long.usage is not None and long.usage.completion_tokens == 20
+    assert long.choices[0].text.endswith(" on on on")
+    text, models = [], set()
+    stream = await client.chat.completions.create(model="baton", messages=[{"role": "user", "content": "Hi"}],
+                                                  stream=True, extra_body={"min_tokens": 9})
+    async for chunk in stream:
+        models.add(chunk.model)
+        text += [c.delta.content or "" for c in chunk.choices]
+    assert "".join(text).split() == ["v1", "says:", "Hi"] + ["on"] * 7 and models == {"v1"}
+
+
+async def test_an_unknown_or_malformed_field_is_400_naming_it(app, loaded):
+    client = sdk(app, loaded["user"])
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await client.completions.create(model="baton", prompt="Hi", extra_body={"frobnicate": 1})
+    assert unknown.value.body["message"].startswith("Unrecognized request argument supplied: frobnicate")
+    with pytest.raises(openai.BadRequestError) as chat:
+        await client.chat.completions.create(model="baton", messages=[{"role": "user", "content": "Hi"}],
+                                             extra_body={"guided_regex": "a+"})
+    assert "Unrecognized request argument supplied: guided_regex" in chat.value.message
+    with pytest.raises(openai.BadRequestError) as flood:
+        await client.completions.create(model="baton", prompt="Hi", extra_body={"stop_token_ids": list(range(1000))})
+    assert "stop_token_ids" in flood.value.message
+    with pytest.raises(openai.BadRequestError) as wrong:
+        await client.completions.create(model="baton", prompt="Hi", extra_body={"top_k": "many"})
+    assert "top_k" in wrong.value.message
+
+
 async def test_an_oversized_body_is_413(app, loaded):
     async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {loaded['user']}"}) as http:
         r = await http.post("/v1/completions", json={"model": "baton", "prompt": "x" * 1_100_000})
