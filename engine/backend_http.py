@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,35 @@ from .probe import Bearer
 
 TIMEOUT_S = 600.0  # the stall deadlines (engine/translate.py) end a slow answer long before this
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+
+
+class BackendWait:
+    """How long one client request waited on backends: from each backend request handed to the HTTP
+    client until its response was closed, overlapping attempts counted once. Whatever else the
+    request took was Baton's own time (gateway/overhead.py)."""
+
+    def __init__(self) -> None:
+        self._open = 0
+        self._since = 0.0
+        self._total = 0.0
+
+    def begin(self) -> None:
+        if not self._open:
+            self._since = time.perf_counter()
+        self._open += 1
+
+    def end(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._total += time.perf_counter() - self._since
+
+    def until(self, at: float) -> float:
+        """Seconds waited up to `at` (time.perf_counter), which is not before the last begin."""
+        return self._total + (max(0.0, at - self._since) if self._open else 0.0)
+
+
+# The wait of the client request this task serves (tasks it starts share it); None: not measured.
+WAITING: ContextVar[BackendWait | None] = ContextVar("baton_backend_wait", default=None)
 
 
 class BackendError(Exception):
@@ -73,6 +103,18 @@ class BackendClient:
         backend's message, a lost connection httpx's error. Leaving the block closes the response."""
         request = self._http.build_request("POST", path, content=json.dumps(body, ensure_ascii=False).encode(),
                                            headers={"Content-Type": "application/json"})
+        wait = WAITING.get()
+        if wait is not None:
+            wait.begin()
+        try:
+            async with self._response(request) as events:
+                yield events
+        finally:
+            if wait is not None:
+                wait.end()
+
+    @asynccontextmanager
+    async def _response(self, request: httpx.Request) -> AsyncIterator[AsyncIterator[Event]]:
         response = await self._http.send(request, stream=True)
         try:
             if response.status_code >= 400:

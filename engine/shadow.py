@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics, scoring, translate
+from .backend_http import WAITING
 from .errors import BatonError
 from .livestats import LiveStats, ShadowResult
 from .router import Router
@@ -92,6 +93,7 @@ class ShadowRunner:
     async def _copy(self, name: str, primary: TranslationResult,
                     request_for: Callable[[VersionSpec], BackendRequest]) -> None:
         start = time.perf_counter()
+        WAITING.set(None)  # the copy runs in its own task: its time is nobody's request's
         try:
             route = self.router.pinned(name)
             # The shadow's own prompt template and sampling: what it would be sent if it served.

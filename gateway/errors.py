@@ -26,7 +26,7 @@ from engine import (
     StoreUnavailable,
 )
 
-from . import metrics
+from . import metrics, overhead
 
 RETRY_AFTER_S = 5  # while no version is ready: about one liveness round plus a failover
 MAX_BODY_BYTES = 1_000_000
@@ -111,18 +111,21 @@ class ErrorShapedRoute(APIRoute):
         path = self.path
 
         async def run(request: Request) -> Response:
-            try:
-                if request.method in ("POST", "PUT", "PATCH"):
-                    await _read_bounded(request)
-                result = await handler(request)
-            except ApiError as exc:
-                result = response(exc)
-            except RequestValidationError as exc:
-                result = response(_invalid(exc))
-            except HTTPException as exc:
-                result = response(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
-            except BatonError as exc:
-                result = response(from_baton(exc, inference=inference))
+            with overhead.measured() as spent:
+                try:
+                    if request.method in ("POST", "PUT", "PATCH"):
+                        await _read_bounded(request)
+                    result = await handler(request)
+                except ApiError as exc:
+                    result = response(exc)
+                except RequestValidationError as exc:
+                    result = response(_invalid(exc))
+                except HTTPException as exc:
+                    result = response(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
+                except BatonError as exc:
+                    result = response(from_baton(exc, inference=inference))
+                if inference:
+                    overhead.report(spent, result, path)
             metrics.API_REQUESTS.labels(getattr(request.state, "key_name", "-"), path, str(result.status_code)).inc()
             return result
 

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine import BatonError, Chunk, CompletionRequest, Engine, Restart, RouteInfo, TranslationResult
 
-from . import metrics
+from . import metrics, overhead
 from .errors import ApiError, from_baton
 from .wire import DONE, ChunkWriter
 
@@ -118,6 +118,8 @@ class Relay:
             raise first.error
         assert route is not None  # a chunk or the end always follows a route
         version = first.result.version if isinstance(first, _Done) else route.version
+        if isinstance(first, Chunk):
+            overhead.answered_at(first.event.received)
 
         writer = ChunkWriter(version, with_usage)
 

@@ -204,6 +204,29 @@ async def test_an_unknown_or_malformed_field_is_400_naming_it(app, loaded):
     assert "top_k" in wrong.value.message
 
 
+async def test_every_v1_answer_says_batons_own_overhead(app, loaded):
+    """X-Baton-Overhead-Ms counts Baton's time only: a whole answer that takes the fake ~0.9 s, and a
+    stream whose first text comes after 0.15 s, both report a few ms; refusals carry it too."""
+    client = sdk(app, loaded["user"])
+    started = time.perf_counter()
+    whole = await client.completions.with_raw_response.create(model="baton", prompt="Good morning to you")
+    took_ms = (time.perf_counter() - started) * 1000
+    async with client.chat.completions.with_streaming_response.create(
+            model="baton", messages=[{"role": "user", "content": "Hi"}], stream=True) as streamed:
+        stream_ms = float(streamed.headers["X-Baton-Overhead-Ms"])
+        [_ async for _ in await streamed.parse()]
+    whole_ms = float(whole.headers["X-Baton-Overhead-Ms"])
+    assert took_ms > 700 and 0 <= whole_ms < 50, (took_ms, whole_ms)
+    assert 0 <= stream_ms < 50, stream_ms
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        refused = await http.post("/v1/completions", json={"model": "baton", "prompt": "Hi"})
+        text = (await http.get("/metrics")).text
+    assert refused.status_code == 401 and float(refused.headers["X-Baton-Overhead-Ms"]) >= 0
+    counted = re.search(r'baton_overhead_seconds_count\{route="/v1/chat/completions"\} (\d+)', text)
+    assert counted and int(counted.group(1)) >= 1, "the overhead histogram is in /metrics, by route"
+    assert 'baton_overhead_seconds_bucket{le="0.005",route="/v1/completions"}' in text
+
+
 async def test_an_oversized_body_is_413(app, loaded):
     async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {loaded['user']}"}) as http:
         r = await http.post("/v1/completions", json={"model": "baton", "prompt": "x" * 1_100_000})
