@@ -87,6 +87,7 @@ bench: install
 	$(APP)/bin/python -m benchmarks.engine_bench
 	$(APP)/bin/python -m benchmarks.load_bench
 	$(APP)/bin/python -m benchmarks.nginx_baseline
+	$(APP)/bin/python -m benchmarks.race_bench
 	$(APP)/bin/python -m benchmarks.chaos_bench --backend vllm
 	$(APP)/bin/python -m benchmarks.chaos_bench --backend fake
 	$(APP)/bin/python -m benchmarks.quality_bench

@@ -529,13 +529,51 @@ what is measured is reading hostile files. {h['documents']} documents in {h['dur
 """
 
 
+def race_section(r: dict) -> str:
+    rows, checks = [], []
+    for c, sides in r["by_concurrency"].items():
+        for name, v in sides.items():
+            rows.append([c, name, v["requests_per_s"], v["ratio_requests"], v["output_tokens_per_s"],
+                         v["median_ttft_ms"], v["ttft_median_overhead_ms"] if name != "direct" else "",
+                         v["p99_ttft_ms"], v["ttft_p99_overhead_ms"] if name != "direct" else "", v["failed"]])
+        b, n = sides["baton"], sides["nginx"]
+        checks.append([f"concurrency {c}: Baton / direct requests/s (nginx {num(n['ratio_requests'])})",
+                       b["ratio_requests"], "≥ 0.9 and ≥ nginx's",
+                       target(b["ratio_requests"] >= max(0.9, n["ratio_requests"]))])
+        checks.append([f"concurrency {c}: Baton's median TTFT overhead (nginx {num(n['ttft_median_overhead_ms'])} ms)",
+                       b["ttft_median_overhead_ms"], "≤ nginx + 1 ms",
+                       target(b["ttft_median_overhead_ms"] <= n["ttft_median_overhead_ms"] + 1)])
+        checks.append([f"concurrency {c}: Baton's p99 TTFT overhead (ms)", b["ttft_p99_overhead_ms"], "≤ 10",
+                       target(b["ttft_p99_overhead_ms"] <= 10)])
+    h = r.get("baton_overhead_header", {})
+    own = (f"Baton's own account over the race (`X-Baton-Overhead-Ms`, the `baton_overhead_seconds` histogram): "
+           f"{h.get('count', 0)} requests, mean {num(h.get('mean_ms'))} ms; share at or under 1 / 2 / 5 / 10 ms: "
+           + " / ".join(num(v) for v in h.get("share_at_most_s", {}).values()) + "." if h.get("count") else "")
+    load = r.get("load_average_1_5_15", {})
+    return f"""## The race: straight to vLLM, nginx, Baton (`benchmarks/race_bench.py`)
+
+vLLM's own serving benchmark ({r['client']}) against three sides in front of the same backend
+({r['backend']}): straight to it, nginx as a plain streaming proxy, and Baton's `/v1`. Each concurrency's
+sides run in turn in one client process, {r['rounds']} rounds; ratios are to direct, from the same run
+(prompts per run: {r['prompts']}). Command: `{r['command']}`. Measured {r['measured_at']} ({r['machine']});
+load average (1, 5, 15 min) {load.get('start', '–')} at the start, {load.get('end', '–')} at the end.
+
+{table(["concurrency", "side", "requests/s", "/ direct", "output tokens/s", "TTFT median (ms)", "+ direct",
+        "TTFT p99 (ms)", "+ direct", "failed"], rows)}
+
+{table(["", "value", "target", ""], checks)}
+
+{own}
+"""
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     parts = ["# Benchmarks\n\nWritten by `make bench` (`benchmarks/report.py`) from `benchmarks/results.json`. "
              "All numbers are from 2-core machines without a GPU, serving tiny models on the CPU build of "
              "vLLM; the ratios, measured side by side in one run, carry over better than the absolute times.\n"]
     for key, section in (("engine", engine_section), ("engine_nice", nice_section), ("load", load_section),
-                         ("nginx", nginx_section), ("chaos", chaos_section), ("quality", quality_section),
+                         ("nginx", nginx_section), ("race", race_section), ("chaos", chaos_section), ("quality", quality_section),
                          ("detection", detection_section), ("replicas", replicas_section),
                          ("hostile", hostile_section)):
         parts.append(section(results[key]) if key in results else f"## {key}\n\nNot measured yet: run `make bench`.\n")

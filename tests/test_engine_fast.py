@@ -608,3 +608,11 @@ async def test_read_only_database_refuses_switch_and_keeps_serving(fake_engine, 
     assert reader.router.deployment == before
     assert (await eng.store.get_deployment()).active == "v1"
     await reader.store.close()
+
+
+def test_the_serving_path_imports_no_openai_sdk():
+    """Tokens are relayed without an SDK object per token: the engine and the gateway stream with
+    httpx, and the openai SDK is only the tests' client (issue 21: 52 % of the app's CPU went to it)."""
+    code = "import sys, engine, gateway; print(sorted(m for m in sys.modules if m.split('.')[0] == 'openai'))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
