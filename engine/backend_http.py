@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -135,23 +135,29 @@ class BackendClient:
 
 
 async def _events(response: httpx.Response) -> AsyncGenerator[Event, None]:
-    """The data lines up to `[DONE]`; an error event (vLLM's mid-stream failure) raises BackendError."""
-    rest = b""
-    async for part in response.aiter_bytes():
-        received = time.perf_counter()
-        *lines, rest = (rest + part).split(b"\n")
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, comments, event names: nothing the engine uses
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                return
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                raise BackendError(f"a malformed event: {payload[:80]!r}") from None
-            if not isinstance(data, dict):
-                raise BackendError(f"an event that is not an object: {payload[:80]!r}")
-            if data.get("error") or data.get("object") == "error":
-                raise BackendError(error_message(data, "an error event"))
-            yield Event(payload, data, received)
+    """The data lines up to `[DONE]`; an error event (vLLM's mid-stream failure) raises BackendError.
+    The body is read to its end, so that the connection goes back to the pool."""
+    rest, done = b"", False
+    # Closed in this task, whatever happens (httpx types it as a bare iterator; it is a generator).
+    async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_bytes())) as parts:
+        async for part in parts:
+            if done:
+                continue
+            received = time.perf_counter()
+            *lines, rest = (rest + part).split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments, event names: nothing the engine uses
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    data = json.loads(payload)
+                except ValueError:
+                    raise BackendError(f"a malformed event: {payload[:80]!r}") from None
+                if not isinstance(data, dict):
+                    raise BackendError(f"an event that is not an object: {payload[:80]!r}")
+                if data.get("error") or data.get("object") == "error":
+                    raise BackendError(error_message(data, "an error event"))
+                yield Event(payload, data, received)

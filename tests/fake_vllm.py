@@ -109,7 +109,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
                     "choices": [] if with_usage else [choice(text, finish, first)]}
             if with_usage:
                 data["usage"] = usage
-            return f"data: {json.dumps(data)}\n\n"
+            return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"  # compact, as vLLM writes it
 
         if not body.get("stream"):
             text = " ".join(words)

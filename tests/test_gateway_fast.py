@@ -19,7 +19,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from engine import Chunk
+from engine.backend_http import Event
 from engine.router import canary_bucket
+from gateway.wire import ChunkWriter
 from tests import chatkit as ck
 
 ADMIN = ("root", "root-password-1")
@@ -225,6 +228,24 @@ async def test_every_v1_answer_says_batons_own_overhead(app, loaded):
     counted = re.search(r'baton_overhead_seconds_count\{route="/v1/chat/completions"\} (\d+)', text)
     assert counted and int(counted.group(1)) >= 1, "the overhead histogram is in /metrics, by route"
     assert 'baton_overhead_seconds_bucket{le="0.005",route="/v1/completions"}' in text
+
+
+def test_a_relayed_chunk_keeps_the_backends_bytes_but_the_model():
+    """vLLM's compact JSON goes out byte for byte but the model; a server writing JSON its own way
+    (spaces, usage in every chunk) still gets the version's name, and no usage the client did not ask for."""
+    def chunk(raw: bytes) -> Chunk:
+        return Chunk("hi", None, Event(raw, json.loads(raw), 0.0))
+
+    compact = b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"served","choices":[{"index":0,"text":"\\"model\\":\\"served\\""}]}'
+    out = ChunkWriter("v1", with_usage=False).encode(chunk(compact))
+    assert out == b"data: " + compact.replace(b'"model":"served"', b'"model":"v1"', 1) + b"\n\n"
+    assert json.loads(out[6:])["choices"][0]["text"] == '"model":"served"', "the text is never rewritten"
+    spaced = b'{"id": "c", "model": "served", "choices": [{"index": 0, "text": "x"}], "usage": {"total_tokens": 3}}'
+    again = json.loads(ChunkWriter("v1", with_usage=False).encode(chunk(spaced))[6:])
+    assert again["model"] == "v1" and "usage" not in again and again["choices"][0]["text"] == "x"
+    usage_only = b'{"id":"c","model":"served","choices":[],"usage":{"total_tokens":3}}'
+    assert ChunkWriter("v1", with_usage=False).encode(chunk(usage_only)) is None
+    assert json.loads(ChunkWriter("v1", with_usage=True).encode(chunk(usage_only))[6:])["model"] == "v1"
 
 
 async def test_an_oversized_body_is_413(app, loaded):
