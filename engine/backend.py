@@ -19,7 +19,7 @@ from .backend_http import BackendClient
 from .probe import Bearer, Prober
 from .process import BackendProcess, Server
 from .remote import KeyFromEnv, RemoteProber, RemoteServer
-from .remote_address import Pin, prober_options
+from .remote_address import Pin, PinnedResolver
 from .settings import Settings
 from .states import ALIVE, Desired, State, StateCell
 from .traffic import Traffic
@@ -140,8 +140,8 @@ class Backend:
             key, pin = KeyFromEnv(self.spec.api_key_env), Pin()
             self.process = RemoteServer(self.url, self.settings.allowed_remote, pin)
             self.prober = RemoteProber(self.url, key, self.spec.served_name, pin)
-            # Pinned to the addresses checked at start, with no redirects and no environment proxy.
-            self.client = BackendClient(self.url, key, **prober_options(pin))
+            # Pinned to the addresses checked at start.
+            self.client = BackendClient(self.url, key, PinnedResolver(pin))
             return self.process
         api_key = secrets.token_hex(24)  # new for every process
         self.marker = secrets.token_hex(16)

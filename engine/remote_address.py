@@ -18,9 +18,9 @@ from typing import Any
 
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from . import urls
-from .backend_http import LIMITS
 from .errors import InvalidArgument
 
 RESOLVE_TIMEOUT_S = 5.0
@@ -110,7 +110,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 def _pinned_transport(pin: Pin) -> httpx.AsyncHTTPTransport:
     """httpx's transport with its pool replaced by httpcore's pool on the pinned backend: httpx takes
     no network backend of its own."""
-    limits = LIMITS
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
     transport = httpx.AsyncHTTPTransport(limits=limits)
     transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
         ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
@@ -120,7 +120,25 @@ def _pinned_transport(pin: Pin) -> httpx.AsyncHTTPTransport:
 
 
 def prober_options(pin: Pin) -> dict[str, Any]:
-    """httpx client options for a remote server's prober and client: the pinned transport, no
-    environment proxy (a proxy would look the name up again), no redirects (the checked URL is the
-    only destination)."""
+    """httpx client options for a remote server's prober: the pinned transport, no environment proxy
+    (a proxy would look the name up again), no redirects (the checked URL is the only destination)."""
     return {"transport": _pinned_transport(pin), "trust_env": False, "follow_redirects": False}
+
+
+class PinnedResolver(AbstractResolver):
+    """aiohttp's resolver for a remote version's streaming client (engine/backend_http.py): the
+    pin's addresses, never a fresh lookup. The connection still names the host (Host, SNI, the
+    certificate check)."""
+
+    def __init__(self, pin: Pin) -> None:
+        self.pin = pin
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if not self.pin.addresses:
+            raise OSError(f"{host} has no checked address yet (the version is not started)")
+        return [ResolveResult(hostname=host, host=a, port=port, proto=0, flags=socket.AI_NUMERICHOST,
+                              family=socket.AF_INET6 if ":" in a else socket.AF_INET) for a in self.pin.addresses]
+
+    async def close(self) -> None:
+        """Nothing to release."""

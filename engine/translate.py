@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
+import aiohttp
 
 from . import formats, metrics, templates, terminology
 from .backend_http import BackendError, Event
@@ -246,7 +246,7 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
         raise
-    except (BackendError, httpx.HTTPError) as exc:
+    except (BackendError, aiohttp.ClientError) as exc:
         backend.traffic.errors += 1
         metrics.REQUESTS.labels(name, "failed").inc()
         # A 400 is about the request itself (e.g. its length against the context): say vLLM's
@@ -258,7 +258,7 @@ async def stream(route: Route, req: BackendRequest, on_chunk: Callable[[Chunk], 
                 f"with /status and /logs {name}.",
                 partial=bool(pieces), refused=True,
             ) from exc
-        lost = ("connection lost" if isinstance(exc, httpx.HTTPError) else
+        lost = ("connection lost" if isinstance(exc, aiohttp.ClientError) else
                 f"HTTP {exc.status}: {exc.message}" if exc.status else f"it reported: {exc.message}")
         raise _failed(name, lost, pieces) from exc
     except asyncio.CancelledError:
