@@ -56,7 +56,7 @@ def summarize(records: list[dict], concurrencies: list[int]) -> dict:
         direct = [r for r in runs if r["side"] == "direct"]
         d_rps = sum(r["request_throughput"] for r in direct)
         d_tps = sum(r["output_throughput"] for r in direct)
-        for name in ("direct", "nginx", "baton"):
+        for name in dict.fromkeys(r["side"] for r in runs):  # the sides, in their first order
             mine = [r for r in runs if r["side"] == name]
             by_round = {r["round"]: r for r in mine}
             ttft_diff = [by_round[r["round"]]["median_ttft_ms"] - r["median_ttft_ms"] for r in direct

@@ -26,6 +26,7 @@ from aiohttp.abc import AbstractResolver
 # answer long before this.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=600, sock_read=600)
 MAX_CONNECTIONS = 1000
+KEEPALIVE_S = 4.0
 
 
 class BackendWait:
@@ -104,7 +105,10 @@ class BackendClient:
         """Made at first use, inside the event loop that uses it."""
         if self._session is None:
             # No DNS cache: a remote name is pinned by its resolver, a local backend is an address.
-            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, use_dns_cache=False, resolver=self._resolver)
+            # Idle connections are dropped before vLLM's uvicorn drops them (5 s), so that a request
+            # never goes out on a connection the server is closing.
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, use_dns_cache=False, resolver=self._resolver,
+                                             keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT,
                                                   cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         return self._session
