@@ -317,7 +317,9 @@ def _live_table(canary: Sample, active: Sample) -> list[str]:
             f"| errors | {_rate(canary.errors, canary.answers)} | {_rate(active.errors, active.answers)} |",
             f"| first token p95 | {_ms(canary.ttft_p95_ms)} | {_ms(active.ttft_p95_ms)} |",
             f"| thumbs down | {_rate(canary.votes_down, canary.answers)} "
-            f"| {_rate(active.votes_down, active.answers)} |"]
+            f"| {_rate(active.votes_down, active.answers)} |",
+            f"| not in the target language | {_rate(canary.flagged.get('wrong_language', 0), canary.checked)} "
+            f"| {_rate(active.flagged.get('wrong_language', 0), active.checked)} |"]
     if canary.shadow_agreement is not None:
         rows.append(f"| shadow agreement (chrF) | {canary.shadow_agreement:.1f} | — |")
     return rows
@@ -390,7 +392,7 @@ def footer(r: TranslationResult) -> list[str]:
 
 def checks(r: TranslationResult) -> list[str]:
     """What the translator should know beyond the text: glossary terms, a template the version
-    lacked, formatting that did not survive."""
+    lacked, formatting that did not survive, and what else the answer checks flagged."""
     lines = []
     if r.terms:
         kept = [t for t in r.terms if t not in r.missing_terms]
@@ -401,6 +403,8 @@ def checks(r: TranslationResult) -> list[str]:
         lines.append(f"ℹ️ {cell(r.note)}.")
     if r.format_lost:
         lines.append("⚠️ Formatting not kept: " + "; ".join(cell(x) for x in r.format_lost))
+    # The glossary and formatting lines above say more than their flags do.
+    lines += [f"⚠️ {cell(f.message)}" for f in r.flags if f.check not in ("missing_terms", "format_lost")]
     return lines
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import (
+    checks,
     detect,
     documents,
     evalsets,
@@ -42,7 +43,7 @@ from .detect import Detection
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
-from .languages import NAMES
+from .languages import CODES, NAMES
 from .livestats import LiveStats, Sample
 from .notices import Notices
 from .pool import Pool
@@ -55,6 +56,7 @@ from .states import LOADING, Desired, State
 from .store import AUDIT_ACTION_MAX, AUDIT_ACTOR_MAX, Change, Store
 from .supervisor import Supervisor
 from .templates import Capability
+from .terminology import Term
 from .translate import (
     BackendFailed,
     BackendRequest,
@@ -918,13 +920,25 @@ class Engine:
             else:
                 items = [req.about(p.text) if p.translate else p.text for p in pieces]
                 result = await sequence.run(route, items, self._limits, on_text=on_token)
-            return replace(result, capability=chosen.capability.value, note=chosen.note)
+            return await self._checked(req, replace(result, capability=chosen.capability.value, note=chosen.note),
+                                       formatted=pieces is not None)
 
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart,
                                     shadow=translate.for_translation(req) if pieces is None else None)
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
-                       terms=req.terms, missing_terms=terminology.missing(result.text, req.terms),
-                       format_lost=tuple(formats.lost(req.text, result.text)) if pieces is not None else ())
+                       terms=req.terms)
+
+    async def _checked(self, req: TranslationRequest, result: TranslationResult, *,
+                       formatted: bool) -> TranslationResult:
+        """`result` with what the answer checks found (engine/checks.py), computed in the CPU pool."""
+        def run_checks() -> tuple[tuple[Term, ...], tuple[str, ...], tuple[checks.Flag, ...]]:
+            missing = terminology.missing(result.text, req.terms)
+            lost = tuple(formats.lost(req.text, result.text)) if formatted else ()
+            return missing, lost, checks.check(req.text, result.text, CODES.get(req.source_lang, ""),
+                                               CODES.get(req.target_lang, ""), missing_terms=missing, format_lost=lost)
+
+        missing, lost, flags = await self.cpu.run(req.conversation_id or "answers", run_checks)
+        return replace(result, missing_terms=missing, format_lost=lost, flags=flags, checked=True)
 
     async def open_document(self, filename: str, data: bytes, *, user: str) -> documents.Document:
         """A document's segments to translate, within the size limits: parsed in the CPU pool, in
@@ -974,8 +988,13 @@ class Engine:
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart)
         expected = tuple({t: None for it in items for t in it.terms})  # each term once, in order
         missing = {t for it, text in zip(items, done, strict=True) for t in terminology.missing(text or "", it.terms)}
+        missing_terms = tuple(t for t in expected if t in missing)
+        # The language checks read the document's start, as its detection did.
+        flags = await self.cpu.run(req.conversation_id or "answers", partial(
+            checks.check, "\n".join(segments[:40]), "\n".join(t or "" for t in done[:40]),
+            CODES.get(req.source_lang, ""), CODES.get(req.target_lang, ""), missing_terms=missing_terms))
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
-                       terms=expected, missing_terms=tuple(t for t in expected if t in missing))
+                       terms=expected, missing_terms=missing_terms, flags=flags, checked=True)
 
     async def rebuild_document(self, doc: documents.Document, done: Sequence[str | None],
                                filename: str, *, user: str) -> tuple[bytes, str]:
@@ -1061,7 +1080,12 @@ class Engine:
                     await on_restart(Restart(route.backend.name, exc.what))
                 continue
             if not pinned:  # an empty answer has no first token to time
-                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None)
+                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None,
+                                   checked=result.checked, flags=(f.check for f in result.flags))
+                if result.checked:
+                    metrics.ANSWERS_CHECKED.labels(result.version).inc()
+                for flag in result.flags:
+                    metrics.ANSWER_FLAGS.labels(result.version, flag.check).inc()
                 if shadow is not None:
                     self.shadows.offer(result, shadow)
             return replace(result, retranslated=note) if note else result

@@ -13,6 +13,7 @@ import openai
 from openai import AsyncOpenAI
 
 from . import formats, metrics, templates, terminology
+from .checks import Flag
 from .detect import Detection
 from .errors import BatonError, InvalidArgument
 from .languages import CODES
@@ -100,6 +101,8 @@ class TranslationResult:
     terms: tuple[Term, ...] = ()  # the glossary terms the answer should contain
     missing_terms: tuple[Term, ...] = ()
     format_lost: tuple[str, ...] = ()  # formatting that did not survive
+    flags: tuple[Flag, ...] = ()  # what the answer checks found (None of them: a clean answer)
+    checked: bool = False  # a translation whose answer was checked
 
 
 @dataclass(frozen=True)

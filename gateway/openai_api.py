@@ -17,6 +17,7 @@ from .config import GatewayConfig
 from .errors import ApiError, ErrorShapedRoute, unavailable
 from .relay import Relay
 from .schemas import (
+    AnswerFlag,
     ChatBody,
     CompletionBody,
     GlossaryTerm,
@@ -115,7 +116,8 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
                                template=result.capability, note=result.note,
                                missing_terms=[GlossaryTerm(source=t.source, target=t.target)
                                               for t in result.missing_terms],
-                               format_lost=list(result.format_lost))
+                               format_lost=list(result.format_lost),
+                               flags=[AnswerFlag(check=f.check, message=f.message) for f in result.flags])
 
         # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
         try:

@@ -97,6 +97,11 @@ class TranslateBody(BaseModel):
                          description="Text around these texts, for a contextual template; never translated itself.")
 
 
+class AnswerFlag(BaseModel):
+    check: Literal["wrong_language", "untranslated", "length_ratio", "missing_terms", "format_lost"]
+    message: str = Field(description="What is wrong, in words for the translator.")
+
+
 class Translation(BaseModel):
     text: str
     version: str
@@ -108,6 +113,8 @@ class Translation(BaseModel):
     missing_terms: list[GlossaryTerm] = Field(default_factory=list,
                                               description="Glossary terms the translation does not contain.")
     format_lost: list[str] = Field(default_factory=list, description="Formatting that did not survive.")
+    flags: list[AnswerFlag] = Field(default_factory=list, description="What the answer checks found: an empty "
+                                    "list is a clean answer.")
 
 
 class TranslateResult(BaseModel):
