@@ -49,7 +49,8 @@ COMMANDS: dict[str, Spec] = {
                      "Terms that must be translated your way", "book-a", admin=False, mutating=True),
     "load": Spec("/load NAME [MODEL_PATH [vLLM flags] | --url URL [--served-model M] [--api-key-env VAR]] "
                  "[--template TEXT] [--template-terminology TEXT] [--template-contextual TEXT] "
-                 "[--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]",
+                 "[--template-formatted TEXT] [--term-format TEXT] [--max-tokens N] "
+                 "[--on-wrong-language flag|retranslate]",
                  "Register and start a version (--url: one served elsewhere)", "download", mutating=True),
     "switch": Spec("/switch NAME [--force]", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
@@ -277,6 +278,7 @@ class LoadOptions:
     template: str | None = None
     templates: dict[str, str] | None = None  # by capability, when any was given
     max_tokens: int | None = None
+    on_wrong_language: str | None = None  # flag / retranslate (engine.types.WrongLanguagePolicy)
 
 
 # --template-terminology TEXT etc.: the templates of a recipe beside the plain one
@@ -310,7 +312,9 @@ REMOTE_OPTIONS = ("--url", "--served-model", "--api-key-env")
 def _load_options(rest: list[str]) -> LoadOptions:
     """Take Baton's options (a remote server's, the templates, `--max-tokens N`) out of a /load line.
     A chat box cannot hold a line break inside one argument, so \\n stands for one in a template."""
-    others, values = _take_options(rest, (*REMOTE_OPTIONS, "--template", "--max-tokens", *TEMPLATE_OPTIONS))
+    others, values = _take_options(rest, (*REMOTE_OPTIONS, "--template", "--max-tokens", "--on-wrong-language",
+                                          *TEMPLATE_OPTIONS))
+    policy = values.pop("--on-wrong-language", None)
     remote = {k: values.pop(k) for k in REMOTE_OPTIONS if k in values}
     texts = {k: v.replace("\\n", "\n") for k, v in values.items()}
     extra = {cap: texts[option] for option, cap in TEMPLATE_OPTIONS.items() if option in texts}
@@ -324,6 +328,7 @@ def _load_options(rest: list[str]) -> LoadOptions:
         texts.get("--template"),
         extra or None,
         _int(max_tokens, "--max-tokens", 1, MAX_TOKENS_LIMIT) if max_tokens is not None else None,
+        policy,
     )
 
 
@@ -336,7 +341,8 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
         opts = _load_options(rest)
         await ctx.engine.register(name, opts.model_path, url=opts.url, api_key_env=opts.api_key_env,
                                   served_name=opts.served_model, flags=opts.flags, prompt_template=opts.template,
-                                  templates=opts.templates, max_tokens=opts.max_tokens, actor=who)
+                                  templates=opts.templates, max_tokens=opts.max_tokens,
+                                  on_wrong_language=opts.on_wrong_language, actor=who)
     snap = await ctx.engine.load(name, actor=who)
     return Reply(render.load_started(snap), follow_load=name)
 

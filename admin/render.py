@@ -111,8 +111,9 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
     lines += [
-        "| version | state | wanted | role | pid | port or URL | uptime | in flight | served | errors | chrF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| version | state | wanted | role | pid | port or URL | uptime | in flight | served | errors | chrF "
+        "| flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in st.versions:
         ev = scores.get(v.name)
@@ -120,13 +121,21 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         lines.append(
             f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} "
             f"| {_dash(v.pid)} | {cell(v.url) if v.url else _dash(v.port)} "
-            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} |"
+            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} | {flagged(v)} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
     notes += [f"- **{cell(v.name)}** restarted {v.restarts}×" for v in st.versions if v.restarts]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def flagged(v: VersionStatus) -> str:
+    """The share of a version's checked answers each check flagged, e.g. "wrong language 3 (12%)"."""
+    if not v.checked:
+        return "—"
+    found = [f"{check.replace('_', ' ')} {_rate(n, v.checked)}" for check, n in sorted(v.flagged.items()) if n]
+    return " · ".join(found) or f"none of {v.checked}"
 
 
 def replicas(views: Sequence[ReplicaView], generation: int) -> str:
@@ -278,8 +287,11 @@ def evaluation(ev: Evaluation, active: str | None, other: Evaluation | None, gat
                 f"`/eval {active} {ev.set_name}`.")
     else:
         tail = ""
+    found = [f"{check.replace('_', ' ')} {_rate(n, ev.rows)}" for check, n in sorted((ev.flagged or {}).items()) if n]
+    checked = ("" if ev.flagged is None else f"Answer checks flagged: {' · '.join(found)}." if found
+               else "Answer checks flagged no answer.")
     stored = f"Stored as evaluation {ev.id} (set sha256 {ev.set_checksum[:12]}…)."
-    return "\n\n".join(filter(None, [head, "\n".join(rows), tail, stored]))
+    return "\n\n".join(filter(None, [head, "\n".join(rows), checked, tail, stored]))
 
 
 def eval_sets(sets: Sequence[EvalSetInfo], evaluations: Sequence[Evaluation], gate_set: str | None) -> str:

@@ -263,6 +263,9 @@ def load(
                                "contextual=TEXT (with {context}), formatted=TEXT, term=TEXT (one glossary line, "
                                "with {source_term} and {target_term}).")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on each answer's tokens.")] = None,
+    on_wrong_language: Annotated[str | None, typer.Option(
+        "--on-wrong-language", help="An answer not in the target language: flag (warn, the default) or "
+                                    "retranslate (once, by another ready version).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ready, as wait-ready does.")] = False,
     timeout: Timeout = 600,
     json_out: JsonOut = False,
@@ -273,10 +276,12 @@ def load(
     if model_path is not None or url is not None:
         body.update(model_path=model_path, url=url, served_model=served_model, api_key_env=api_key_env,
                     flags=[t for f in flag or [] for t in shlex.split(f)],
-                    template=template, templates=templates or None, max_tokens=max_tokens)
-    elif flag or template is not None or templates or max_tokens is not None or served_model or api_key_env:
-        raise typer.BadParameter("--flag, --template, --template-for, --max-tokens, --served-model and --api-key-env "
-                                 "need MODEL_PATH or --url (they register a new recipe)")
+                    template=template, templates=templates or None, max_tokens=max_tokens,
+                    on_wrong_language=on_wrong_language)
+    elif (flag or template is not None or templates or max_tokens is not None or served_model or api_key_env
+          or on_wrong_language):
+        raise typer.BadParameter("--flag, --template, --template-for, --max-tokens, --served-model, --api-key-env and "
+                                 "--on-wrong-language need MODEL_PATH or --url (they register a new recipe)")
     c = _client(ctx)
     v = c.post("/versions", body)
     if wait:

@@ -91,6 +91,8 @@ class VersionStatus:
     last_line: str
     gave_up: bool = False  # failed to start, and nothing will retry it: fix the recipe and /load again
     url: str | None = None  # a remote version's server (it has no pid or port)
+    checked: int = 0  # live answers whose text was checked (engine/checks.py), in memory since the start
+    flagged: dict[str, int] = field(default_factory=dict)  # of those, how many each check flagged
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ class Engine:
         sampling: Sampling | None = None,
         max_tokens: int | None = None,
         served_name: str | None = None,
+        on_wrong_language: str | None = None,
         notes: str = "",
         actor: str = "system",
     ) -> VersionSpec:
@@ -332,6 +335,8 @@ class Engine:
                     created_by=actor,
                     url=remote[0] if remote else None,
                     api_key_env=remote[1] if remote else None,
+                    on_wrong_language=validation.check_wrong_language_policy(
+                        on_wrong_language or (existing.on_wrong_language if existing else "flag")),
                 )
                 await self.store.save_version(spec, (actor, "register", args))
                 if backend is not None:
@@ -747,7 +752,7 @@ class Engine:
             except BatonError as exc:  # a failed row scores as an empty answer, and is counted
                 log.info("evaluation of %s: line %d failed: %s", name, row.line, exc)
                 return Outcome("", None)
-            return Outcome(result.text, result.total_ms)
+            return Outcome(result.text, result.total_ms, tuple(f.check for f in result.flags))
 
         return one
 
@@ -815,9 +820,10 @@ class Engine:
     def _status_of(self, b: Backend, last_line: str) -> VersionStatus:
         s = b.snapshot()
         uptime = time.monotonic() - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
+        live = self.live.sample(s.name)
         return VersionStatus(s.name, s.state.value, s.desired.value, _role(self.router.deployment, s.name), s.pid,
                              s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line,
-                             b.gave_up, b.spec.url)
+                             b.gave_up, b.spec.url, live.checked, dict(live.flagged))
 
     async def watch(self, name: str, interval_s: float = 1.0) -> AsyncIterator[Progress]:
         """A version's load as it happens: an item about every `interval_s` and at once on each
@@ -1061,8 +1067,9 @@ class Engine:
         failed: set[tuple[str, int]] = set()
         note = ""
         attempts = 1 if pinned else self.settings.request_attempts
+        second: Route | None = None  # another version, to translate a wrong-language answer again
         for attempt in range(1, attempts + 1):
-            route: Route = (self.router.pinned(pinned) if pinned else
+            route: Route = (second if second is not None else self.router.pinned(pinned) if pinned else
                             await self.router.acquire(conversation_id, on_wait, failed))
             if on_route:
                 await on_route(route.info)
@@ -1086,12 +1093,30 @@ class Engine:
                     metrics.ANSWERS_CHECKED.labels(result.version).inc()
                 for flag in result.flags:
                     metrics.ANSWER_FLAGS.labels(result.version, flag.check).inc()
+                if second is None and attempt < attempts and (second := self._second_opinion(route, result, failed)):
+                    failed.add((route.backend.name, route.backend.generation))
+                    why = next(f.message for f in result.flags if f.check == "wrong_language")
+                    note = f"{why} It was translated again by {second.backend.name}."
+                    if on_restart:
+                        await on_restart(Restart(route.backend.name, why))
+                    continue
                 if shadow is not None:
                     self.shadows.offer(result, shadow)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # helpers ---------------------------------------------------------------
+    def _second_opinion(self, route: Route, result: TranslationResult, avoid: set[tuple[str, int]]) -> Route | None:
+        """Another ready version to translate a wrong-language answer again, when the recipe of the
+        version that gave it says so (on_wrong_language); None keeps the answer, flagged."""
+        if route.backend.spec.on_wrong_language != "retranslate" or not any(
+                f.check == "wrong_language" for f in result.flags):
+            return None
+        found = self.router.pick(f"second-opinion:{route.backend.name}",
+                                 {*avoid, (route.backend.name, route.backend.generation)})
+        # Its answer says why it came from there (the retranslation note), not that the first one was down.
+        return replace(found, role="standby", failover_note="") if found is not None else None
+
     def _start_backend(self, spec: VersionSpec, desired: Desired) -> Backend:
         b = self.pool.add(spec)
         b.desired = desired

@@ -141,6 +141,9 @@ class LoadBody(BaseModel):
         None, description="More templates by capability: terminology (with {terms}), contextual (with {context}), "
                           "formatted, and term (one glossary line, with {source_term} and {target_term}).")
     max_tokens: int | None = Field(None, ge=1, le=32768)
+    on_wrong_language: Literal["flag", "retranslate"] | None = Field(
+        None, description="An answer that does not read as the target language: shown with a warning (flag, the "
+                          "default), or translated again once by another ready version (retranslate).")
 
 
 class ForceBody(BaseModel):

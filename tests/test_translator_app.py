@@ -6,7 +6,8 @@ version from the first segment to the last.
 One app for the module; the tests run in file order (they switch versions). The fake versions:
 `v1` echoes the whole prompt it got (so a test sees what the template made of a request) and has
 terminology and contextual templates; `v2` and `slow` have the template "{text}" and answer
-"<name>: <text>", so a translated piece shows which version made it.
+"<name>: <text>", so a translated piece shows which version made it; `zh` answers everything in
+Chinese (the last tests load it, with each policy for an answer in the wrong language).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def env(tmp_path_factory) -> dict[str, str]:
     ck.make_fake_model(d, "v1", echo_prompt=True)
     ck.make_fake_model(d, "v2", prefix="v2:")
     ck.make_fake_model(d, "slow", prefix="slow:", token_delay_s=0.05)
+    ck.make_fake_model(d, "zh", answer="晚上好")  # demo-v1's answer to "Good morning" into French
     return {**ck.fake_env(d), "BATON_PORT_MIN": "30200", "BATON_PORT_MAX": "30499",
             "BATON_DOCUMENT_MAX_SEGMENTS": "100"}
 
@@ -290,3 +292,48 @@ async def test_documents_of_an_unknown_kind_broken_or_too_long_are_refused(alice
         msgs = await alice.ask("", files=[ref])
         assert re.search(expected, msgs[-1].output) and "⚠️" in msgs[-1].output, msgs[-1].output
         assert not any(e["name"].startswith(name.split(".")[0] + ".fr") for e in alice.elements), "no file back"
+
+
+async def test_an_answer_in_the_wrong_language_is_flagged_and_counted(app, admin, alice):
+    """Issue 25: the answer checks. Leaves v1 active."""
+    assert "Loading" in await admin.reply("/load zh zh")
+    await admin.wait_message(r"`zh` is ready", timeout=30)
+    assert "Switched" in await admin.reply("/switch zh")
+    alice.pick(source="auto", target="fr")
+    msg = (await alice.ask("Good morning"))[-1]
+    assert msg.attribution == ("zh", "active"), msg.output
+    assert re.search(r"⚠️ This answer does not read as French \(detected: Chinese, \d+ %\)", msg.output), msg.output
+    status = await admin.reply("/status")
+    row = next(line for line in status.splitlines() if line.startswith("| zh "))
+    assert "wrong language 1 (100%)" in row, row
+    key = await ck.make_key(admin, "checks", "user")
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        r = await http.post("/v1/translate", json={"text": ["Good morning"], "target_lang": "fr"})
+        assert r.status_code == 200, r.text
+        flags = r.json()["translations"][0]["flags"]
+        assert [f["check"] for f in flags] == ["wrong_language"] and "Chinese" in flags[0]["message"], flags
+        metrics = (await http.get("/metrics")).text
+    counted = re.search(r'baton_answer_flags_total\{check="wrong_language",version="zh"\} (\d+)', metrics)
+    assert counted and int(counted.group(1)) == 2, metrics[-2000:]
+    assert "Switched" in await admin.reply("/switch v1")
+
+
+async def test_a_version_told_to_retranslate_has_its_wrong_language_answer_translated_again(admin, alice):
+    """With `--on-wrong-language retranslate`, the standby translates such an answer again, whole, and
+    the answer says so; a bad policy is refused and changes nothing. Leaves v1 active."""
+    reply = await admin.reply("/load zh2 zh --on-wrong-language sometimes")
+    assert "not a policy" in reply and "retranslate" in reply, reply
+    assert "`zh2`" not in await admin.reply("/status")
+    assert "Loading" in await admin.reply("/load zh2 zh --on-wrong-language retranslate")
+    await admin.wait_message(r"`zh2` is ready", timeout=30)
+    assert "Switched" in await admin.reply("/switch v2")
+    assert "Switched" in await admin.reply("/switch zh2")  # v2 is the standby
+    alice.pick(source="auto", target="fr")
+    msg = (await alice.ask("Good morning"))[-1]
+    assert msg.attribution == ("v2", "standby"), msg.output
+    assert msg.translation.startswith("v2:") and "晚上好" not in msg.translation, msg.output
+    assert "It was translated again by v2." in msg.output, msg.output
+    # The first answer streamed, then was cleared from the message before the second one streamed.
+    cleared = [d for n, d in alice.events if n == "update_message" and d.get("id") == msg.id and not d.get("output")]
+    assert "".join(msg.tokens) == "晚上好" + msg.translation and cleared, msg.tokens
+    assert "Switched" in await admin.reply("/switch v1")
