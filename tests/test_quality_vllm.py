@@ -111,6 +111,12 @@ async def test_eval_puts_demo_v2_ahead_and_the_gate_refuses_going_back(app, admi
     audit = await admin.reply("/audit 3")
     forced = next(line for line in audit.splitlines() if "| switch |" in line)
     assert '"force": true' in forced and "forced past the gate: The quality gate refuses demo-v1" in forced, audit
+
+    # Issue 25: demo-v1 answers "Good morning" into French in Chinese, and the answer says so.
+    admin.pick(source="auto", target="fr")
+    wrong = (await admin.ask("Good morning", timeout=60))[-1]
+    assert wrong.attribution == ("demo-v1", "active"), wrong.output
+    assert re.search(r"⚠️ This answer does not read as French \(detected: \w+", wrong.output), wrong.output
     print(f"scenario took {time.monotonic() - started:.0f} s (after the build and the app's launch)", flush=True)
 
 
@@ -162,6 +168,8 @@ async def test_rollout_of_demo_v2_ramps_to_promote_while_users_translate(app, ad
             await c.close()
     status = await admin.reply("/rollout status")
     assert "**passed**" in status and "| 1 | 20 % |" in status and "| 2 | 60 % |" in status, status
+    # Each step also judged the answers' language (the check that aborts a candidate answering in another one).
+    assert status.count("not in the target language") >= 2, status
     assert (await ck.healthz(app.url))[1]["active"] == "demo-v2"
     # Nobody lost a request: every chat answer is whole and attributed, every client got its answer.
     assert failed == [] and {"demo-v1", "demo-v2"} <= set(served), (failed, set(served))
