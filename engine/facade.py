@@ -45,6 +45,10 @@ from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
 from .languages import CODES, NAMES
 from .livestats import LiveStats, Sample
+from .memory import SHARED as MEMORY_SHARED
+from .memory import Entry as MemoryEntry
+from .memory import Match as MemoryMatch
+from .memory import Memory, NewEntry, Origin, best_fuzzy, read_tmx, write_tmx
 from .notices import Notices
 from .pool import Pool
 from .replicas import Replicas, ReplicaView
@@ -72,6 +76,7 @@ from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, RolloutRecord, Samp
 log = logging.getLogger("baton.engine")
 # A detected language at least this sure, and the same as the target: the text needs no translation.
 SAME_LANGUAGE_CONFIDENCE = 0.5
+MEMORY = "memory"  # what an answer from translation memory names as its version
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,21 @@ class Progress:
         return self.phase != "loading"
 
 
+def _from_memory(req: TranslationRequest, entry: MemoryEntry, detected: Detection | None) -> TranslationResult:
+    """The answer a memory entry gives: no model was asked."""
+    return TranslationResult(version=MEMORY, role="memory", text=entry.target, ttft_ms=0.0, total_ms=0.0,
+                             prompt_tokens=0, completion_tokens=0, finish_reason="stop", served_by="",
+                             source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
+                             terms=req.terms, memory=entry.provenance())
+
+
+def _with_reference(context: str, ref: MemoryMatch | None) -> str:
+    if ref is None:
+        return context
+    line = f"A similar text translated before: {ref.entry.source} => {ref.entry.target}"
+    return f"{context}\n{line}" if context else line
+
+
 def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
     return sampling if max_tokens is None else replace(sampling, max_tokens=validation.check_max_tokens(max_tokens))
 
@@ -174,6 +194,7 @@ class Engine:
         self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
         self.cpu = CpuPool(self.settings.cpu_workers, self.settings.cpu_per_user)  # documents, scoring
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
+        self.memory = Memory(self.store.engine)  # translation memory: approved answers, exact and fuzzy
         self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
         self.rollouts = Rollouts(self)
         self._not_run_here: set[str] = set()  # local versions this replica has said it does not run
@@ -890,6 +911,40 @@ class Engine:
                                       f"Copy the {what} as /audit shows it.")
         return await self.store.list_audit(n, action, actor)
 
+    # translation memory -----------------------------------------------------
+    async def memory_add(self, owner: str, entries: Sequence[NewEntry], *, actor: str,
+                         origin: Origin = "typed") -> tuple[int, int]:
+        """Add entries to `owner`'s memory ("" the shared one: audited), all or none: (added, replaced)."""
+        args: dict[str, object] = {"entries": len(entries), "origin": origin,
+                                   "source": entries[0].source[:80] if len(entries) == 1 else None}
+        async with self._audited_if_shared(owner, actor, "tm-add", args):
+            return await self.memory.add(owner, entries, by=actor, origin=origin)
+
+    async def memory_remove(self, owner: str, source: str, tgt_lang: str | None, *, actor: str) -> int:
+        async with self._audited_if_shared(owner, actor, "tm-remove", {"source": source[:80], "lang": tgt_lang}):
+            return await self.memory.remove(owner, source, tgt_lang)
+
+    async def memory_import(self, owner: str, data: bytes, *, actor: str) -> tuple[int, int]:
+        """A TMX file into `owner`'s memory, whole or not at all, read in the CPU pool."""
+        async with self._audited_if_shared(owner, actor, "tm-import", {"bytes": len(data)}):
+            entries = await self.cpu.run(actor, partial(read_tmx, data))
+            return await self.memory.add(owner, entries, by=actor, origin="imported")
+
+    async def memory_export(self, owner: str) -> bytes:
+        entries = await self.memory.entries(owner)
+        return await self.cpu.run(owner or "memory", partial(write_tmx, entries))
+
+    @contextlib.asynccontextmanager
+    async def _audited_if_shared(self, owner: str, actor: str, action: str,
+                                 args: dict[str, object]) -> AsyncIterator[None]:
+        """A change of the shared memory leaves an audit row, accepted or refused; a user's own does not."""
+        if owner != MEMORY_SHARED:
+            yield
+            return
+        async with self._refusals_audited(actor, action, args):
+            yield
+        await self.store.audit(actor, action, args, "ok", "")
+
     # requests --------------------------------------------------------------
     async def translate(
         self,
@@ -912,6 +967,14 @@ class Engine:
         translate.validate(req)
         req, detected = await self._prepared(req, req.text)
         req = req.about(req.text)
+        pair = CODES.get(req.source_lang, ""), CODES.get(req.target_lang, "")
+        remembered = reference = None
+        if req.use_memory and req.version is None:  # an evaluation measures the version itself
+            remembered = await self.memory.exact(req.user, *pair, req.text)
+            if remembered is not None:
+                await on_token(remembered.target)
+                return _from_memory(req, remembered, detected)
+            reference = await self._reference(req, *pair)
         pieces = None if formats.is_plain(req.text) else formats.split(req.text)
 
         async def on_chunk(chunk: Chunk) -> None:
@@ -920,19 +983,31 @@ class Engine:
 
         async def run(route: Route) -> TranslationResult:
             spec = route.backend.spec
-            chosen = translate.choice(spec, req)
+            # A close entry from memory is a reference for a version whose contextual template can take it.
+            referred = reference is not None and Capability.CONTEXTUAL.value in spec.templates
+            this = replace(req, context=_with_reference(req.context, reference)) if referred else req
+            chosen = translate.choice(spec, this)
             if pieces is None or chosen.capability is Capability.FORMATTED:
-                result = await translate.stream(route, translate.for_translation(req)(spec), on_chunk, self._limits)
+                result = await translate.stream(route, translate.for_translation(this)(spec), on_chunk, self._limits)
             else:
-                items = [req.about(p.text) if p.translate else p.text for p in pieces]
+                items = [this.about(p.text) if p.translate else p.text for p in pieces]
                 result = await sequence.run(route, items, self._limits, on_text=on_token)
-            return await self._checked(req, replace(result, capability=chosen.capability.value, note=chosen.note),
-                                       formatted=pieces is not None)
+            result = replace(result, capability=chosen.capability.value, note=chosen.note,
+                             reference=reference.entry.provenance() + f", {reference.score:.0f} % alike"
+                             if referred and reference is not None else "")
+            return await self._checked(req, result, formatted=pieces is not None)
 
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart,
                                     shadow=translate.for_translation(req) if pieces is None else None)
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
                        terms=req.terms)
+
+    async def _reference(self, req: TranslationRequest, src_lang: str, tgt_lang: str) -> MemoryMatch | None:
+        """The closest entry of the user's and the shared memory for this text, if close enough."""
+        candidates = await self.memory.candidates(req.user, src_lang, tgt_lang)
+        if not candidates:
+            return None
+        return await self.cpu.run(req.user or "memory", partial(best_fuzzy, req.text, candidates))
 
     async def _checked(self, req: TranslationRequest, result: TranslationResult, *,
                        formatted: bool) -> TranslationResult:

@@ -34,6 +34,8 @@ class TranslationRequest:
     version: str | None = None  # pinned to this version (no failover, not in live stats): an evaluation
     terms: tuple[Term, ...] = ()  # glossary terms; those that occur in the text go to a terminology template
     context: str = ""  # earlier turns, for a contextual template: context, never translated itself
+    user: str = ""  # whose translation memory applies (beside the shared one)
+    use_memory: bool = True  # False: always ask a model, even for a text the memory has
 
     def needs(self) -> Needs:
         return Needs(self.terms, self.context, formatted=not formats.is_plain(self.text))
@@ -103,6 +105,8 @@ class TranslationResult:
     format_lost: tuple[str, ...] = ()  # formatting that did not survive
     flags: tuple[Flag, ...] = ()  # what the answer checks found (None of them: a clean answer)
     checked: bool = False  # a translation whose answer was checked
+    memory: str = ""  # answered from translation memory: where the entry came from (no model was asked)
+    reference: str = ""  # a close memory entry given to the version as a reference: where it came from
 
 
 @dataclass(frozen=True)
