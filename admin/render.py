@@ -8,6 +8,7 @@ from typing import Any
 from engine import (
     EvalSetInfo,
     Evaluation,
+    MemoryEntry,
     Progress,
     ReplicaView,
     RolloutView,
@@ -374,6 +375,8 @@ def rollout(view: RolloutView | None) -> str:
 
 # translation ----------------------------------------------------------------
 def attribution(r: TranslationResult) -> str:
+    if r.memory:
+        return f"_📚 {cell(r.memory)}_"
     line = (f"_Translated by **{cell(r.version)}** ({cell(r.role)}) in {r.total_ms / 1000:.2f} s"
             f" · first token {r.ttft_ms:.0f} ms_")
     if r.failover_note:
@@ -413,11 +416,27 @@ def checks(r: TranslationResult) -> list[str]:
         lines.append("📖 Glossary: " + " · ".join(parts))
     if r.note:
         lines.append(f"ℹ️ {cell(r.note)}.")
+    if r.reference:
+        lines.append(f"📚 A close entry of translation memory went to the version as a reference: {cell(r.reference)}.")
     if r.format_lost:
         lines.append("⚠️ Formatting not kept: " + "; ".join(cell(x) for x in r.format_lost))
     # The glossary and formatting lines above say more than their flags do.
     lines += [f"⚠️ {cell(f.message)}" for f in r.flags if f.check not in ("missing_terms", "format_lost")]
     return lines
+
+
+def memory(own: Sequence[MemoryEntry], shared: Sequence[MemoryEntry], containing: str | None) -> str:
+    """The reply to /tm list: the user's entries, then the shared ones."""
+    def table(entries: Sequence[MemoryEntry]) -> str:
+        rows = [f"| {cell(e.source)} | {cell(e.target)} | {e.src_lang} → {e.tgt_lang} | {cell(e.added_by)} "
+                f"{e.added_at:%Y-%m-%d} ({e.origin}) |" for e in entries]
+        return "\n".join(["| text | translation | pair | added |", "|---|---|---|---|", *rows])
+    which = f" containing {code(containing)}" if containing else ""
+    parts = [f"**Your memory**{which}: " + (f"\n\n{table(own)}" if own else "no entry."),
+             f"**Shared memory**{which}: " + (f"\n\n{table(shared)}" if shared else "no entry."),
+             "Add one with `/tm add TEXT = TRANSLATION [for LANG]`; a text in memory is answered from it at once "
+             "(your entry before a shared one)."]
+    return "\n\n".join(parts)
 
 
 def glossary(own: Sequence[Term], shared: Sequence[Term]) -> str:

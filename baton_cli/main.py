@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,9 @@ app.add_typer(keys_app, name="keys")
 rollout_app = typer.Typer(help="Progressive rollouts: start (ramp a version up, judged on live traffic), status, "
                                "abort.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+tm_app = typer.Typer(help="The shared translation memory: list, add, remove, import and export TMX.",
+                     no_args_is_help=True)
+app.add_typer(tm_app, name="tm")
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts) instead of a table.")]
 Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready before giving up (exit 5).")]
@@ -368,6 +372,52 @@ def keys_revoke(ctx: typer.Context, name: str, json_out: JsonOut = False) -> Non
     """Revoke a key at once."""
     k = _client(ctx).delete(f"/keys/{name}")
     _show(k, json_out, f"Revoked the key '{name}'.")
+
+
+# translation memory ------------------------------------------------------------------------
+@tm_app.command("list")
+def tm_list(ctx: typer.Context, containing: Annotated[str | None, typer.Option(
+        help="Only entries whose source contains this.")] = None, json_out: JsonOut = False) -> None:
+    """The shared memory's entries."""
+    found = _client(ctx).get("/memory", **({"containing": containing} if containing else {}))
+    rows = [(e["source"], e["target"], f"{e['src_lang']} → {e['tgt_lang']}", e["added_by"], e["added_at"], e["origin"])
+            for e in found]
+    _show(found, json_out, table(("SOURCE", "TARGET", "PAIR", "ADDED BY", "ADDED AT", "HOW"), rows))
+
+
+@tm_app.command("add")
+def tm_add(ctx: typer.Context, source: str, target: str,
+           source_lang: Annotated[str, typer.Option("--from", help="The source's language code, e.g. en.")],
+           target_lang: Annotated[str, typer.Option("--for", help="The target's language code, e.g. fr.")],
+           json_out: JsonOut = False) -> None:
+    """Add (or replace) an entry: SOURCE is then answered with TARGET, without asking a model."""
+    r = _client(ctx).call("POST", "/memory", json=[{"source": source, "target": target, "source_lang": source_lang,
+                                                    "target_lang": target_lang}])
+    _show(r, json_out, f"{'Added' if r['added'] else 'Replaced'}: {source} → {target}.")
+
+
+@tm_app.command("remove")
+def tm_remove(ctx: typer.Context, source: str, target_lang: Annotated[str | None, typer.Option(
+        "--for", help="Only the entry into this language.")] = None, json_out: JsonOut = False) -> None:
+    """Remove the entries for SOURCE."""
+    params = {"source": source, **({"target_lang": target_lang} if target_lang else {})}
+    r = _client(ctx).call("DELETE", "/memory", params=params)
+    _show(r, json_out, f"Removed {r['removed']} entries.")
+
+
+@tm_app.command("import")
+def tm_import(ctx: typer.Context, path: Path, json_out: JsonOut = False) -> None:
+    """Import a TMX file into the shared memory, whole or not at all."""
+    r = _client(ctx).call("POST", "/memory/import", content=path.read_bytes(),
+                          headers={"Content-Type": "application/x-tmx+xml"})
+    _show(r, json_out, f"Imported {path.name}: {r['added']} added, {r['replaced']} replaced.")
+
+
+@tm_app.command("export")
+def tm_export(ctx: typer.Context, path: Path) -> None:
+    """Write the shared memory to PATH as TMX 1.4."""
+    path.write_bytes(_client(ctx).call("GET", "/memory/export", raw=True))
+    typer.echo(f"Wrote {path}.")
 
 
 # rollouts --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from .errors import (
 )
 from .evalsets import EvalSetInfo
 from .evaluation import Evaluation, PairScores
-from .facade import Engine, Health, Progress, Status, VersionStatus
+from .facade import MEMORY, Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
 from .memory import SHARED as MEMORY_SHARED
 from .memory import Entry as MemoryEntry
@@ -34,7 +34,7 @@ from .types import AuditEvent, Deployment, ReplicaRecord, Sampling, VersionSpec
 
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
-    "Detection", "Document", "MEMORY_SHARED", "MemoryEntry", "NewMemoryEntry",
+    "Detection", "Document", "MEMORY", "MEMORY_SHARED", "MemoryEntry", "NewMemoryEntry",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
     "NotFound", "NotReady", "PairScores", "Progress", "ReplicaRecord", "ReplicaView", "Restart", "RolloutView",
     "RouteInfo", "Sample", "Sampling",

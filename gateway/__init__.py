@@ -16,7 +16,7 @@ from admin.keys import Keys
 from admin.throttle import LoginThrottle
 from engine import Engine
 
-from . import admin_api, openai_api
+from . import admin_api, memory_api, openai_api
 from .auth import Auth, Record
 from .config import GatewayConfig
 from .errors import unavailable
@@ -42,6 +42,7 @@ def build(get_engine: Callable[[], Engine | None], get_keys: Callable[[], Keys |
                   description="OpenAI-compatible inference through Baton's hot-swap router, and its admin API.")
     api.include_router(openai_api.router(engine, auth, config or GatewayConfig()))
     api.include_router(admin_api.router(engine, keys, auth))
+    api.include_router(memory_api.router(engine, auth))
     return api
 
 

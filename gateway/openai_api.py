@@ -108,7 +108,7 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
             async with gate:
                 result = await engine.translate(
                     TranslationRequest(text, pair.target_name, pair.source_name, conv, terms=terms,
-                                       context=body.context), _ignore)
+                                       context=body.context, user=key.actor, use_memory=body.use_memory), _ignore)
             found = result.detected
             return Translation(text=result.text, version=result.version,
                                detected_source_lang=found.code if found else None,
@@ -117,7 +117,8 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
                                missing_terms=[GlossaryTerm(source=t.source, target=t.target)
                                               for t in result.missing_terms],
                                format_lost=list(result.format_lost),
-                               flags=[AnswerFlag(check=f.check, message=f.message) for f in result.flags])
+                               flags=[AnswerFlag(check=f.check, message=f.message) for f in result.flags],
+                               memory=result.memory or None)
 
         # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
         try:

@@ -95,6 +95,8 @@ class TranslateBody(BaseModel):
                     "checked for them (missing_terms).")
     context: str = Field("", max_length=4000,
                          description="Text around these texts, for a contextual template; never translated itself.")
+    use_memory: bool = Field(True, description="False: every text goes to a model, even one the translation memory "
+                                               "has.")
 
 
 class AnswerFlag(BaseModel):
@@ -115,6 +117,8 @@ class Translation(BaseModel):
     format_lost: list[str] = Field(default_factory=list, description="Formatting that did not survive.")
     flags: list[AnswerFlag] = Field(default_factory=list, description="What the answer checks found: an empty "
                                     "list is a clean answer.")
+    memory: str | None = Field(None, description="Answered from translation memory (version 'memory', no model "
+                                                 "asked): where the entry came from.")
 
 
 class TranslateResult(BaseModel):
