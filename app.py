@@ -569,7 +569,7 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
         await answer.send()
     if result is not None:
         await _ratable(result, username)
-        if result.version != MEMORY and not result.flags and await _is_admin(username):
+        if result.version != MEMORY and await _is_admin(username):
             await _approvable(answer, text, result, pair)
 
 

@@ -3,7 +3,6 @@
 The same actions as the chat's `/tm shared ...`, for an admin key; every change is audited with the
 key as the actor (engine.Engine.memory_*).
 """
-from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated

@@ -40,8 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where an answer's footer starts: its language pair ("**English → French** (detected, 77% sure) · "),
-# when it has one, then its attribution.
-FOOTER_RE = re.compile(r"(?:^|\n\n)(?:\*\*[^*\n]* → [^*\n]*\*\*[^\n]* · )?_Translated by")
+# when it has one, then its attribution (or where an answer from translation memory came from).
+FOOTER_RE = re.compile(r"(?:^|\n\n)(?:\*\*[^*\n]* → [^*\n]*\*\*[^\n]* · )?_(?:Translated by|📚 From translation memory)")
 
 
 def translation_of(output: str) -> str:
