@@ -567,9 +567,9 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
         if result is not None:
             answer.metadata = _answer_metadata(result)
         await answer.send()
-    if result is not None:
+    if result is not None and result.version != MEMORY:  # an answer from memory is no version's to judge
         await _ratable(result, username)
-        if result.version != MEMORY and await _is_admin(username):
+        if await _is_admin(username):
             await _approvable(answer, text, result, pair)
 
 

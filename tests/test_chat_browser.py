@@ -152,12 +152,6 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path
             # The fake answers in English under English → German: the answer checks say so (issue 25).
             await expect(user_page.get_by_text("This answer does not read as German")).to_be_visible()
             await shot(user_page, "09-user-translated-and-flagged")
-            await say(page, "/tm shared add Good morning = Guten Morgen for de")
-            await expect(page.get_by_text("Added to the shared memory")).to_be_visible(timeout=15_000)
-            await say(user_page, "Good morning")
-            await expect(user_page.get_by_text("From translation memory (shared, added by root")).to_be_visible(
-                timeout=30_000)
-            await shot(user_page, "09b-answer-from-memory")
             # Thumbs down under the answer (Chainlit shows the buttons when its data layer is on),
             # with a comment in its dialog: counted for the version that answered.
             await user_page.locator(".negative-feedback-off").last.click()
@@ -166,6 +160,12 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path
             await expect(user_page.locator(".negative-feedback-on")).to_have_count(1, timeout=10_000)
             await shot(user_page, "10-user-thumbs-down")
             assert await ck.metric(app.url, "baton_feedback_total", version="v2", value="down") == 1
+            await say(page, "/tm shared add Good morning = Guten Morgen for de")
+            await expect(page.get_by_text("Added to the shared memory")).to_be_visible(timeout=15_000)
+            await say(user_page, "Good morning")
+            await expect(user_page.get_by_text("From translation memory (shared, added by root")).to_be_visible(
+                timeout=30_000)
+            await shot(user_page, "09b-answer-from-memory")
 
             # A subtitle file through the composer's paperclip: translated cue by cue, and back
             # as a file to download with the same cues.
