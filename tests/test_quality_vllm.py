@@ -197,3 +197,21 @@ async def test_the_demo_names_the_pair_and_translates_a_subtitle_file(app):
     want = [docsamples.phrasebook("en", "de")[s] for s in segments]
     assert documents.structure_of("film.de.srt", translated) == documents.structure_of("film.srt", data)
     assert sum(g == w for g, w in zip(got, want, strict=True)) >= len(want) - 1, (got, want)
+
+
+async def test_a_shared_memory_entry_answers_the_demo_and_tmx_goes_round(app, admin):
+    """Issue 25 on the demo: "Good morning" → "Bonjour" from the shared memory, said so, no model
+    asked; /tm export gives a TMX that /tm import reads back whole. Leaves the memory empty."""
+    assert "Added to the shared memory" in await admin.reply("/tm shared add Good morning = Bonjour for fr")
+    async with ck.chatting(app.url, *USERS[1]) as bob:
+        bob.pick(source="auto", target="fr")
+        out = (await bob.ask("Good morning", timeout=60))[-1].output
+    assert out.startswith("Bonjour") and "📚 From translation memory (shared, added by root" in out, out
+    await admin.ask("/tm shared export")
+    element = await admin.wait_for(lambda: next((e for e in admin.elements if e["name"] == "shared-memory.tmx"), None),
+                                   10, "the exported file")
+    tmx = await admin.download(element)
+    assert "Removed 1 entry" in await admin.reply("/tm shared remove Good morning")
+    ref = await admin.upload("shared-memory.tmx", tmx, "application/xml")
+    assert "1 entries added" in (await admin.ask("/tm shared import", files=[ref]))[-1].output
+    assert "Removed 1 entry" in await admin.reply("/tm shared remove Good morning")
