@@ -63,8 +63,9 @@ def check_texts(texts: Sequence[str]) -> None:
         try:
             validate(TranslationRequest(text, "-"))
         except InvalidArgument as exc:
-            where = f"Text {i} of {len(texts)}" if len(texts) > 1 else "The text"
-            raise InvalidArgument(f"{where}: {exc.what}", exc.fix) from None
+            if len(texts) == 1:
+                raise
+            raise InvalidArgument(f"Text {i} of {len(texts)}: {exc.what}", exc.fix) from None
 
 
 def serving(engine: Engine) -> Health:

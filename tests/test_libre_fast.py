@@ -196,6 +196,8 @@ async def test_bad_input_is_400_saying_what_to_do_and_nothing_is_translated(app,
         "too long": ({"q": "a " * 2001, "source": "en", "target": "fr"}, "limit is 4000"),
         "too many": ({"q": ["Hi"] * 65, "source": "en", "target": "fr"}, "the limit is 64"),
     }
+    async with admin_http(app, keys["admin"]) as admin:
+        served = {name: (await admin.get(f"/versions/{name}")).json()["served"] for name in ("v1", "v2")}
     async with libre(app) as http:
         answers = {name: await http.post("/translate", json={**body, "api_key": key})
                    for name, (body, _) in cases.items()}
@@ -208,7 +210,7 @@ async def test_bad_input_is_400_saying_what_to_do_and_nothing_is_translated(app,
     assert not_json.status_code == 400 and "JSON object" in not_json.json()["error"]
     assert huge.status_code == 413 and "larger than" in huge.json()["error"]
     async with admin_http(app, keys["admin"]) as admin:
-        assert (await admin.get("/versions/v2")).json()["served"] == 0  # the standby got nothing either
+        assert {name: (await admin.get(f"/versions/{name}")).json()["served"] for name in served} == served
 
 
 async def test_hostile_text_is_translated_in_bounded_time(app, keys):
