@@ -18,6 +18,7 @@ from gateway.downloads import Downloads
 from gateway.translating import language_code
 from tests import chatkit as ck
 from tests import hostile
+from tests.chatkit import admin_http
 
 ADMIN = ("root", "root-password-1")
 PREFIX = "/libretranslate"
@@ -44,23 +45,14 @@ async def chat(app):
 
 @pytest.fixture(scope="module")
 async def keys(app, chat) -> dict[str, str]:
-    """A user key and an admin key; v1 active and v2 standby, loaded through the admin API."""
+    """A user key and an admin key; v1 active and v2 loaded, through the admin API."""
     made = {"admin": await ck.make_key(chat, "ops", "admin"), "user": await ck.make_key(chat, "mastodon", "user")}
-    async with admin_http(app, made["admin"]) as http:
-        for name in ("v1", "v2"):
-            assert (await http.post("/versions", json={"name": name, "model_path": name})).status_code == 202
-        for name in ("v1", "v2"):
-            await ck.wait_until(lambda n=name: _version(http, n, "state", "ready"), 30, f"{name} ready")
-        assert (await http.post("/deployment/switch", json={"name": "v1"})).status_code == 200
+    await ck.load_versions(app, made["admin"], ("v1", "v2"), switches=("v1",))
     return made
 
 
 async def _version(http: httpx.AsyncClient, name: str, field: str, value: object) -> bool:
     return (await http.get(f"/versions/{name}")).json()[field] == value
-
-
-def admin_http(app: ck.App, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"{app.url}/admin/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def libre(app: ck.App) -> httpx.AsyncClient:
