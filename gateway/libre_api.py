@@ -74,6 +74,14 @@ class DetectFields(Keyed):
     q: str = Field(min_length=1, description="The text whose language to detect.")
 
 
+class FileFields(Keyed):
+    """What /translate_file reads from its multipart form (for the schema: the form is read as it comes)."""
+
+    file: bytes = Field(description="The document: " + ", ".join(sorted(KINDS)) + ".")
+    source: str = Field("auto", description='A language code, or "auto" to detect it.')
+    target: str = Field(description="A language code.")
+
+
 def _body(model: type[BaseModel], media: str = "application/json") -> dict[str, Any]:
     """The documented request body of a route that reads its body itself (JSON or form)."""
     schema = model.model_json_schema()
@@ -110,7 +118,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         if "json" in request.headers.get("content-type", ""):
             try:
                 data = await request.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
                 data = None
             if not isinstance(data, dict):
                 raise ApiError(400, "The body is not a JSON object. Send {\"q\": ..., \"target\": ..., "
@@ -202,7 +210,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
 
     api.add_api_route("/translate_file", translate_file, methods=["POST"], route_class_override=FileRoute,
                       summary="LibreTranslate: translate a document; the answer links to the translated file",
-                      openapi_extra=_body(Keyed, "multipart/form-data"))
+                      openapi_extra=_body(FileFields, "multipart/form-data"))
 
     @api.get("/download_file/{token}", name="libretranslate_download",
              summary="LibreTranslate: a translated file, while it is kept, unless its key was revoked")

@@ -142,6 +142,11 @@ async def test_a_text_file_is_translated_and_downloaded_by_its_link(app, chat, k
         url = r.json()["translatedFileUrl"]
         got = await http.get(url)
         guessed = await http.get(url[:-4] + "AAAA")
+        pdf = await http.post("/translate_file", data={"source": "en", "target": "fr", "api_key": owner},
+                              files={"file": ("notes.pdf", b"%PDF-1.4", "application/pdf")})
+        no_file = await http.post("/translate_file", data={"source": "en", "target": "fr", "api_key": owner})
+        huge = await http.post("/translate_file", data={"source": "en", "target": "fr", "api_key": owner},
+                               files={"file": ("big.txt", b"Good morning\n" * 200_000, "text/plain")})
         assert "Revoked" in await chat.reply("/keys revoke files")
         after_revoke = await http.get(url)
     assert r.headers["X-Baton-Version"] == "v1"
@@ -154,6 +159,9 @@ async def test_a_text_file_is_translated_and_downloaded_by_its_link(app, chat, k
     assert got.headers["X-Content-Type-Options"] == "nosniff"
     assert guessed.status_code == 404 and "translate_file" in guessed.json()["error"]
     assert after_revoke.status_code == 404  # the file belongs to its key
+    assert pdf.status_code == 400 and ".docx" in pdf.json()["error"] and "notes.pdf" in pdf.json()["error"]
+    assert no_file.status_code == 400 and "multipart field file" in no_file.json()["error"]
+    assert huge.status_code == 413 and "larger than" in huge.json()["error"]
 
 
 async def test_frontend_settings_in_libretranslates_shape(app):
@@ -194,12 +202,13 @@ async def test_bad_input_is_400_saying_what_to_do_and_nothing_is_translated(app,
         answers = {name: await http.post("/translate", json={**body, "api_key": key})
                    for name, (body, _) in cases.items()}
         not_json = await http.post("/translate", content=b"[1, 2", headers={"Content-Type": "application/json"})
+        nested = await http.post("/translate", content=b"[" * 200_000, headers={"Content-Type": "application/json"})
         huge = await http.post("/translate", json={"q": "x" * 1_100_000, "target": "fr", "api_key": key})
     for name, (_, says) in cases.items():
         assert answers[name].status_code == 400, (name, answers[name].text)
         assert says in answers[name].json()["error"], (name, answers[name].json())
     assert "klingon" in answers["klingon"].json()["error"]
-    assert not_json.status_code == 400 and "JSON object" in not_json.json()["error"]
+    assert not_json.status_code == nested.status_code == 400 and "JSON object" in nested.json()["error"]
     assert huge.status_code == 413 and "larger than" in huge.json()["error"]
     async with admin_http(app, keys["admin"]) as admin:
         assert {name: (await admin.get(f"/versions/{name}")).json()["served"] for name in served} == served
