@@ -1,4 +1,5 @@
-"""Who is calling: the API key in `Authorization: Bearer KEY`, checked on every request.
+"""Who is calling: the API key in `Authorization: Bearer KEY` (or where another API puts it), checked
+on every request.
 
 A wrong key counts as a failed login for the client's address (admin.throttle): after a few the
 answers slow down, then the address is refused for a while (429), and all of it is audited.
@@ -37,7 +38,12 @@ class Auth:
             metrics.AUTH_FAILURES.labels("missing").inc()
             raise ApiError(401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with "
                                 "`/keys add NAME` in the chat or `baton keys add NAME`.", "missing_api_key")
-        key = await self._keys().verify(secret.strip())
+        return await self.check(secret.strip(), request)
+
+    async def check(self, secret: str, request: Request) -> ApiKey:
+        """The active key for `secret`, however the client's API sends it, or 401 (429 while the
+        caller's address is locked); a wrong one counts as a failed login for that address."""
+        key = await self._keys().verify(secret)
         if key is None:
             await self._wrong_key(request.client.host if request.client else "unknown")
         assert key is not None

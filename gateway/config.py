@@ -12,3 +12,8 @@ class GatewayConfig(BaseSettings):
     # /v1/translate: texts per request, and texts translated at once for one request.
     translate_max_texts: int = 64
     translate_concurrency: int = 4
+    # Translated files waiting for their download (LibreTranslate's /translate_file): at most this
+    # many in all and per key, each for at most this long.
+    downloads_kept: int = 32
+    downloads_per_key: int = 4
+    download_ttl_s: float = 3600.0

@@ -3,7 +3,7 @@ it (demo-v1 and demo-v2 built and registered by demo.versions, demo-v1 active) a
 demo/golden.tsv.
 
 The app is module-scoped: the rollout scenario runs after the evaluation one on the same app, and
-finds demo-v1 active, demo-v2 ready as standby, both evaluated.
+finds demo-v1 active, demo-v2 ready as standby, both evaluated; the tests after it find demo-v2 active.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from libretranslatepy import LibreTranslateAPI
 from openai import AsyncOpenAI
 
 from demo.versions import DEMO_VERSIONS, build_if_missing, prepare_versions
@@ -197,6 +199,25 @@ async def test_the_demo_names_the_pair_and_translates_a_subtitle_file(app):
     want = [docsamples.phrasebook("en", "de")[s] for s in segments]
     assert documents.structure_of("film.de.srt", translated) == documents.structure_of("film.srt", data)
     assert sum(g == w for g, w in zip(got, want, strict=True)) >= len(want) - 1, (got, want)
+
+
+async def test_libretranslate_clients_get_demo_v2s_translations(app, admin):
+    """libretranslatepy's translate, detect and languages, and Mastodon's request (an array of HTML,
+    source auto), against the real demo version that serves after the rollout."""
+    key = await ck.make_key(admin, "mastodon", "user")
+    lt = LibreTranslateAPI(url=f"{app.url}/libretranslate/", api_key=key)
+    french = docsamples.phrasebook("en", "fr")
+    assert await asyncio.to_thread(lt.translate, "Thank you very much", "en", "fr") == french["Thank you very much"]
+    [found] = await asyncio.to_thread(lt.detect, "Merci beaucoup, où est la gare ?")
+    assert found["language"] == "fr" and found["confidence"] > 50, found
+    assert {"en", "fr", "de"} <= {lang["code"] for lang in await asyncio.to_thread(lt.languages)}
+    async with httpx.AsyncClient(base_url=f"{app.url}/libretranslate", timeout=120) as http:
+        r = await http.post("/translate", json={"q": ["<p>Good morning</p>", "<p>Thank you very much</p>"],
+                                                "source": "auto", "target": "fr", "format": "html", "api_key": key})
+    assert r.status_code == 200 and r.headers["X-Baton-Version"] == "demo-v2", r.text
+    body = r.json()
+    assert body["translatedText"] == [f"<p>{french['Good morning']}</p>", f"<p>{french['Thank you very much']}</p>"]
+    assert [d["language"] for d in body["detectedLanguage"]] == ["en", "en"], body
 
 
 async def test_a_shared_memory_entry_answers_the_demo_and_tmx_goes_round(app, admin):
