@@ -16,7 +16,7 @@ from admin.keys import Keys
 from admin.throttle import LoginThrottle
 from engine import Engine
 
-from . import admin_api, openai_api
+from . import admin_api, deepl_api, openai_api
 from .auth import Auth, Record
 from .config import GatewayConfig
 from .errors import unavailable
@@ -40,7 +40,9 @@ def build(get_engine: Callable[[], Engine | None], get_keys: Callable[[], Keys |
     auth = Auth(keys, throttle, record, amend)
     api = FastAPI(title="Baton API", version="1", openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible inference through Baton's hot-swap router, and its admin API.")
-    api.include_router(openai_api.router(engine, auth, config or GatewayConfig()))
+    config = config or GatewayConfig()
+    api.include_router(openai_api.router(engine, auth, config))
+    api.include_router(deepl_api.router(engine, auth, config))
     api.include_router(admin_api.router(engine, keys, auth))
     return api
 

@@ -1,8 +1,6 @@
 """OpenAI-compatible inference on /v1, through the same router, leases and failover as the chat."""
 
-import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -10,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Response
 
 from admin import languages
 from admin.keys import ApiKey
-from engine import CompletionRequest, Engine, Health, Term, TranslationRequest
+from engine import CompletionRequest, Engine, Health, Term
 
 from .auth import Auth
 from .config import GatewayConfig
@@ -25,6 +23,7 @@ from .schemas import (
     TranslateResult,
     Translation,
 )
+from .translating import translate_texts
 
 Conversation = Annotated[str | None, Header(alias="X-Baton-Conversation", max_length=256)]
 
@@ -97,33 +96,17 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         if pinned(serving(engine), key, body.model) is not None:
             raise ApiError(400, "/v1/translate always uses the serving version; to evaluate one version, use "
                                 "/v1/completions with its name as the model.", "pinned_translate")
-        # One conversation for the whole request: its texts stay on one side of a canary split.
-        conv = conversation or f"translate-{uuid.uuid4()}"
-        gate = asyncio.Semaphore(config.translate_concurrency)
-
         terms = tuple(Term(t.source, t.target) for t in body.glossary)
-
-        async def one(text: str) -> Translation:
-            async with gate:
-                result = await engine.translate(
-                    TranslationRequest(text, pair.target_name, pair.source_name, conv, terms=terms,
-                                       context=body.context), _ignore)
-            found = result.detected
-            return Translation(text=result.text, version=result.version,
-                               detected_source_lang=found.code if found else None,
-                               detected_confidence=round(found.confidence, 3) if found else None,
-                               template=result.capability, note=result.note,
-                               missing_terms=[GlossaryTerm(source=t.source, target=t.target)
-                                              for t in result.missing_terms],
-                               format_lost=list(result.format_lost))
-
-        # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(one(t)) for t in body.text]
-        except ExceptionGroup as group:
-            raise group.exceptions[0] from None  # the first failure says why, in the error shape
-        return TranslateResult(translations=[t.result() for t in tasks], source_lang=pair.source,
+        results = await translate_texts(engine, body.text, pair, terms=terms, context=body.context,
+                                        conversation=conversation, concurrency=config.translate_concurrency)
+        translations = [Translation(text=r.text, version=r.version,
+                                    detected_source_lang=r.detected.code if r.detected else None,
+                                    detected_confidence=round(r.detected.confidence, 3) if r.detected else None,
+                                    template=r.capability, note=r.note,
+                                    missing_terms=[GlossaryTerm(source=t.source, target=t.target)
+                                                   for t in r.missing_terms],
+                                    format_lost=list(r.format_lost)) for r in results]
+        return TranslateResult(translations=translations, source_lang=pair.source,
                                target_lang=pair.target)
 
     @api.get("/translate/languages", summary="The language codes /v1/translate accepts")
@@ -132,6 +115,3 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
 
     return api
 
-
-async def _ignore(_: str) -> None:
-    """/v1/translate answers whole: the tokens are not relayed."""

@@ -24,6 +24,8 @@ from sqlalchemy import MetaData, inspect, text
 from admin.accounts import Accounts
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.named_glossaries import NamedGlossaries
+from admin.usage import Usage
 from admin.votes import Votes
 from engine import Conflict, Engine, migrations
 from engine.migrations import CHAT_TABLES
@@ -62,7 +64,7 @@ def change(dep: Deployment, actor: str = "ops", **fields) -> Change:
 def models() -> MetaData:
     """The engine's tables and every admin store's, in one metadata."""
     combined = MetaData()
-    for base in (Base, Accounts.base, Keys.base, Votes.base, Glossary.base):
+    for base in (Base, Accounts.base, Keys.base, Votes.base, Glossary.base, Usage.base, NamedGlossaries.base):
         for table in base.metadata.tables.values():
             table.to_metadata(combined)
     return combined
