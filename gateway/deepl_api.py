@@ -8,7 +8,6 @@ DeepL's statuses (a wrong key is 403). Texts go through the same engine calls as
 version that answered is in `X-Baton-Version`. Anyone with a key may use and read glossaries;
 only an admin key creates or deletes one (audited as the chat's glossary changes are).
 """
-from __future__ import annotations
 
 import csv
 import io
