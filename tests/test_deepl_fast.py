@@ -8,7 +8,6 @@ an answer shows the glossary terms it got; `v2` and `slow` have the template "{t
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import signal
@@ -23,6 +22,7 @@ import pytest
 from engine import documents
 from tests import chatkit as ck
 from tests import docsamples
+from tests.deeplkit import Client as Library
 
 ADMIN = ("root", "root-password-1")
 TERMINOLOGY = "Translate into {target_lang}: {text} Terms: {terms}"
@@ -35,7 +35,8 @@ def app(tmp_path_factory) -> Iterator[ck.App]:
     ck.make_fake_model(d, "v2", prefix="v2:")
     ck.make_fake_model(d, "slow", prefix="slow:", token_delay_s=0.05)
     env = {**ck.fake_env(d), "BATON_PORT_MIN": "34600", "BATON_PORT_MAX": "34799",
-           "BATON_DOCUMENT_MAX_SEGMENTS": "100"}
+           "BATON_DOCUMENT_MAX_SEGMENTS": "100", "BATON_DOCUMENTS_IN_FLIGHT": "1",
+           "BATON_LOGIN_SLOW_AFTER": "2", "BATON_LOGIN_LOCK_AFTER": "4", "BATON_LOGIN_DELAY_S": "0.2"}
     with ck.running_app(env, admin=ADMIN) as app:
         yield app
 
@@ -70,26 +71,6 @@ async def switch(http: httpx.AsyncClient, name: str) -> None:
     assert r.status_code == 200 or "already active" in r.text, r.text
 
 
-class Client:
-    """The official library, and the headers of each answer it got (it does not show them)."""
-
-    def __init__(self, app: ck.App, key: str) -> None:
-        self.deepl = deepl.Translator(key, server_url=app.url)
-        self.headers: list[httpx.Headers] = []
-        session = self.deepl._client._session  # noqa: SLF001  the library's requests.Session
-        send = session.send
-
-        def recorded(request: object, **options: object) -> object:
-            response = send(request, **options)
-            self.headers.append(httpx.Headers(dict(response.headers)))
-            return response
-
-        session.send = recorded
-
-    async def __call__(self, method: str, *args: object, **kwargs: object) -> object:
-        return await asyncio.to_thread(getattr(self.deepl, method), *args, **kwargs)
-
-
 def http(app: ck.App, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"{app.url}/v2", headers={"Authorization": f"DeepL-Auth-Key {key}"},
                              timeout=30)
@@ -98,7 +79,7 @@ def http(app: ck.App, key: str) -> httpx.AsyncClient:
 # authentication --------------------------------------------------------------------------------------
 async def test_a_wrong_or_missing_key_is_refused_with_403_as_deepl_does(app, keys):
     with pytest.raises(deepl.AuthorizationException, match="The API key is wrong or has been revoked"):
-        await Client(app, "baton-not-a-key")("get_usage")
+        await Library(app.url, "baton-not-a-key")("get_usage")
     async with httpx.AsyncClient(base_url=app.url) as bare:
         for headers in ({}, {"Authorization": f"Bearer {keys['tool']}"}):
             r = await bare.post("/v2/translate", json={"text": ["Hello"], "target_lang": "FR"}, headers=headers)
@@ -107,7 +88,7 @@ async def test_a_wrong_or_missing_key_is_refused_with_403_as_deepl_does(app, key
 
 # translation -----------------------------------------------------------------------------------------
 async def test_several_texts_are_translated_by_one_version_named_in_a_header(app, keys):
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
     async with admin_http(app, keys["ops"]) as admin:
         await switch(admin, "v2")
     got = await client("translate_text", ["Good morning", "Thank you very much", "Hello"], source_lang="EN",
@@ -132,7 +113,7 @@ async def test_an_older_clients_form_with_repeated_text_and_formality_said_to_be
 
 
 async def test_bad_input_is_a_400_that_says_what_was_wrong(app, keys):
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
     with pytest.raises(deepl.DeepLException, match="'XX' is not a target language Baton knows") as caught:
         await client("translate_text", "Hello", target_lang="XX")
     assert caught.value.http_status_code == 400
@@ -148,10 +129,12 @@ async def test_bad_input_is_a_400_that_says_what_was_wrong(app, keys):
             assert r.status_code == 400 and said in r.json()["message"], (body, r.text)
         r = await raw.post("/translate", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
+        r = await raw.post("/translate", json={"text": ["x" * 1_100_000], "target_lang": "FR"})
+        assert r.status_code == 413 and "larger than 1000000 bytes" in r.json()["message"]
 
 
 async def test_languages_in_deepls_codes_with_variants(app, keys):
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
     targets = {lang.code: lang for lang in await client("get_target_languages")}
     assert {"EN-GB", "EN-US", "PT-BR", "PT-PT", "ZH-HANS", "ZH-HANT", "FR", "DE"} <= set(targets)
     assert "EN" not in targets and targets["FR"].supports_formality is False
@@ -162,7 +145,7 @@ async def test_languages_in_deepls_codes_with_variants(app, keys):
 
 
 async def test_usage_counts_the_keys_characters_this_month(app, keys):
-    client = Client(app, keys["counter"])
+    client = Library(app.url, keys["counter"])
     before = await client("get_usage")
     assert before.character.count == 0 and before.character.valid and not before.any_limit_reached
     await client("translate_text", ["Good morning", "Hello"], source_lang="EN", target_lang="FR")
@@ -175,7 +158,7 @@ async def test_usage_counts_the_keys_characters_this_month(app, keys):
 
 # glossaries ------------------------------------------------------------------------------------------
 async def test_an_admin_makes_a_glossary_and_a_translation_uses_it(app, keys):
-    admin, user = Client(app, keys["ops"]), Client(app, keys["tool"])
+    admin, user = Library(app.url, keys["ops"]), Library(app.url, keys["tool"])
     async with admin_http(app, keys["ops"]) as ops:
         await switch(ops, "v1")
     made = await admin("create_glossary", "Travel", "EN", "FR", {"station": "gare", "ticket": "billet"})
@@ -200,7 +183,7 @@ async def test_an_admin_makes_a_glossary_and_a_translation_uses_it(app, keys):
 
 
 async def test_a_user_key_may_not_create_or_delete_a_glossary(app, keys):
-    user, admin = Client(app, keys["tool"]), Client(app, keys["ops"])
+    user, admin = Library(app.url, keys["tool"]), Library(app.url, keys["ops"])
     with pytest.raises(deepl.AuthorizationException, match="'tool' is a user key"):
         await user("create_glossary", "Mine", "EN", "FR", {"hello": "salut"})
     kept = (await admin("list_glossaries"))[0]
@@ -211,7 +194,7 @@ async def test_a_user_key_may_not_create_or_delete_a_glossary(app, keys):
 
 
 async def test_bad_glossaries_are_refused_and_change_nothing(app, keys):
-    admin = Client(app, keys["ops"])
+    admin = Library(app.url, keys["ops"])
     count = len(await admin("list_glossaries"))
     async with http(app, keys["ops"]) as raw:
         base = {"name": "Bad", "source_lang": "en", "target_lang": "fr", "entries_format": "tsv"}
@@ -236,7 +219,7 @@ async def test_bad_glossaries_are_refused_and_change_nothing(app, keys):
 
 
 async def test_an_admin_deletes_a_glossary_and_its_terms_go(app, keys):
-    admin = Client(app, keys["ops"])
+    admin = Library(app.url, keys["ops"])
     rail = next(g for g in await admin("list_glossaries") if g.name == "Rail")
     await admin("delete_glossary", rail)
     with pytest.raises(deepl.GlossaryNotFoundException):
@@ -258,7 +241,7 @@ def segments(name: str, data: bytes) -> list[str]:
 
 
 async def test_a_docx_round_trips_through_translate_document(app, keys):
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
     async with admin_http(app, keys["ops"]) as ops:
         await switch(ops, "v2")
     data, expected = docsamples.sample_docx()
@@ -271,7 +254,7 @@ async def test_a_docx_round_trips_through_translate_document(app, keys):
 
 
 async def test_a_txt_round_trips_and_only_its_owner_with_its_key_reads_it(app, keys):
-    owner, other = Client(app, keys["tool"]), Client(app, keys["counter"])
+    owner, other = Library(app.url, keys["tool"]), Library(app.url, keys["counter"])
     data = long_txt(5)
     handle = await owner("translate_document_upload", data, target_lang="DE", filename="notes.txt")
     for client, wrong in ((owner, deepl.DocumentHandle(handle.document_id, "not-the-key")), (other, handle)):
@@ -286,17 +269,17 @@ async def test_a_txt_round_trips_and_only_its_owner_with_its_key_reads_it(app, k
         await owner("translate_document_get_status", handle)
 
 
-async def _done(client: Client, handle: deepl.DocumentHandle) -> bool:
+async def _done(client: Library, handle: deepl.DocumentHandle) -> bool:
     status = await client("translate_document_get_status", handle)
     assert status.ok, status.error_message
     return status.done
 
 
 async def test_documents_that_cannot_be_translated_are_refused_at_upload(app, keys):
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
+    many = "".join(f"Line {i}\n" for i in range(150)).encode()
     for name, data, said in (("notes.pdf", b"%PDF-1.4", "it is a .pdf file"),
-                             ("broken.docx", b"not a zip", "broken.docx"),
-                             ("many.txt", "".join(f"Line {i}\n" for i in range(150)).encode(), "over the limit of 100")):
+                             ("broken.docx", b"not a zip", "broken.docx"), ("many.txt", many, "over the limit of 100")):
         with pytest.raises(deepl.DeepLException, match=said) as caught:
             await client("translate_document_upload", data, target_lang="FR", filename=name)
         assert caught.value.http_status_code == 400
@@ -310,7 +293,7 @@ async def test_documents_that_cannot_be_translated_are_refused_at_upload(app, ke
 async def test_a_document_whose_version_dies_is_translated_again_whole_by_another(app, keys):
     """`slow` (active, v2 its standby) is killed mid-document: the document starts again from its
     first segment on v2, and the file comes back from v2 alone, never stitched from both."""
-    client = Client(app, keys["tool"])
+    client = Library(app.url, keys["tool"])
     async with admin_http(app, keys["ops"]) as ops:
         await switch(ops, "v2")
         await switch(ops, "slow")
@@ -329,3 +312,32 @@ async def test_a_document_whose_version_dies_is_translated_again_whole_by_anothe
     out = io.BytesIO()
     await client("translate_document_download", handle, out)
     assert segments("crash.txt", out.getvalue()) == [f"v2: {s}" for s in segments("crash.txt", data)]
+
+
+async def test_a_flood_of_documents_is_refused_past_the_bound_and_the_queue_drains(app, keys):
+    """One document translates at a time (BATON_DOCUMENTS_IN_FLIGHT=1), one more waits; the next is
+    refused with 429 at once, and the two taken are translated."""
+    client = Library(app.url, keys["tool"])
+    taken = [await client("translate_document_upload", long_txt(10), target_lang="FR", filename=f"f{i}.txt")
+             for i in range(2)]
+    async with http(app, keys["tool"]) as raw:
+        r = await raw.post("/document", data={"target_lang": "FR"}, files={"file": ("f3.txt", long_txt(10))})
+    assert r.status_code == 429 and "documents are being translated or waiting already" in r.json()["message"]
+    assert r.headers["Retry-After"].isdigit()
+    for handle in taken:
+        await ck.wait_until(lambda h=handle: _done(client, h), 60, "each document taken translated")
+
+
+async def test_repeated_wrong_keys_are_slowed_then_refused_with_429_in_deepls_shape(app, keys):
+    """Last: it locks the test's address out for wrong keys (a valid key still works)."""
+    async with httpx.AsyncClient(base_url=f"{app.url}/v2") as bare:
+        statuses = []
+        for _ in range(6):
+            r = await bare.get("/usage", headers={"Authorization": "DeepL-Auth-Key baton-guessed"})
+            statuses.append(r.status_code)
+        assert statuses[0] == 403 and statuses[-2:] == [429, 429] and statuses == sorted(statuses), statuses
+        assert "Retry-After" in r.headers and r.json()["message"]
+    assert (await Library(app.url, keys["tool"])("get_usage")).character.count is not None
+    async with admin_http(app, keys["ops"]) as ops:
+        audit = (await ops.get("/audit", params={"action": "api-key-failed"})).json()
+    assert len(audit) >= 4 and all("baton-guessed" not in str(e) for e in audit)
