@@ -145,6 +145,11 @@ def _entries(text: str, kind: str) -> list[tuple[str, str]]:
     return list(entries.values())
 
 
+def formality(body: TranslateFields) -> dict[str, str]:
+    """A header saying a formality was asked for and not applied (none of the versions can)."""
+    return {"X-Baton-Formality": FORMALITY_IGNORED} if body.formality not in (None, "default") else {}
+
+
 def _time(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # DeepL's form; stored times are UTC
 
@@ -237,10 +242,8 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         given = codes.deepl_source(pair.source) if body.source_lang else ""
         out = [{"detected_source_language": given or (codes.deepl_source(r.detected.code) if r.detected else ""),
                 "text": r.text, "billed_characters": len(t)} for r, t in zip(results, body.text, strict=True)]
-        headers = {"X-Baton-Version": versions_of(results)}
-        if body.formality not in (None, "default"):
-            headers["X-Baton-Formality"] = FORMALITY_IGNORED
-        return JSONResponse({"translations": out}, headers=headers)
+        return JSONResponse({"translations": out},
+                            headers={"X-Baton-Version": versions_of(results), **formality(body)})
 
     @api.api_route("/languages", methods=["GET", "POST"])
     async def languages_(request: Request, key: Key) -> Response:
@@ -304,7 +307,7 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
                             f"{len(gone.terms)} entries")
         return Response(status_code=204)
 
-    async def upload(request: Request, key: Key) -> dict[str, str]:
+    async def upload(request: Request, key: Key) -> Response:
         fields = await _fields(request)
         file = fields.get("file")
         if not isinstance(file, UploadFile):
@@ -313,6 +316,10 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         pair = _pair(body.source_lang, body.target_lang)
         terms = await glossary_terms(body.glossary_id, pair)
         name = shown_name(str(fields.get("filename") or file.filename or ""))
+        kind = name.rpartition(".")[2].lower()
+        if (wanted := str(fields.get("output_format") or kind).lower()) != kind:
+            raise ApiError(400, f"Baton cannot turn a .{kind[:10]} file into .{wanted[:10]}: the translation comes "
+                                "back in the document's own format. Leave output_format out.", "output_format")
         data = await file.read()
         engine = get_engine()
         doc = await engine.open_document(name, data, user=key.name)
@@ -322,7 +329,7 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         req = TranslationRequest(doc.segments[0], pair.target_name, pair.source_name, terms=terms)
         stem, dot, ext = name.rpartition(".")
         job, document_key = jobs.submit(key.name, doc, req, f"{stem}.{pair.target}.{ext}" if dot else name)
-        return {"document_id": job.id, "document_key": document_key}
+        return JSONResponse({"document_id": job.id, "document_key": document_key}, headers=formality(body))
 
     class UploadRoute(DeepLRoute):
         max_body_bytes = config.document_max_bytes + FORM_ROOM

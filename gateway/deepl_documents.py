@@ -2,7 +2,8 @@
 version (Engine.translate_document, as the chat's documents are), and downloaded once.
 
 Each job is a task this module owns: a bounded number translate at once and the others wait
-their turn (queued); past twice that many the upload is refused (429). Every failure ends the
+their turn (queued); a key may have that many unfinished, and all keys four times as many, past
+which an upload is refused (429). Every failure ends the
 job in "error" with its reason, which the client's next status request reads, and an unexpected
 one is logged too: none vanishes. A job belongs to the key that uploaded it, and its
 document_key (kept as a hash) must come with every request; anything else reads as "no such
@@ -76,10 +77,15 @@ class DocumentJobs:
     def submit(self, key_name: str, doc: Document, req: TranslationRequest, filename: str) -> tuple[Job, str]:
         """A new job, under way, and its document_key (shown once, to the uploader)."""
         self._drop_old()
-        waiting = sum(j.status in ("queued", "translating") for j in self._jobs.values())
-        if waiting >= 2 * self._config.documents_in_flight:
-            raise ApiError(429, f"{waiting} documents are being translated or waiting already. Retry in a minute.",
-                           "too_many_documents", {"Retry-After": "60"})
+        unfinished = [j for j in self._jobs.values() if j.status in ("queued", "translating")]
+        mine = sum(j.key_name == key_name for j in unfinished)
+        if mine >= self._config.documents_in_flight:  # so one key cannot fill the queue for everyone
+            raise ApiError(429, f"This key has {mine} document{'s' * (mine > 1)} being translated or waiting "
+                                "already. Wait for it to be done, then send the next.",
+                           "too_many_documents", {"Retry-After": "30"})
+        if len(unfinished) >= 4 * self._config.documents_in_flight:
+            raise ApiError(429, f"{len(unfinished)} documents are being translated or waiting already. Retry in a "
+                                "minute.", "too_many_documents", {"Retry-After": "60"})
         document_key = secrets.token_urlsafe(32)
         job = Job(uuid.uuid4().hex.upper(), key_name, _digest(document_key), doc, req, filename)
         self._jobs[job.id] = job

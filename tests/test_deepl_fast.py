@@ -315,17 +315,21 @@ async def test_a_document_whose_version_dies_is_translated_again_whole_by_anothe
 
 
 async def test_a_flood_of_documents_is_refused_past_the_bound_and_the_queue_drains(app, keys):
-    """One document translates at a time (BATON_DOCUMENTS_IN_FLIGHT=1), one more waits; the next is
-    refused with 429 at once, and the two taken are translated."""
-    client = Library(app.url, keys["tool"])
-    taken = [await client("translate_document_upload", long_txt(10), target_lang="FR", filename=f"f{i}.txt")
-             for i in range(2)]
+    """One document per key at a time (BATON_DOCUMENTS_IN_FLIGHT=1): a key's second is refused with
+    429 at once, another key's waits its turn, and both taken are translated."""
+    tool, counter = Library(app.url, keys["tool"]), Library(app.url, keys["counter"])
+    taken = [(tool, await tool("translate_document_upload", long_txt(10), target_lang="FR", filename="a.txt"))]
     async with http(app, keys["tool"]) as raw:
-        r = await raw.post("/document", data={"target_lang": "FR"}, files={"file": ("f3.txt", long_txt(10))})
-    assert r.status_code == 429 and "documents are being translated or waiting already" in r.json()["message"]
+        r = await raw.post("/document", data={"target_lang": "FR"}, files={"file": ("b.txt", long_txt(10))})
+    assert r.status_code == 429 and "This key has 1 document being translated" in r.json()["message"], r.text
     assert r.headers["Retry-After"].isdigit()
-    for handle in taken:
-        await ck.wait_until(lambda h=handle: _done(client, h), 60, "each document taken translated")
+    taken.append((counter, await counter("translate_document_upload", long_txt(10), target_lang="FR",
+                                         filename="c.txt", formality="less")))
+    assert counter.headers[-1]["X-Baton-Formality"].startswith("ignored")
+    for client, handle in taken:
+        await ck.wait_until(lambda c=client, h=handle: _done(c, h), 60, "each document taken translated")
+    with pytest.raises(deepl.DeepLException, match="cannot turn a .txt file into .pdf"):
+        await tool("translate_document_upload", long_txt(2), target_lang="FR", filename="d.txt", output_format="pdf")
 
 
 async def test_repeated_wrong_keys_are_slowed_then_refused_with_429_in_deepls_shape(app, keys):
