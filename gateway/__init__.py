@@ -1,4 +1,4 @@
-"""Baton for every client: OpenAI-compatible /v1 and the admin API /admin/v1, beside the chat.
+"""Baton for every client: OpenAI-compatible /v1, DeepL's /v2 and the admin API /admin/v1, beside the chat.
 
 HTTP in, `engine.Engine` calls out; API keys, languages and the login throttle come from admin.
 The routes are served by Chainlit's own server (one port for the chat and the API); their
