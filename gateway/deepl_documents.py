@@ -106,9 +106,11 @@ class DocumentJobs:
 
     def take(self, job: Job) -> bytes:
         """The translated file, once: a downloaded job is gone, as with DeepL."""
+        if job.status == "error":  # final: a 503 would have DeepL's clients retry in vain
+            raise ApiError(400, f"The document could not be translated: {job.error}", "document_failed")
         if job.status != "done":
-            raise ApiError(503, f"The document is {job.status}" + (f": {job.error}" if job.error else "; poll "
-                           "POST /v2/document/{id} until its status is done."), "document_not_ready")
+            raise ApiError(503, f"The document is {job.status}; poll POST /v2/document/{{id}} until its status is "
+                                "done.", "document_not_ready")
         del self._jobs[job.id]
         return job.result
 

@@ -112,6 +112,21 @@ async def test_an_older_clients_form_with_repeated_text_and_formality_said_to_be
     assert r.headers["X-Baton-Formality"].startswith("ignored")
 
 
+async def test_weblates_deepl_requests_work_and_its_placeholders_survive(app, keys):
+    """Weblate's DeepL back-end (weblate/machinery/deepl.py): languages by query parameter, plain
+    "EN" as a target, placeholders as XML tags it asks to be left alone."""
+    async with http(app, keys["tool"]) as weblate:
+        listed = [(await weblate.get("/languages", params={"type": kind})).json() for kind in ("source", "target")]
+        assert "EN" in {x["language"] for x in listed[0]} and "DE" in {x["language"] for x in listed[1]}
+        r = await weblate.post("/translate", json={
+            "text": ['Hello <x id="0"></x>, good morning', "Thank you"], "source_lang": "DE", "target_lang": "EN",
+            "formality": "default", "tag_handling": "xml", "ignore_tags": ["x"]})
+    assert r.status_code == 200, r.text
+    first, second = (t["text"] for t in r.json()["translations"])
+    assert '<x id="0"></x>' in first and second == "v2: Thank you", (first, second)
+    assert "X-Baton-Formality" not in r.headers
+
+
 async def test_bad_input_is_a_400_that_says_what_was_wrong(app, keys):
     client = Library(app.url, keys["tool"])
     with pytest.raises(deepl.DeepLException, match="'XX' is not a target language Baton knows") as caught:
@@ -288,6 +303,29 @@ async def test_documents_that_cannot_be_translated_are_refused_at_upload(app, ke
         assert r.status_code == 400 and "multipart field `file`" in r.json()["message"]
         r = await raw.post("/document/NOPE/result", json={"document_key": "x"})
         assert r.status_code == 404
+        async with admin_http(app, keys["ops"]) as ops:
+            await switch(ops, "slow")  # 10 lines take it seconds: the result is asked for well before
+        handle = await client("translate_document_upload", long_txt(10), target_lang="FR", filename="early.txt")
+        r = await raw.post(f"/document/{handle.document_id}/result", json={"document_key": handle.document_key})
+        assert r.status_code == 503 and "poll POST /v2/document/{id}" in r.json()["message"], r.text
+        await ck.wait_until(lambda: _done(client, handle), 30, "the early document translated")
+
+
+async def test_a_document_that_fails_while_translating_ends_in_error_with_the_reason(app, keys):
+    """The job's failure is not lost in the background: its status says error and why."""
+    client = Library(app.url, keys["tool"])
+    french = "".join(f"{p}\n" for p in list(docsamples.phrasebook("en", "fr").values())[:8]).encode()
+    handle = await client("translate_document_upload", french, target_lang="FR", filename="déjà.txt")
+
+    async def ended() -> deepl.DocumentStatus | None:
+        status = await client("translate_document_get_status", handle)
+        return status if status.status == deepl.DocumentStatus.Status.ERROR else None
+
+    status = await ck.wait_until(ended, 30, "the job to end in error")
+    assert "already reads as French" in status.error_message, status.error_message
+    async with http(app, keys["tool"]) as raw:
+        r = await raw.post(f"/document/{handle.document_id}/result", json={"document_key": handle.document_key})
+    assert r.status_code == 400 and "could not be translated: This text already reads as French" in r.json()["message"]
 
 
 async def test_a_document_whose_version_dies_is_translated_again_whole_by_another(app, keys):
