@@ -301,6 +301,8 @@ async def test_documents_that_cannot_be_translated_are_refused_at_upload(app, ke
     async with http(app, keys["tool"]) as raw:
         r = await raw.post("/document", data={"target_lang": "FR"})
         assert r.status_code == 400 and "multipart field `file`" in r.json()["message"]
+        r = await raw.post("/document", data={"target_lang": "FR"}, files={"file": ("big.txt", b"a b\n" * 600_000)})
+        assert r.status_code == 413 and "larger than 2100000 bytes" in r.json()["message"], r.text
         r = await raw.post("/document/NOPE/result", json={"document_key": "x"})
         assert r.status_code == 404
         async with admin_http(app, keys["ops"]) as ops:
