@@ -8,7 +8,7 @@ chat's (gateway/deepl_documents.py); the version that answered is in `X-Baton-Ve
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from admin.keys import ApiKey
 from admin.named_glossaries import NamedGlossaries
 from admin.usage import Usage
-from engine import BatonError, Engine, TranslationRequest, shown_name
+from engine import BatonError, Engine, TranslationRequest, TranslationResult, shown_name
 
 from . import deepl_glossaries
 from . import deepl_languages as codes
@@ -90,8 +90,13 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
                            "empty_text")
         langs = pair(body.source_lang, body.target_lang)
         terms = await deepl_glossaries.terms_for(stores.glossaries, body.glossary_id, langs)
-        results = await translate_texts(get_engine(), body.text, langs, terms=terms, context=body.context,
-                                        concurrency=config.translate_concurrency)
+        def run() -> Awaitable[list[TranslationResult]]:
+            return translate_texts(get_engine(), body.text, langs, terms=terms, context=body.context,
+                                   concurrency=config.translate_concurrency)
+
+        results = await run()
+        if len({r.version for r in results}) > 1:  # a switch landed between two texts' turns: all again, on one
+            results = await run()
         await counted(key.name, sum(len(t) for t in body.text))
         given = codes.deepl_source(langs.source) if body.source_lang else ""
         out = [{"detected_source_language": given or (codes.deepl_source(r.detected.code) if r.detected else ""),

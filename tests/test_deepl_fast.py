@@ -8,6 +8,7 @@ an answer shows the glossary terms it got; `v2` and `slow` have the template "{t
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -101,6 +102,27 @@ async def test_several_texts_are_translated_by_one_version_named_in_a_header(app
     one = await client("translate_text", "Where is the station? I would like to buy a ticket to Paris, please.",
                        target_lang="DE")
     assert one.detected_source_lang == "EN" and one.text.startswith("v2: ")
+
+
+async def test_a_request_split_by_a_switch_is_translated_again_by_one_version(app, keys):
+    """12 texts on `slow`, four at a time: the admin switches to v2 once the first are answered, so
+    the last ones start on v2. The answer is not a mix: every text comes again from v2."""
+    client = Library(app.url, keys["tool"])
+    async with admin_http(app, keys["ops"]) as ops:
+        await switch(ops, "slow")
+        served = (await ops.get("/versions/slow")).json()["served"]
+        texts = [f"Sentence number {i}" for i in range(12)]
+        call = asyncio.create_task(client("translate_text", texts, source_lang="EN", target_lang="FR"))
+        await ck.wait_until(lambda: _served_more(ops, "slow", served), 10, "the first texts answered by slow")
+        await switch(ops, "v2")
+        got = await call
+        assert (await ops.get("/versions/slow")).json()["served"] < served + 12, "the request was really split"
+    assert [r.text for r in got] == [f"v2: {t}" for t in texts]
+    assert client.headers[-1]["X-Baton-Version"] == "v2"
+
+
+async def _served_more(http: httpx.AsyncClient, name: str, than: int) -> bool:
+    return (await http.get(f"/versions/{name}")).json()["served"] > than
 
 
 async def test_an_older_clients_form_with_repeated_text_and_formality_said_to_be_ignored(app, keys):
