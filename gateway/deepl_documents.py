@@ -3,13 +3,12 @@ version (Engine.translate_document, as the chat's documents are), and downloaded
 
 Each job is a task this module owns: a bounded number translate at once and the others wait
 their turn (queued); a key may have that many unfinished, and all keys four times as many, past
-which an upload is refused (429). Every failure ends the
-job in "error" with its reason, which the client's next status request reads, and an unexpected
-one is logged too: none vanishes. A job belongs to the key that uploaded it, and its
-document_key (kept as a hash) must come with every request; anything else reads as "no such
-document". Finished jobs are kept for a while, the oldest dropped first past a bound, and a
-downloaded one at once. Jobs live in this process: behind a load balancer, pin a client to one
-replica.
+which an upload is refused (429). Every failure ends the job in "error" with its reason, which
+the client's next status request reads, and an unexpected one is logged too: none vanishes. A
+job belongs to the key that uploaded it, and its document_key (kept as a hash) must come with
+every request; anything else reads as "no such document". Finished jobs are kept for a while,
+the oldest dropped first past a bound, and a downloaded one at once. Jobs live in this process:
+behind a load balancer, pin a client to one replica.
 """
 from __future__ import annotations
 
