@@ -14,13 +14,16 @@ import os
 import signal
 import sqlite3
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import deepl
 import docx
 import httpx
 import pytest
 
-from engine import documents
+from engine import NotFound, TranslationRequest, documents
+from gateway.config import GatewayConfig
+from gateway.deepl_documents import DocumentJobs
 from tests import chatkit as ck
 from tests import docsamples
 from tests.deeplkit import Client as Library
@@ -407,3 +410,50 @@ async def test_repeated_wrong_keys_are_slowed_then_refused_with_429_in_deepls_sh
     async with admin_http(app, keys["ops"]) as ops:
         audit = (await ops.get("/audit", params={"action": "api-key-failed"})).json()
     assert len(audit) >= 4 and all("baton-guessed" not in str(e) for e in audit)
+
+
+# the job store alone -----------------------------------------------------------------------------------
+class _Engine:
+    """What DocumentJobs calls of the engine: bug.txt fails as a defect would, others translate."""
+
+    async def translate_document(self, doc, req, done, on_progress, on_restart=None):
+        if doc.filename == "bug.txt":
+            raise RuntimeError("a defect")
+        done[:] = [f"v9: {s}" for s in doc.segments]
+        await on_progress(len(done), len(done))
+        return SimpleNamespace(version="v9")
+
+    async def rebuild_document(self, doc, done, filename, *, user):
+        return doc.rebuild(done), ""
+
+
+async def test_jobs_keep_a_bounded_number_of_results_and_a_defect_is_told_and_logged(caplog):
+    counted: list[str] = []
+
+    async def on_done(job) -> None:
+        counted.append(job.id)
+
+    jobs = DocumentJobs(lambda: _Engine(), GatewayConfig(documents_in_flight=1, documents_kept=2), on_done)
+    req = TranslationRequest("-", "French")
+    handles = []
+    for i in range(4):
+        doc = documents.read_document(f"d{i}.txt", b"Hello\n", max_bytes=100, max_segments=10)
+        job, key = jobs.submit("tool", doc, req, f"d{i}.fr.txt")
+        await ck.wait_until(lambda j=job: j.status == "done", 5, "the job done")
+        handles.append((job.id, key))
+    kept = [i for i, (job_id, key) in enumerate(handles) if _found(jobs, job_id, key)]
+    assert kept == [2, 3] and len(counted) == 4, kept  # the two newest results (BATON_DOCUMENTS_KEPT=2)
+    assert jobs.take(jobs.find(handles[3][0], "tool", handles[3][1])) == b"v9: Hello\n"
+    bug = documents.read_document("bug.txt", b"Hello\n", max_bytes=100, max_segments=10)
+    job, _ = jobs.submit("tool", bug, req, "bug.fr.txt")
+    await ck.wait_until(lambda: job.status == "error", 5, "the job ended")
+    assert "Baton failed to translate it (RuntimeError)" in job.error
+    assert any("document job" in r.message and r.exc_info for r in caplog.records)
+
+
+def _found(jobs: DocumentJobs, job_id: str, key: str) -> bool:
+    try:
+        jobs.find(job_id, "tool", key)
+    except NotFound:
+        return False
+    return True
