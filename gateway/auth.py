@@ -32,15 +32,22 @@ class Auth:
 
     async def key(self, request: Request) -> ApiKey:
         """A FastAPI dependency: the caller's active key, or 401 (429 while its address is locked)."""
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        return await self.sent_as(request, "Bearer", ApiError(
+            401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with `/keys add NAME` "
+                 "in the chat or `baton keys add NAME`.", "missing_api_key"))
+
+    async def sent_as(self, request: Request, scheme: str, missing: ApiError) -> ApiKey:
+        """The active key sent as `Authorization: <scheme> KEY` (each API has its scheme), `missing`
+        when none is sent, 401 when it is wrong (429 while the address is locked)."""
+        sent, _, secret = request.headers.get("authorization", "").partition(" ")
+        if sent.lower() != scheme.lower() or not secret.strip():
             metrics.AUTH_FAILURES.labels("missing").inc()
-            raise ApiError(401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with "
-                                "`/keys add NAME` in the chat or `baton keys add NAME`.", "missing_api_key")
+            raise missing
         return await self.verified(request, secret.strip())
 
     async def verified(self, request: Request, secret: str) -> ApiKey:
-        """The active key with this secret (however the client sent it), or 401 (429 while locked)."""
+        """The active key with this secret, however the client sent it (a header, a body field),
+        or 401 (429 while the address is locked)."""
         key = await self._keys().verify(secret)
         if key is None:
             await self._wrong_key(request.client.host if request.client else "unknown")

@@ -15,7 +15,6 @@ from admin import languages
 from admin.keys import ApiKey
 
 from . import deepl_languages as codes
-from . import metrics
 from .auth import Auth
 from .errors import ApiError, ErrorShapedRoute
 
@@ -36,12 +35,9 @@ def key_of(auth: Auth) -> Callable[[Request], Awaitable[ApiKey]]:
     """A FastAPI dependency: the caller's Baton key, sent as DeepL sends its keys."""
 
     async def deepl_key(request: Request) -> ApiKey:
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "deepl-auth-key" or not secret.strip():
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise ApiError(403, "No API key was sent. Send `Authorization: DeepL-Auth-Key KEY` with a Baton API "
-                                "key; an admin makes keys with `/keys add NAME` in the chat.", "missing_api_key")
-        return await auth.verified(request, secret.strip())
+        return await auth.sent_as(request, "DeepL-Auth-Key", ApiError(
+            403, "No API key was sent. Send `Authorization: DeepL-Auth-Key KEY` with a Baton API key; an admin "
+                 "makes keys with `/keys add NAME` in the chat.", "missing_api_key"))
 
     return deepl_key
 
