@@ -1,5 +1,4 @@
-"""Who is calling: the API key in `Authorization: Bearer KEY` (or where another API puts it), checked
-on every request.
+"""Who is calling: the API key in `Authorization: Bearer KEY`, checked on every request.
 
 A wrong key counts as a failed login for the client's address (admin.throttle): after a few the
 answers slow down, then the address is refused for a while (429), and all of it is audited.
@@ -33,16 +32,22 @@ class Auth:
 
     async def key(self, request: Request) -> ApiKey:
         """A FastAPI dependency: the caller's active key, or 401 (429 while its address is locked)."""
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise ApiError(401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with "
-                                "`/keys add NAME` in the chat or `baton keys add NAME`.", "missing_api_key")
-        return await self.check(secret.strip(), request)
+        return await self.sent_as(request, "Bearer", ApiError(
+            401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with `/keys add NAME` "
+                 "in the chat or `baton keys add NAME`.", "missing_api_key"))
 
-    async def check(self, secret: str, request: Request) -> ApiKey:
-        """The active key for `secret`, however the client's API sends it, or 401 (429 while the
-        caller's address is locked); a wrong one counts as a failed login for that address."""
+    async def sent_as(self, request: Request, scheme: str, missing: ApiError) -> ApiKey:
+        """The active key sent as `Authorization: <scheme> KEY` (each API has its scheme), `missing`
+        when none is sent, 401 when it is wrong (429 while the address is locked)."""
+        sent, _, secret = request.headers.get("authorization", "").partition(" ")
+        if sent.lower() != scheme.lower() or not secret.strip():
+            metrics.AUTH_FAILURES.labels("missing").inc()
+            raise missing
+        return await self.verified(request, secret.strip())
+
+    async def verified(self, request: Request, secret: str) -> ApiKey:
+        """The active key with this secret, however the client sent it (a header, a body field),
+        or 401 (429 while the address is locked)."""
         key = await self._keys().verify(secret)
         if key is None:
             await self._wrong_key(request.client.host if request.client else "unknown")
@@ -71,11 +76,15 @@ class Auth:
     async def admin(self, request: Request) -> ApiKey:
         """A FastAPI dependency for the admin API: an admin key, else 403."""
         key = await self.key(request)
+        await self.require_admin(request, key, "may run inference, not the admin API")
+        return key
+
+    async def require_admin(self, request: Request, key: ApiKey, what_users_may: str) -> None:
+        """403 for a user key, its refusal counted in the audit (admin.denials)."""
         if not key.is_admin:
             await self._denials.refused(key.actor, "admin-api-denied", {"at": request.url.path})
-            raise ApiError(403, f"The key '{key.name}' is a user key: it may run inference, not the admin API. "
-                                "Use an admin key.", "admin_key_required")
-        return key
+            raise ApiError(403, f"The key '{key.name}' is a user key: it {what_users_may}. Use an admin key.",
+                           "admin_key_required")
 
     async def _audit(self, actor: str, action: str, where: str, detail: str) -> None:
         try:

@@ -84,7 +84,8 @@ def _invalid(exc: RequestValidationError) -> ApiError:
 async def _read_bounded(request: Request, limit: int) -> None:
     """Read the body up to `limit` bytes, and keep it where Starlette's request.body() finds it."""
     declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"The request body is larger than {limit} bytes. Send less per request.", "body_too_large")
+    too_big = ApiError(413, f"The request body is larger than {limit} bytes. Send less text per request.",
+                       "body_too_large")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_big
     body = bytearray()
@@ -96,32 +97,33 @@ async def _read_bounded(request: Request, limit: int) -> None:
 
 
 class ErrorShapedRoute(APIRoute):
-    """Every failure in OpenAI's error shape (another API's routes override `shape`), and a request
-    counter labelled with the caller's key."""
+    """Every failure in OpenAI's error shape, and a request counter labelled with the caller's key.
+    A subclass answers in another API's shape (`shaped`) or takes larger bodies (`max_body_bytes`)."""
 
-    shape: Callable[[ApiError], JSONResponse] = staticmethod(response)
+    max_body_bytes = MAX_BODY_BYTES
 
-    def body_limit(self) -> int:
-        return MAX_BODY_BYTES
+    @staticmethod
+    def shaped(err: ApiError) -> Response:
+        return response(err)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         inference = not self.path.startswith("/admin/")
-        path, shape = self.path, self.shape
+        path, shaped, limit = self.path, self.shaped, self.max_body_bytes
 
         async def run(request: Request) -> Response:
             try:
                 if request.method in ("POST", "PUT", "PATCH"):
-                    await _read_bounded(request, self.body_limit())
+                    await _read_bounded(request, limit)
                 result = await handler(request)
             except ApiError as exc:
-                result = shape(exc)
+                result = shaped(exc)
             except RequestValidationError as exc:
-                result = shape(_invalid(exc))
+                result = shaped(_invalid(exc))
             except HTTPException as exc:
-                result = shape(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
+                result = shaped(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
             except BatonError as exc:
-                result = shape(from_baton(exc, inference=inference))
+                result = shaped(from_baton(exc, inference=inference))
             metrics.API_REQUESTS.labels(getattr(request.state, "key_name", "-"), path, str(result.status_code)).inc()
             return result
 

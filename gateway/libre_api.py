@@ -53,7 +53,7 @@ def _shape(err: ApiError) -> JSONResponse:
 
 
 class LibreRoute(ErrorShapedRoute):
-    shape = staticmethod(_shape)
+    shaped = staticmethod(_shape)
 
 
 class Keyed(BaseModel):
@@ -110,8 +110,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
     downloads = Downloads(config.downloads_kept, config.downloads_per_key, config.download_ttl_s)
 
     class FileRoute(LibreRoute):
-        def body_limit(self) -> int:
-            return get_engine().settings.document_max_bytes + FORM_OVERHEAD_BYTES
+        max_body_bytes = config.document_max_bytes + FORM_OVERHEAD_BYTES
 
     async def fields(request: Request) -> dict[str, Any]:
         """The body's fields, from JSON (Mastodon, Weblate) or a form (libretranslatepy)."""
@@ -134,7 +133,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
             raise ApiError(403, "No API key was sent. Send it as api_key in the request (Mastodon: "
                                 "LIBRE_TRANSLATE_API_KEY); an admin makes keys with `/keys add NAME` in the chat "
                                 "or `baton keys add NAME`.", "missing_api_key")
-        return await auth.check(secret.strip(), request)
+        return await auth.verified(request, secret.strip())
 
     @api.post("/translate", summary="LibreTranslate: translate a text or an array of texts",
               openapi_extra=_body(TranslateFields))

@@ -135,3 +135,9 @@ async def _translate(engine: Engine, batch: Batch, indices: Sequence[int], versi
 
 async def _ignore(_: str) -> None:
     """These APIs answer whole: the tokens are not relayed."""
+
+
+def versions_of(results: Sequence[TranslationResult]) -> str:
+    """The version that answered a request's texts, for a response header (X-Baton-Version);
+    "memory" when translation memory answered them all."""
+    return next((r.version for r in results if r.version != MEMORY), MEMORY)

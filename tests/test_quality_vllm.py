@@ -8,6 +8,8 @@ finds demo-v1 active, demo-v2 ready as standby, both evaluated; the tests after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import re
 import time
@@ -22,6 +24,7 @@ from demo.versions import DEMO_VERSIONS, build_if_missing, prepare_versions
 from engine import Engine, Settings, documents
 from tests import chatkit as ck
 from tests import docsamples
+from tests.deeplkit import Client as Library
 
 from .conftest import VLLM_PYTHON, require
 
@@ -236,3 +239,72 @@ async def test_a_shared_memory_entry_answers_the_demo_and_tmx_goes_round(app, ad
     ref = await admin.upload("shared-memory.tmx", tmx, "application/xml")
     assert "1 entries added" in (await admin.ask("/tm shared import", files=[ref]))[-1].output
     assert "Removed 1 entry" in await admin.reply("/tm shared remove Good morning")
+
+
+async def switching(http: httpx.AsyncClient, switched: list[str], stop: asyncio.Event) -> None:
+    """An admin switching between the two demo versions through the admin API until told to stop
+    (demo-v1 past the gate: it is the worse on golden)."""
+    names = ("demo-v1", "demo-v2")
+    i = 0
+    while not stop.is_set():
+        r = await http.post("/deployment/switch", json={"name": names[i % 2], "force": True})
+        assert r.status_code == 200, r.text
+        switched.append(names[i % 2])
+        i += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.5)
+
+
+@pytest.mark.timeout(START + 240)
+async def test_the_deepl_library_translates_while_an_admin_switches_versions(app, admin):
+    """The official `deepl` library, unchanged but for server_url: several texts at a time, a
+    glossary, a document, usage and languages, while the active version flips back and forth.
+    No call fails, and each answer names one version, whose texts are all its own."""
+    key, ops = await ck.make_key(admin, "deepl-tool", "user"), await ck.make_key(admin, "deepl-ops", "admin")
+    http = httpx.AsyncClient(base_url=f"{app.url}/admin/v1", headers={"Authorization": f"Bearer {ops}"}, timeout=60)
+    if (await http.get("/versions/demo-v1")).json()["state"] not in ("ready", "serving"):
+        assert (await http.post("/versions", json={"name": "demo-v1"})).status_code == 202
+        await ck.wait_until(lambda: _state_is(http, "demo-v1", "ready"), START, "demo-v1 loaded again")
+    phrases = ["Good morning", "Thank you very much", "Where is the station?"]
+    tool, reader, admin_tool = Library(app.url, key), Library(app.url, key), Library(app.url, ops)
+    glossary = await admin_tool("create_glossary", "Travel", "EN", "FR", {"station": "gare"})
+    answers: list[tuple[str, list[str]]] = []
+    failed: list[str] = []
+    switched: list[str] = []
+    stop = asyncio.Event()
+
+    async def translating() -> None:
+        while not stop.is_set():
+            try:
+                got = await tool("translate_text", phrases, source_lang="EN", target_lang="FR", glossary=glossary)
+                answers.append((tool.headers[-1]["X-Baton-Version"], [r.text for r in got]))
+            except Exception as exc:  # noqa: BLE001 - counted: the test asserts there are none
+                failed.append(repr(exc))
+
+    work = [asyncio.create_task(switching(http, switched, stop)), asyncio.create_task(translating())]
+    try:
+        data, segments = docsamples.sample_docx()
+        out = io.BytesIO()
+        status = await reader("translate_document", data, out, target_lang="FR", filename="report.docx")
+        await ck.wait_until(lambda: len(answers) >= 20 and len(set(switched)) == 2, 120, "answers across switches")
+    finally:
+        stop.set()
+        await asyncio.gather(*work)
+        await http.aclose()
+    assert failed == [], failed
+    assert {version for version, _ in answers} == {"demo-v1", "demo-v2"}, "one name per answer, both seen"
+    fr = docsamples.phrasebook("en", "fr")
+    by_v2 = [texts for version, texts in answers if version == "demo-v2"]
+    assert all(sum(t == fr[p] for t, p in zip(texts, phrases, strict=True)) >= 2 for texts in by_v2), by_v2
+    # The document: one version from its first segment to its last.
+    assert status.done and reader.headers[-1]["X-Baton-Version"] in ("demo-v1", "demo-v2")
+    got = documents.read_document("report.docx", out.getvalue(), max_bytes=10**7, max_segments=100).segments
+    assert len(got) == len(segments) and all(got)
+    usage = await reader("get_usage")
+    assert usage.character.count >= 20 * sum(map(len, phrases)) + sum(map(len, segments))
+    assert {"FR", "EN-GB"} <= {lang.code for lang in await reader("get_target_languages")}
+    print(f"deepl: {len(answers)} answers across {len(switched)} switches, none failed")
+
+
+async def _state_is(http: httpx.AsyncClient, name: str, state: str) -> bool:
+    return (await http.get(f"/versions/{name}")).json()["state"] == state
