@@ -29,7 +29,7 @@ from .config import GatewayConfig
 from .deepl_documents import DocumentJobs, Job
 from .deepl_wire import DeepLRoute, TranslateFields, fields, formality, key_of, pair, valid
 from .errors import ApiError
-from .translating import Batch, translate_texts, versions_of
+from .translating import Batch, answered_by, translate_texts
 
 log = logging.getLogger("baton.gateway")
 MAX_TEXTS = 50  # DeepL's own limit per request
@@ -98,7 +98,7 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         out = [{"detected_source_language": given or (codes.deepl_source(r.detected.code) if r.detected else ""),
                 "text": r.text, "billed_characters": len(t)} for r, t in zip(results, body.text, strict=True)]
         return JSONResponse({"translations": out},
-                            headers={"X-Baton-Version": versions_of(results), **formality(body)})
+                            headers={**answered_by(results), **formality(body)})
 
     @api.api_route("/languages", methods=["GET", "POST"])
     async def languages_(request: Request, key: Key) -> Response:

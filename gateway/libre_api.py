@@ -139,7 +139,7 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
               openapi_extra=_body(TranslateFields))
     async def translate(request: Request) -> JSONResponse:
         sent = await fields(request)
-        await caller(request, sent)
+        key = await caller(request, sent)
         body = _valid(TranslateFields, sent)
         batch = isinstance(body.q, list)
         texts = body.q if isinstance(body.q, list) else [body.q]
@@ -154,14 +154,14 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
         engine = get_engine()
         translating.serving(engine)
         results = await translating.translate_texts(
-            engine, translating.Batch(texts, pair, f"libretranslate-{uuid.uuid4()}"), config.translate_concurrency)
+            engine, translating.Batch(texts, pair, f"libretranslate-{uuid.uuid4()}", user=key.actor), config.translate_concurrency)
         answer: dict[str, Any] = {"translatedText": [r.text for r in results] if batch else results[0].text}
         if pair.source == languages.AUTO:
             found = [_detected(r.detected) for r in results]
             answer["detectedLanguage"] = found if batch else found[0]
         if body.alternatives:
             answer["alternatives"] = [[] for _ in texts] if batch else []
-        return JSONResponse(answer, headers={"X-Baton-Version": results[0].version})
+        return JSONResponse(answer, headers=translating.answered_by(results))
 
     @api.post("/detect", summary="LibreTranslate: detect the language of a text", openapi_extra=_body(DetectFields))
     async def detect_language(request: Request) -> list[dict[str, Any]]:

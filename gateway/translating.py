@@ -137,7 +137,12 @@ async def _ignore(_: str) -> None:
     """These APIs answer whole: the tokens are not relayed."""
 
 
-def versions_of(results: Sequence[TranslationResult]) -> str:
-    """The version that answered a request's texts, for a response header (X-Baton-Version);
-    "memory" when translation memory answered them all."""
-    return next((r.version for r in results if r.version != MEMORY), MEMORY)
+def answered_by(results: Sequence[TranslationResult]) -> dict[str, str]:
+    """Response headers naming who answered a request's texts, for APIs whose bodies have no room
+    for it: the version (X-Baton-Version, "memory" when translation memory answered them all), and
+    which texts memory answered, with where each entry came from (X-Baton-Memory)."""
+    headers = {"X-Baton-Version": next((r.version for r in results if r.version != MEMORY), MEMORY)}
+    remembered = [f"text {i}: {r.memory}" for i, r in enumerate(results, 1) if r.memory]
+    if remembered:
+        headers["X-Baton-Memory"] = "; ".join(remembered)
+    return headers

@@ -264,3 +264,24 @@ async def test_wrong_keys_count_as_failed_logins_then_429(app, keys):
         actions = [e["action"] for e in (await admin.get("/audit", params={"n": 30})).json()]
     assert actions.count("api-key-failed") >= 4 and "api-key-locked" in actions
 
+
+
+async def test_a_text_in_the_shared_memory_is_answered_from_it_and_the_headers_say_so(app, keys):
+    """Issue 25 through LibreTranslate's API: its body has no room for provenance, so a header says
+    which texts translation memory answered and where each entry came from."""
+    async with httpx.AsyncClient(base_url=f"{app.url}/admin/v1", timeout=30,
+                                 headers={"Authorization": f"Bearer {keys['admin']}"}) as ops:
+        r = await ops.post("/memory", json=[{"source": "Good night", "target": "Bonne nuit", "source_lang": "en",
+                                             "target_lang": "fr"}])
+        assert r.status_code == 201 and r.json() == {"added": 1, "replaced": 0}, r.text
+        try:
+            async with libre(app) as http:
+                r = await http.post("/translate", json={"q": ["Good night", "Good morning"], "source": "en",
+                                                        "target": "fr", "api_key": keys["user"]})
+            assert r.status_code == 200, r.text
+            night, morning = r.json()["translatedText"]
+            version = r.headers["X-Baton-Version"]  # the active one: the tests above switch
+            assert night == "Bonne nuit" and f"{version} says:" in morning, r.text
+            assert r.headers["X-Baton-Memory"].startswith("text 1: From translation memory (shared, added by key:ops")
+        finally:
+            assert (await ops.delete("/memory", params={"source": "Good night"})).json() == {"removed": 1}
