@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -59,6 +60,7 @@ from admin.retire import Retirement
 from admin.throttle import Locked, LoginThrottle
 from admin.votes import Ballot, Votes
 from engine import (
+    MEMORY,
     BatonError,
     Document,
     Engine,
@@ -72,6 +74,7 @@ from engine import (
     WaitInfo,
     shown_name,
 )
+from engine.languages import CODES
 
 log = logging.getLogger("baton.app")
 T = TypeVar("T")
@@ -313,6 +316,9 @@ def _settings_widgets(context: bool) -> cl.ChatSettings:
         Switch(id="context", label="Use earlier turns as context", initial=context,
                description="Your last messages go with each new one, as context that is not translated, "
                            "to versions that have a contextual template."),
+        Switch(id="memory", label="Answer from translation memory", initial=True,
+               description="A text in your memory or the shared one is answered with its approved translation, "
+                           "without asking a model (/tm list shows them)."),
     ]
     return cl.ChatSettings(widgets)
 
@@ -431,9 +437,11 @@ class _Progress:
 
 async def _run_command(inv: commands.Invocation, username: str, typed: cl.Message | None, echo: str = "") -> None:
     progress = _Progress()
+    attached = [e for e in (typed.elements or [] if typed is not None else []) if isinstance(e, cl.File) and e.path]
     try:
+        files = [(e.name, await asyncio.to_thread(Path(str(e.path)).read_bytes)) for e in attached]
         reply = await commands.execute(engine(), accounts(), keys(), username, inv, progress.show, glossary(),
-                                       _retirement)
+                                       _retirement, files)
     except asyncio.CancelledError:  # Stop: a command that can be stopped (/eval) says it left nothing
         await progress.stopped()
         raise
@@ -443,7 +451,9 @@ async def _run_command(inv: commands.Invocation, username: str, typed: cl.Messag
     if reply.redacted and typed is not None:
         await _redact(typed, reply.redacted)
     actions = [cl.Action(name=ACTION, payload={"command": b.command}, label=b.label) for b in reply.buttons]
-    out = cl.Message(content=f"{echo}{reply.markdown}", actions=actions)
+    elements: list[cl.Element] = ([cl.File(name=reply.download[0], content=reply.download[1], display="inline")]
+                                  if reply.download else [])
+    out = cl.Message(content=f"{echo}{reply.markdown}", actions=actions, elements=elements)
     dl = get_data_layer() if reply.shown_once is not None else None
     out.persisted = dl is not None  # Chainlit must not store it as sent
     await out.send()
@@ -494,7 +504,9 @@ class _Ending:
 
 def _request(text: str, pair: languages.Pair, terms: tuple[Term, ...], context: str = "") -> TranslationRequest:
     return TranslationRequest(text=text, target_lang=pair.target_name, source_lang=pair.source_name,
-                              conversation_id=cl.context.session.thread_id, terms=terms, context=context)
+                              conversation_id=cl.context.session.thread_id, terms=terms, context=context,
+                              user=cl.context.session.user.identifier if cl.context.session.user else "",
+                              use_memory=cl.context.session.chat_settings.get("memory") is not False)
 
 
 def _context(text: str) -> str:
@@ -555,8 +567,26 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
         if result is not None:
             answer.metadata = _answer_metadata(result)
         await answer.send()
-    if result is not None:
+    if result is not None and result.version != MEMORY:  # an answer from memory is no version's to judge
         await _ratable(result, username)
+        if await _is_admin(username):
+            await _approvable(answer, text, result, pair)
+
+
+async def _is_admin(username: str) -> bool:
+    account = await accounts().get(username)
+    return account is not None and account.is_admin
+
+
+async def _approvable(answer: cl.Message, text: str, result: TranslationResult, pair: languages.Pair) -> None:
+    """A button under an admin's answer that adds it to the shared memory, as `/tm shared approve` would."""
+    source = CODES.get(result.source_lang) or pair.source
+    if source not in languages.NAMES:
+        return  # the source language is unknown: an entry needs it
+    line = (f"/tm shared approve {shlex.quote(text)} = {shlex.quote(result.text)} "
+            f"from {source} for {CODES.get(result.target_lang, pair.target)}")
+    answer.actions = [cl.Action(name=ACTION, payload={"command": line}, label="📚 Approve into shared memory")]
+    await answer.update()
 
 
 def _answer_metadata(result: TranslationResult) -> dict[str, Any]:

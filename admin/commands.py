@@ -12,11 +12,12 @@ import logging
 import re
 import shlex
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypedDict
 
-from engine import BatonError, Engine, masking
+from engine import MEMORY_SHARED, BatonError, Engine, NewMemoryEntry, detect, masking
+from engine.languages import NAMES
 from engine.validation import MAX_TOKENS_LIMIT
 
 from . import render, shield
@@ -44,12 +45,16 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "What you can do here", "info", admin=False),
     "status": Spec("/status", "Versions, processes and traffic", "activity"),
+    "tm": Spec("/tm add SOURCE = TARGET [for LANG] [from LANG] | list [TEXT] | remove SOURCE [for LANG] | import "
+               "(attach a .tmx) | export (admins: /tm shared ...)", "Translation memory: texts answered as approved",
+               "book-open", admin=False, mutating=True),
     "glossary": Spec("/glossary add SOURCE = TARGET [for LANG] | remove SOURCE [for LANG] | list"
                      " (admins: /glossary shared add|remove ...)",
                      "Terms that must be translated your way", "book-a", admin=False, mutating=True),
     "load": Spec("/load NAME [MODEL_PATH [vLLM flags] | --url URL [--served-model M] [--api-key-env VAR]] "
                  "[--template TEXT] [--template-terminology TEXT] [--template-contextual TEXT] "
-                 "[--template-formatted TEXT] [--term-format TEXT] [--max-tokens N]",
+                 "[--template-formatted TEXT] [--term-format TEXT] [--max-tokens N] "
+                 "[--on-wrong-language flag|retranslate]",
                  "Register and start a version (--url: one served elsewhere)", "download", mutating=True),
     "switch": Spec("/switch NAME [--force]", "Send all new requests to a ready version", "repeat", mutating=True),
     "rollback": Spec("/rollback", "Switch back to the previous version", "undo", mutating=True),
@@ -97,6 +102,7 @@ class Reply:
     follow_load: str | None = None  # a version whose load the chat should follow live
     redacted: str | None = None  # the command as it may be shown and stored (a password masked)
     shown_once: str | None = None  # the reply holds a secret: store this instead, show the reply once
+    download: tuple[str, bytes] | None = None  # a file that comes with the reply: (name, content)
 
 
 class Usage(Exception):
@@ -119,6 +125,7 @@ class Context:
     progress: ShowProgress = _unseen  # the chat shows it in one message, updated in place
     glossary: Glossary | None = None
     retirement: Retirement | None = None  # what removing an account does beyond its row
+    files: tuple[tuple[str, bytes], ...] = ()  # the files sent with the command: (name, content)
 
 
 class CommandEntry(TypedDict):
@@ -170,17 +177,18 @@ def redact(inv: Invocation) -> str | None:
 
 async def execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
                   progress: ShowProgress = _unseen, glossary: Glossary | None = None,
-                  retirement: Retirement | None = None) -> Reply:
+                  retirement: Retirement | None = None, files: Sequence[tuple[str, bytes]] = ()) -> Reply:
     """Run one command for `username`. Never raises for bad input: the reply says what was wrong
     (a credential it repeats masked). A long command (/eval) shows how far it got through `progress`."""
     hidden = redact(inv)
-    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary, retirement)
+    reply = await _execute(engine, accounts, keys, username, inv, progress, glossary, retirement, tuple(files))
     reply = replace(reply, markdown=masking.mask(reply.markdown))
     return replace(reply, redacted=hidden) if hidden else reply
 
 
 async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str, inv: Invocation,
-                   progress: ShowProgress, glossary: Glossary | None, retirement: Retirement | None) -> Reply:
+                   progress: ShowProgress, glossary: Glossary | None, retirement: Retirement | None,
+                   files: tuple[tuple[str, bytes], ...]) -> Reply:
     spec = COMMANDS.get(inv.name)
     if spec is None:
         return Reply(f"Unknown command {render.code('/' + inv.name[:32])}. Type `/help` for the list.", ok=False)
@@ -195,7 +203,7 @@ async def _execute(engine: Engine, accounts: Accounts, keys: Keys, username: str
     except ValueError as exc:
         return Reply(f"Could not read the arguments ({render.text(exc)}). Check the quotes.\n\nUsage: `{spec.usage}`",
                      ok=False)
-    ctx = Context(engine, accounts, keys, actor, progress, glossary, retirement)
+    ctx = Context(engine, accounts, keys, actor, progress, glossary, retirement, files)
     work = HANDLERS[inv.name](ctx, args)
     try:
         if spec.mutating:  # Stop cancels the chat task
@@ -277,6 +285,7 @@ class LoadOptions:
     template: str | None = None
     templates: dict[str, str] | None = None  # by capability, when any was given
     max_tokens: int | None = None
+    on_wrong_language: str | None = None  # flag / retranslate (engine.types.WrongLanguagePolicy)
 
 
 # --template-terminology TEXT etc.: the templates of a recipe beside the plain one
@@ -310,7 +319,9 @@ REMOTE_OPTIONS = ("--url", "--served-model", "--api-key-env")
 def _load_options(rest: list[str]) -> LoadOptions:
     """Take Baton's options (a remote server's, the templates, `--max-tokens N`) out of a /load line.
     A chat box cannot hold a line break inside one argument, so \\n stands for one in a template."""
-    others, values = _take_options(rest, (*REMOTE_OPTIONS, "--template", "--max-tokens", *TEMPLATE_OPTIONS))
+    others, values = _take_options(rest, (*REMOTE_OPTIONS, "--template", "--max-tokens", "--on-wrong-language",
+                                          *TEMPLATE_OPTIONS))
+    policy = values.pop("--on-wrong-language", None)
     remote = {k: values.pop(k) for k in REMOTE_OPTIONS if k in values}
     texts = {k: v.replace("\\n", "\n") for k, v in values.items()}
     extra = {cap: texts[option] for option, cap in TEMPLATE_OPTIONS.items() if option in texts}
@@ -324,6 +335,7 @@ def _load_options(rest: list[str]) -> LoadOptions:
         texts.get("--template"),
         extra or None,
         _int(max_tokens, "--max-tokens", 1, MAX_TOKENS_LIMIT) if max_tokens is not None else None,
+        policy,
     )
 
 
@@ -336,7 +348,8 @@ async def _load(ctx: Context, args: list[str]) -> Reply:
         opts = _load_options(rest)
         await ctx.engine.register(name, opts.model_path, url=opts.url, api_key_env=opts.api_key_env,
                                   served_name=opts.served_model, flags=opts.flags, prompt_template=opts.template,
-                                  templates=opts.templates, max_tokens=opts.max_tokens, actor=who)
+                                  templates=opts.templates, max_tokens=opts.max_tokens,
+                                  on_wrong_language=opts.on_wrong_language, actor=who)
     snap = await ctx.engine.load(name, actor=who)
     return Reply(render.load_started(snap), follow_load=name)
 
@@ -550,8 +563,66 @@ async def _glossary(ctx: Context, args: list[str]) -> Reply:
     raise Usage()
 
 
+def _detected(text: str, what: str) -> str:
+    found = detect.detect(text)
+    if found is None:
+        raise Usage(f"Could not tell the {what} language of {render.code(text[:60])}: name it with "
+                    f"`{'from' if what == 'source' else 'for'} LANG`.")
+    return found.code
+
+
+async def _tm(ctx: Context, args: list[str]) -> Reply:
+    """`/tm [shared] add SOURCE = TARGET [for LANG] [from LANG] | list [TEXT] | remove SOURCE [for LANG]
+    | import (with a .tmx file) | export`."""
+    shared = bool(args) and args[0] == "shared"
+    if shared:
+        args = args[1:]
+        if not ctx.actor.is_admin:
+            return Reply("🚫 Only admins keep the shared translation memory. `/tm add` keeps an entry in yours.",
+                         ok=False)
+    owner = MEMORY_SHARED if shared else ctx.actor.username
+    whose = "the shared memory" if shared else "your memory"
+    who = ctx.actor.username
+    verb, rest = (args[0], args[1:]) if args else ("list", [])
+    langs: dict[str, str] = {}
+    while len(rest) >= 2 and rest[-2] in ("for", "from"):
+        langs[rest[-2]], rest = rest[-1], rest[:-2]
+    if verb == "list":
+        text = " ".join(rest) or None
+        return Reply(render.memory(await ctx.engine.memory.entries(who, text, 50),
+                                   await ctx.engine.memory.entries(MEMORY_SHARED, text, 50), text))
+    if verb in ("add", "approve"):  # approve: an answer's button adds it, marked as an approved answer
+        if "=" not in rest:
+            raise Usage("Separate the text and its translation with ` = `.")
+        cut = rest.index("=")
+        source, target = " ".join(rest[:cut]), " ".join(rest[cut + 1:])
+        entry = NewMemoryEntry(langs.get("from") or _detected(source, "source"),
+                               langs.get("for") or _detected(target, "target"), source, target)
+        added, _ = await ctx.engine.memory_add(owner, [entry], actor=who,
+                                               origin="approved" if verb == "approve" else "typed")
+        return Reply(f"{'Added to' if added else 'Replaced in'} {whose}: {render.code(entry.source)} → "
+                     f"{render.code(entry.target)} ({NAMES.get(entry.src_lang, entry.src_lang)} → "
+                     f"{NAMES.get(entry.tgt_lang, entry.tgt_lang)}). This text now gets this answer at once.")
+    if verb == "remove" and rest:
+        count = await ctx.engine.memory_remove(owner, " ".join(rest), langs.get("for"), actor=who)
+        return Reply(f"Removed {count} {'entry' if count == 1 else 'entries'} for {render.code(' '.join(rest))} "
+                     f"from {whose}.")
+    if verb == "import" and not rest:
+        tmx = [(name, data) for name, data in ctx.files if name.lower().endswith(".tmx")]
+        if len(tmx) != 1:
+            raise Usage("Attach one .tmx file to the `/tm import` message.")
+        added, replaced = await ctx.engine.memory_import(owner, tmx[0][1], actor=who)
+        return Reply(f"Imported {render.code(tmx[0][0])} into {whose}: {added} entries added, {replaced} replaced.")
+    if verb == "export" and not rest:
+        data = await ctx.engine.memory_export(owner)
+        name = "shared-memory.tmx" if shared else f"{who}-memory.tmx"
+        return Reply(f"⬇️ {whose.capitalize()} as TMX: {render.code(name)}.", download=(name, data))
+    raise Usage()
+
+
 HANDLERS: dict[str, Callable[[Context, list[str]], Awaitable[Reply]]] = {
-    "glossary": _glossary, "help": _help, "status": _status, "load": _load, "switch": _switch, "rollback": _rollback,
+    "tm": _tm, "glossary": _glossary, "help": _help, "status": _status, "load": _load, "switch": _switch,
+    "rollback": _rollback,
     "canary": _canary, "promote": _promote, "shadow": _shadow, "unload": _unload, "eval": _eval, "logs": _logs,
     "audit": _audit_log, "users": _users, "keys": _keys, "rollout": _rollout,
 }

@@ -10,8 +10,8 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Chainlit's session files, and the history's files (app.py get_file).
-FILE_PATHS = ("/project/file/", "/baton/files/")
+# Chainlit's session files, the history's files (app.py get_file), the gateway's translated files.
+FILE_PATHS = ("/project/file/", "/baton/files/", "/libretranslate/download_file/")
 
 
 class DownloadHeaders:

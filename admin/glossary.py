@@ -7,6 +7,7 @@ one with the same source and language.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, DateTime, Integer, String, UniqueConstraint, delete, func, select
@@ -102,6 +103,24 @@ class Glossary(Tables):
             where = f" for {NAMES[code]}" if code else ""
             raise NotFound(f"There is no term '{source[:MAX_TERM_CHARS]}'{where} in that glossary.",
                            "See the terms with /glossary list.")
+
+    async def replace(self, owner: str, terms: Sequence[Term]) -> list[Term]:
+        """The owner's whole glossary at once, all or nothing: each term checked as `add` checks it,
+        the last of two with the same source and language kept."""
+        rows = {(source.casefold(), code): TermRow(owner=owner, source=source, source_key=source.casefold(),
+                                                    target=_checked(t.target, "target"), lang=code)
+                for t in terms for source, code in [(_checked(t.source, "source"), check_lang(t.lang))]}
+        if len(rows) > MAX_TERMS:
+            raise InvalidArgument(f"{len(rows)} terms in one glossary; the limit is {MAX_TERMS}.",
+                                  "Split them over several glossaries.")
+        try:
+            async with self._session.begin() as s:
+                await s.execute(delete(TermRow).where(TermRow.owner == owner))
+                s.add_all(rows.values())
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"The database refused the terms ({type(exc).__name__}).",
+                                   "Nothing changed; try again.") from exc
+        return [_term(r) for r in rows.values()]
 
     async def terms(self, owner: str) -> list[Term]:
         async with self._session() as s:

@@ -8,6 +8,7 @@ from typing import Any
 from engine import (
     EvalSetInfo,
     Evaluation,
+    MemoryEntry,
     Progress,
     ReplicaView,
     RolloutView,
@@ -111,8 +112,9 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         lines.append("No version is registered yet.")
         return "\n".join(lines)
     lines += [
-        "| version | state | wanted | role | pid | port or URL | uptime | in flight | served | errors | chrF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| version | state | wanted | role | pid | port or URL | uptime | in flight | served | errors | chrF "
+        "| flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in st.versions:
         ev = scores.get(v.name)
@@ -120,13 +122,21 @@ def status(st: Status, scores: Mapping[str, Evaluation]) -> str:
         lines.append(
             f"| {cell(v.name)} | {cell(v.state)} | {cell(v.desired)} | {cell(v.role or '—')} "
             f"| {_dash(v.pid)} | {cell(v.url) if v.url else _dash(v.port)} "
-            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} |"
+            f"| {duration(v.uptime_s)} | {v.in_flight} | {v.served} | {v.errors} | {chrf} | {flagged(v)} |"
         )
     notes = [f"- **{cell(v.name)}** {cell(v.state)}: {cell(v.reason)}" for v in st.versions if v.reason]
     notes += [f"- **{cell(v.name)}** restarted {v.restarts}×" for v in st.versions if v.restarts]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def flagged(v: VersionStatus) -> str:
+    """The share of a version's checked answers each check flagged, e.g. "wrong language 3 (12%)"."""
+    if not v.checked:
+        return "—"
+    found = [f"{check.replace('_', ' ')} {_rate(n, v.checked)}" for check, n in sorted(v.flagged.items()) if n]
+    return " · ".join(found) or f"none of {v.checked}"
 
 
 def replicas(views: Sequence[ReplicaView], generation: int) -> str:
@@ -278,8 +288,11 @@ def evaluation(ev: Evaluation, active: str | None, other: Evaluation | None, gat
                 f"`/eval {active} {ev.set_name}`.")
     else:
         tail = ""
+    found = [f"{check.replace('_', ' ')} {_rate(n, ev.rows)}" for check, n in sorted((ev.flagged or {}).items()) if n]
+    checked = ("" if ev.flagged is None else f"Answer checks flagged: {' · '.join(found)}." if found
+               else "Answer checks flagged no answer.")
     stored = f"Stored as evaluation {ev.id} (set sha256 {ev.set_checksum[:12]}…)."
-    return "\n\n".join(filter(None, [head, "\n".join(rows), tail, stored]))
+    return "\n\n".join(filter(None, [head, "\n".join(rows), checked, tail, stored]))
 
 
 def eval_sets(sets: Sequence[EvalSetInfo], evaluations: Sequence[Evaluation], gate_set: str | None) -> str:
@@ -317,7 +330,9 @@ def _live_table(canary: Sample, active: Sample) -> list[str]:
             f"| errors | {_rate(canary.errors, canary.answers)} | {_rate(active.errors, active.answers)} |",
             f"| first token p95 | {_ms(canary.ttft_p95_ms)} | {_ms(active.ttft_p95_ms)} |",
             f"| thumbs down | {_rate(canary.votes_down, canary.answers)} "
-            f"| {_rate(active.votes_down, active.answers)} |"]
+            f"| {_rate(active.votes_down, active.answers)} |",
+            f"| not in the target language | {_rate(canary.flagged.get('wrong_language', 0), canary.checked)} "
+            f"| {_rate(active.flagged.get('wrong_language', 0), active.checked)} |"]
     if canary.shadow_agreement is not None:
         rows.append(f"| shadow agreement (chrF) | {canary.shadow_agreement:.1f} | — |")
     return rows
@@ -360,6 +375,8 @@ def rollout(view: RolloutView | None) -> str:
 
 # translation ----------------------------------------------------------------
 def attribution(r: TranslationResult) -> str:
+    if r.memory:
+        return f"_📚 {cell(r.memory)}_"
     line = (f"_Translated by **{cell(r.version)}** ({cell(r.role)}) in {r.total_ms / 1000:.2f} s"
             f" · first token {r.ttft_ms:.0f} ms_")
     if r.failover_note:
@@ -390,7 +407,7 @@ def footer(r: TranslationResult) -> list[str]:
 
 def checks(r: TranslationResult) -> list[str]:
     """What the translator should know beyond the text: glossary terms, a template the version
-    lacked, formatting that did not survive."""
+    lacked, formatting that did not survive, and what else the answer checks flagged."""
     lines = []
     if r.terms:
         kept = [t for t in r.terms if t not in r.missing_terms]
@@ -399,9 +416,27 @@ def checks(r: TranslationResult) -> list[str]:
         lines.append("📖 Glossary: " + " · ".join(parts))
     if r.note:
         lines.append(f"ℹ️ {cell(r.note)}.")
+    if r.reference:
+        lines.append(f"📚 A close entry of translation memory went to the version as a reference: {cell(r.reference)}.")
     if r.format_lost:
         lines.append("⚠️ Formatting not kept: " + "; ".join(cell(x) for x in r.format_lost))
+    # The glossary and formatting lines above say more than their flags do.
+    lines += [f"⚠️ {cell(f.message)}" for f in r.flags if f.check not in ("missing_terms", "format_lost")]
     return lines
+
+
+def memory(own: Sequence[MemoryEntry], shared: Sequence[MemoryEntry], containing: str | None) -> str:
+    """The reply to /tm list: the user's entries, then the shared ones."""
+    def table(entries: Sequence[MemoryEntry]) -> str:
+        rows = [f"| {cell(e.source)} | {cell(e.target)} | {e.src_lang} → {e.tgt_lang} | {cell(e.added_by)} "
+                f"{e.added_at:%Y-%m-%d} ({e.origin}) |" for e in entries]
+        return "\n".join(["| text | translation | pair | added |", "|---|---|---|---|", *rows])
+    which = f" containing {code(containing)}" if containing else ""
+    parts = [f"**Your memory**{which}: " + (f"\n\n{table(own)}" if own else "no entry."),
+             f"**Shared memory**{which}: " + (f"\n\n{table(shared)}" if shared else "no entry."),
+             "Add one with `/tm add TEXT = TRANSLATION [for LANG]`; a text in memory is answered from it at once "
+             "(your entry before a shared one)."]
+    return "\n\n".join(parts)
 
 
 def glossary(own: Sequence[Term], shared: Sequence[Term]) -> str:

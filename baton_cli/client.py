@@ -64,9 +64,10 @@ class Client:
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
 
-    def call(self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any) -> Any:
-        """The answer's JSON, or CliError with the exit code and the reason. `read_timeout_s`: for a
-        call that takes long (an evaluation), instead of READ_TIMEOUT_S."""
+    def call(self, method: str, path: str, *, read_timeout_s: float | None = None, raw: bool = False,
+             **kwargs: Any) -> Any:
+        """The answer's JSON (its bytes when `raw`, for a file), or CliError with the exit code and the
+        reason. `read_timeout_s`: for a call that takes long (an evaluation), instead of READ_TIMEOUT_S."""
         if read_timeout_s is not None:
             kwargs["timeout"] = httpx.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S)
         try:
@@ -77,6 +78,8 @@ class Client:
         except httpx.HTTPError as exc:
             raise CliError(Exit.UNREACHABLE, f"Cannot reach Baton at {self.url} ({exc}). Is it running? "
                                              "Set BATON_URL.") from None
+        if raw and r.is_success:
+            return r.content
         try:
             body = r.json()
         except ValueError:

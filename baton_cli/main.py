@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,9 @@ app.add_typer(keys_app, name="keys")
 rollout_app = typer.Typer(help="Progressive rollouts: start (ramp a version up, judged on live traffic), status, "
                                "abort.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+tm_app = typer.Typer(help="The shared translation memory: list, add, remove, import and export TMX.",
+                     no_args_is_help=True)
+app.add_typer(tm_app, name="tm")
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts) instead of a table.")]
 Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for ready before giving up (exit 5).")]
@@ -263,6 +267,9 @@ def load(
                                "contextual=TEXT (with {context}), formatted=TEXT, term=TEXT (one glossary line, "
                                "with {source_term} and {target_term}).")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on each answer's tokens.")] = None,
+    on_wrong_language: Annotated[str | None, typer.Option(
+        "--on-wrong-language", help="An answer not in the target language: flag (warn, the default) or "
+                                    "retranslate (once, by another ready version).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is ready, as wait-ready does.")] = False,
     timeout: Timeout = 600,
     json_out: JsonOut = False,
@@ -273,10 +280,12 @@ def load(
     if model_path is not None or url is not None:
         body.update(model_path=model_path, url=url, served_model=served_model, api_key_env=api_key_env,
                     flags=[t for f in flag or [] for t in shlex.split(f)],
-                    template=template, templates=templates or None, max_tokens=max_tokens)
-    elif flag or template is not None or templates or max_tokens is not None or served_model or api_key_env:
-        raise typer.BadParameter("--flag, --template, --template-for, --max-tokens, --served-model and --api-key-env "
-                                 "need MODEL_PATH or --url (they register a new recipe)")
+                    template=template, templates=templates or None, max_tokens=max_tokens,
+                    on_wrong_language=on_wrong_language)
+    elif (flag or template is not None or templates or max_tokens is not None or served_model or api_key_env
+          or on_wrong_language):
+        raise typer.BadParameter("--flag, --template, --template-for, --max-tokens, --served-model, --api-key-env and "
+                                 "--on-wrong-language need MODEL_PATH or --url (they register a new recipe)")
     c = _client(ctx)
     v = c.post("/versions", body)
     if wait:
@@ -363,6 +372,52 @@ def keys_revoke(ctx: typer.Context, name: str, json_out: JsonOut = False) -> Non
     """Revoke a key at once."""
     k = _client(ctx).delete(f"/keys/{name}")
     _show(k, json_out, f"Revoked the key '{name}'.")
+
+
+# translation memory ------------------------------------------------------------------------
+@tm_app.command("list")
+def tm_list(ctx: typer.Context, containing: Annotated[str | None, typer.Option(
+        help="Only entries whose source contains this.")] = None, json_out: JsonOut = False) -> None:
+    """The shared memory's entries."""
+    found = _client(ctx).get("/memory", **({"containing": containing} if containing else {}))
+    rows = [(e["source"], e["target"], f"{e['src_lang']} → {e['tgt_lang']}", e["added_by"], e["added_at"], e["origin"])
+            for e in found]
+    _show(found, json_out, table(("SOURCE", "TARGET", "PAIR", "ADDED BY", "ADDED AT", "HOW"), rows))
+
+
+@tm_app.command("add")
+def tm_add(ctx: typer.Context, source: str, target: str,
+           source_lang: Annotated[str, typer.Option("--from", help="The source's language code, e.g. en.")],
+           target_lang: Annotated[str, typer.Option("--for", help="The target's language code, e.g. fr.")],
+           json_out: JsonOut = False) -> None:
+    """Add (or replace) an entry: SOURCE is then answered with TARGET, without asking a model."""
+    r = _client(ctx).call("POST", "/memory", json=[{"source": source, "target": target, "source_lang": source_lang,
+                                                    "target_lang": target_lang}])
+    _show(r, json_out, f"{'Added' if r['added'] else 'Replaced'}: {source} → {target}.")
+
+
+@tm_app.command("remove")
+def tm_remove(ctx: typer.Context, source: str, target_lang: Annotated[str | None, typer.Option(
+        "--for", help="Only the entry into this language.")] = None, json_out: JsonOut = False) -> None:
+    """Remove the entries for SOURCE."""
+    params = {"source": source, **({"target_lang": target_lang} if target_lang else {})}
+    r = _client(ctx).call("DELETE", "/memory", params=params)
+    _show(r, json_out, f"Removed {r['removed']} entries.")
+
+
+@tm_app.command("import")
+def tm_import(ctx: typer.Context, path: Path, json_out: JsonOut = False) -> None:
+    """Import a TMX file into the shared memory, whole or not at all."""
+    r = _client(ctx).call("POST", "/memory/import", content=path.read_bytes(),
+                          headers={"Content-Type": "application/x-tmx+xml"})
+    _show(r, json_out, f"Imported {path.name}: {r['added']} added, {r['replaced']} replaced.")
+
+
+@tm_app.command("export")
+def tm_export(ctx: typer.Context, path: Path) -> None:
+    """Write the shared memory to PATH as TMX 1.4."""
+    path.write_bytes(_client(ctx).call("GET", "/memory/export", raw=True))
+    typer.echo(f"Wrote {path}.")
 
 
 # rollouts --------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from .errors import (
 )
 from .evalsets import EvalSetInfo
 from .evaluation import Evaluation, PairScores
-from .facade import Engine, Health, Progress, Status, VersionStatus
+from .facade import MEMORY, Engine, Health, Progress, Status, VersionStatus
 from .livestats import Sample
+from .memory import SHARED as MEMORY_SHARED
+from .memory import Entry as MemoryEntry
+from .memory import NewEntry as NewMemoryEntry
 from .replicas import ReplicaView
 from .rollout import RolloutView
 from .router import RouteInfo, WaitInfo
@@ -31,7 +34,7 @@ from .types import AuditEvent, Deployment, ReplicaRecord, Sampling, VersionSpec
 
 __all__ = [
     "AuditEvent", "BackendFailed", "BatonError", "Chunk", "CompletionRequest", "Conflict", "Deployment", "Desired",
-    "Detection", "Document",
+    "Detection", "Document", "MEMORY", "MEMORY_SHARED", "MemoryEntry", "NewMemoryEntry",
     "Engine", "EvalSetInfo", "Evaluation", "GateRefused", "Health", "InvalidArgument", "NoBackendAvailable",
     "NotFound", "NotReady", "PairScores", "Progress", "ReplicaRecord", "ReplicaView", "Restart", "RolloutView",
     "RouteInfo", "Sample", "Sampling",

@@ -3,6 +3,7 @@ language pair and overall (engine/scoring.py), with the latency and the failed r
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,8 @@ class Evaluation:
     at: datetime | None = None
     by: str = ""
     id: int | None = None
+    # rows whose answer each check flagged (engine/checks.py); None: evaluated before answers were checked
+    flagged: dict[str, int] | None = None
 
     @property
     def chrf(self) -> float:
@@ -46,6 +49,7 @@ class Evaluation:
 class Outcome:
     hypothesis: str
     latency_ms: float | None  # None: the row failed
+    flags: tuple[str, ...] = ()  # the checks its answer failed
 
 
 async def run(rows: Sequence[EvalRow], translate: Callable[[EvalRow], Awaitable[Outcome]], concurrency: int,
@@ -90,4 +94,5 @@ def summarize(version: str, evset: EvalSet, outcomes: Sequence[Outcome]) -> Eval
     latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     return Evaluation(version, evset.name, evset.checksum, overall, pairs, len(outcomes),
-                      sum(o.latency_ms is None for o in outcomes), p50 and round(p50, 1), p95 and round(p95, 1))
+                      sum(o.latency_ms is None for o in outcomes), p50 and round(p50, 1), p95 and round(p95, 1),
+                      flagged=dict(Counter(f for o in outcomes for f in o.flags)))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import (
+    checks,
     detect,
     documents,
     evalsets,
@@ -42,8 +43,12 @@ from .detect import Detection
 from .errors import BatonError, Conflict, GateRefused, InvalidArgument, NotFound, NotReady
 from .evalsets import EvalRow, EvalSet, EvalSetInfo
 from .evaluation import Evaluation, OnProgress, Outcome
-from .languages import NAMES
+from .languages import CODES, NAMES
 from .livestats import LiveStats, Sample
+from .memory import SHARED as MEMORY_SHARED
+from .memory import Entry as MemoryEntry
+from .memory import Match as MemoryMatch
+from .memory import Memory, NewEntry, Origin, best_fuzzy, read_tmx, write_tmx
 from .notices import Notices
 from .pool import Pool
 from .replicas import Replicas, ReplicaView
@@ -55,6 +60,7 @@ from .states import LOADING, Desired, State
 from .store import AUDIT_ACTION_MAX, AUDIT_ACTOR_MAX, Change, Store
 from .supervisor import Supervisor
 from .templates import Capability
+from .terminology import Term
 from .translate import (
     BackendFailed,
     BackendRequest,
@@ -70,6 +76,7 @@ from .types import DEFAULT_TEMPLATE, AuditEvent, Deployment, RolloutRecord, Samp
 log = logging.getLogger("baton.engine")
 # A detected language at least this sure, and the same as the target: the text needs no translation.
 SAME_LANGUAGE_CONFIDENCE = 0.5
+MEMORY = "memory"  # what an answer from translation memory names as its version
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class VersionStatus:
     last_line: str
     gave_up: bool = False  # failed to start, and nothing will retry it: fix the recipe and /load again
     url: str | None = None  # a remote version's server (it has no pid or port)
+    checked: int = 0  # live answers whose text was checked (engine/checks.py), in memory since the start
+    flagged: dict[str, int] = field(default_factory=dict)  # of those, how many each check flagged
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,21 @@ class Progress:
         return self.phase != "loading"
 
 
+def _from_memory(req: TranslationRequest, entry: MemoryEntry, detected: Detection | None) -> TranslationResult:
+    """The answer a memory entry gives: no model was asked."""
+    return TranslationResult(version=MEMORY, role="memory", text=entry.target, ttft_ms=0.0, total_ms=0.0,
+                             prompt_tokens=0, completion_tokens=0, finish_reason="stop", served_by="",
+                             source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
+                             terms=req.terms, memory=entry.provenance())
+
+
+def _with_reference(context: str, ref: MemoryMatch | None) -> str:
+    if ref is None:
+        return context
+    line = f"A similar text translated before: {ref.entry.source} => {ref.entry.target}"
+    return f"{context}\n{line}" if context else line
+
+
 def _with_cap(sampling: Sampling, max_tokens: int | None) -> Sampling:
     return sampling if max_tokens is None else replace(sampling, max_tokens=validation.check_max_tokens(max_tokens))
 
@@ -170,6 +194,7 @@ class Engine:
         self._limits = Limits(self.settings.first_token_timeout_s, self.settings.between_tokens_timeout_s)
         self.cpu = CpuPool(self.settings.cpu_workers, self.settings.cpu_per_user)  # documents, scoring
         self.live = LiveStats()  # routed answers, votes and shadow comparisons, per version
+        self.memory = Memory(self.store.engine)  # translation memory: approved answers, exact and fuzzy
         self.notices = Notices()  # what admins must hear at once (a rollout's decisions)
         self.rollouts = Rollouts(self)
         self._not_run_here: set[str] = set()  # local versions this replica has said it does not run
@@ -291,6 +316,7 @@ class Engine:
         sampling: Sampling | None = None,
         max_tokens: int | None = None,
         served_name: str | None = None,
+        on_wrong_language: str | None = None,
         notes: str = "",
         actor: str = "system",
     ) -> VersionSpec:
@@ -330,6 +356,8 @@ class Engine:
                     created_by=actor,
                     url=remote[0] if remote else None,
                     api_key_env=remote[1] if remote else None,
+                    on_wrong_language=validation.check_wrong_language_policy(
+                        on_wrong_language or (existing.on_wrong_language if existing else "flag")),
                 )
                 await self.store.save_version(spec, (actor, "register", args))
                 if backend is not None:
@@ -745,7 +773,7 @@ class Engine:
             except BatonError as exc:  # a failed row scores as an empty answer, and is counted
                 log.info("evaluation of %s: line %d failed: %s", name, row.line, exc)
                 return Outcome("", None)
-            return Outcome(result.text, result.total_ms)
+            return Outcome(result.text, result.total_ms, tuple(f.check for f in result.flags))
 
         return one
 
@@ -813,9 +841,10 @@ class Engine:
     def _status_of(self, b: Backend, last_line: str) -> VersionStatus:
         s = b.snapshot()
         uptime = time.monotonic() - s.ready_at if s.ready_at and s.state in (State.READY, State.DRAINING) else None
+        live = self.live.sample(s.name)
         return VersionStatus(s.name, s.state.value, s.desired.value, _role(self.router.deployment, s.name), s.pid,
                              s.port, uptime, s.in_flight, s.served, s.errors, s.restarts, s.reason, last_line,
-                             b.gave_up, b.spec.url)
+                             b.gave_up, b.spec.url, live.checked, dict(live.flagged))
 
     async def watch(self, name: str, interval_s: float = 1.0) -> AsyncIterator[Progress]:
         """A version's load as it happens: an item about every `interval_s` and at once on each
@@ -882,6 +911,40 @@ class Engine:
                                       f"Copy the {what} as /audit shows it.")
         return await self.store.list_audit(n, action, actor)
 
+    # translation memory -----------------------------------------------------
+    async def memory_add(self, owner: str, entries: Sequence[NewEntry], *, actor: str,
+                         origin: Origin = "typed") -> tuple[int, int]:
+        """Add entries to `owner`'s memory ("" the shared one: audited), all or none: (added, replaced)."""
+        args: dict[str, object] = {"entries": len(entries), "origin": origin,
+                                   "source": entries[0].source[:80] if len(entries) == 1 else None}
+        async with self._audited_if_shared(owner, actor, "tm-add", args):
+            return await self.memory.add(owner, entries, by=actor, origin=origin)
+
+    async def memory_remove(self, owner: str, source: str, tgt_lang: str | None, *, actor: str) -> int:
+        async with self._audited_if_shared(owner, actor, "tm-remove", {"source": source[:80], "lang": tgt_lang}):
+            return await self.memory.remove(owner, source, tgt_lang)
+
+    async def memory_import(self, owner: str, data: bytes, *, actor: str) -> tuple[int, int]:
+        """A TMX file into `owner`'s memory, whole or not at all, read in the CPU pool."""
+        async with self._audited_if_shared(owner, actor, "tm-import", {"bytes": len(data)}):
+            entries = await self.cpu.run(actor, partial(read_tmx, data))
+            return await self.memory.add(owner, entries, by=actor, origin="imported")
+
+    async def memory_export(self, owner: str) -> bytes:
+        entries = await self.memory.entries(owner)
+        return await self.cpu.run(owner or "memory", partial(write_tmx, entries))
+
+    @contextlib.asynccontextmanager
+    async def _audited_if_shared(self, owner: str, actor: str, action: str,
+                                 args: dict[str, object]) -> AsyncIterator[None]:
+        """A change of the shared memory leaves an audit row, accepted or refused; a user's own does not."""
+        if owner != MEMORY_SHARED:
+            yield
+            return
+        async with self._refusals_audited(actor, action, args):
+            yield
+        await self.store.audit(actor, action, args, "ok", "")
+
     # requests --------------------------------------------------------------
     async def translate(
         self,
@@ -904,6 +967,14 @@ class Engine:
         translate.validate(req)
         req, detected = await self._prepared(req, req.text)
         req = req.about(req.text)
+        pair = CODES.get(req.source_lang, ""), CODES.get(req.target_lang, "")
+        remembered = reference = None
+        if req.use_memory and req.version is None:  # an evaluation measures the version itself
+            remembered = await self.memory.exact(req.user, *pair, req.text)
+            if remembered is not None:
+                await on_token(remembered.target)
+                return _from_memory(req, remembered, detected)
+            reference = await self._reference(req, *pair)
         pieces = None if formats.is_plain(req.text) else formats.split(req.text)
 
         async def on_chunk(chunk: Chunk) -> None:
@@ -912,19 +983,43 @@ class Engine:
 
         async def run(route: Route) -> TranslationResult:
             spec = route.backend.spec
-            chosen = translate.choice(spec, req)
+            # A close entry from memory is a reference for a version whose contextual template can take it.
+            referred = reference is not None and Capability.CONTEXTUAL.value in spec.templates
+            this = replace(req, context=_with_reference(req.context, reference)) if referred else req
+            chosen = translate.choice(spec, this)
             if pieces is None or chosen.capability is Capability.FORMATTED:
-                result = await translate.stream(route, translate.for_translation(req)(spec), on_chunk, self._limits)
+                result = await translate.stream(route, translate.for_translation(this)(spec), on_chunk, self._limits)
             else:
-                items = [req.about(p.text) if p.translate else p.text for p in pieces]
+                items = [this.about(p.text) if p.translate else p.text for p in pieces]
                 result = await sequence.run(route, items, self._limits, on_text=on_token)
-            return replace(result, capability=chosen.capability.value, note=chosen.note)
+            result = replace(result, capability=chosen.capability.value, note=chosen.note,
+                             reference=reference.entry.provenance() + f", {reference.score:.0f} % alike"
+                             if referred and reference is not None else "")
+            return await self._checked(req, result, formatted=pieces is not None)
 
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart,
                                     shadow=translate.for_translation(req) if pieces is None else None)
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
-                       terms=req.terms, missing_terms=terminology.missing(result.text, req.terms),
-                       format_lost=tuple(formats.lost(req.text, result.text)) if pieces is not None else ())
+                       terms=req.terms)
+
+    async def _reference(self, req: TranslationRequest, src_lang: str, tgt_lang: str) -> MemoryMatch | None:
+        """The closest entry of the user's and the shared memory for this text, if close enough."""
+        candidates = await self.memory.candidates(req.user, src_lang, tgt_lang)
+        if not candidates:
+            return None
+        return await self.cpu.run(req.user or "memory", partial(best_fuzzy, req.text, candidates))
+
+    async def _checked(self, req: TranslationRequest, result: TranslationResult, *,
+                       formatted: bool) -> TranslationResult:
+        """`result` with what the answer checks found (engine/checks.py), computed in the CPU pool."""
+        def run_checks() -> tuple[tuple[Term, ...], tuple[str, ...], tuple[checks.Flag, ...]]:
+            missing = terminology.missing(result.text, req.terms)
+            lost = tuple(formats.lost(req.text, result.text)) if formatted else ()
+            return missing, lost, checks.check(req.text, result.text, CODES.get(req.source_lang, ""),
+                                               CODES.get(req.target_lang, ""), missing_terms=missing, format_lost=lost)
+
+        missing, lost, flags = await self.cpu.run(req.conversation_id or "answers", run_checks)
+        return replace(result, missing_terms=missing, format_lost=lost, flags=flags, checked=True)
 
     async def open_document(self, filename: str, data: bytes, *, user: str) -> documents.Document:
         """A document's segments to translate, within the size limits: parsed in the CPU pool, in
@@ -974,8 +1069,13 @@ class Engine:
         result = await self._answer(req.conversation_id, req.version, run, on_wait, on_route, on_restart)
         expected = tuple({t: None for it in items for t in it.terms})  # each term once, in order
         missing = {t for it, text in zip(items, done, strict=True) for t in terminology.missing(text or "", it.terms)}
+        missing_terms = tuple(t for t in expected if t in missing)
+        # The language checks read the document's start, as its detection did.
+        flags = await self.cpu.run(req.conversation_id or "answers", partial(
+            checks.check, "\n".join(segments[:40]), "\n".join(t or "" for t in done[:40]),
+            CODES.get(req.source_lang, ""), CODES.get(req.target_lang, ""), missing_terms=missing_terms))
         return replace(result, source_lang=req.source_lang, target_lang=req.target_lang, detected=detected,
-                       terms=expected, missing_terms=tuple(t for t in expected if t in missing))
+                       terms=expected, missing_terms=missing_terms, flags=flags, checked=True)
 
     async def rebuild_document(self, doc: documents.Document, done: Sequence[str | None],
                                filename: str, *, user: str) -> tuple[bytes, str]:
@@ -1042,8 +1142,9 @@ class Engine:
         failed: set[tuple[str, int]] = set()
         note = ""
         attempts = 1 if pinned else self.settings.request_attempts
+        second: Route | None = None  # another version, to translate a wrong-language answer again
         for attempt in range(1, attempts + 1):
-            route: Route = (self.router.pinned(pinned) if pinned else
+            route: Route = (second if second is not None else self.router.pinned(pinned) if pinned else
                             await self.router.acquire(conversation_id, on_wait, failed))
             if on_route:
                 await on_route(route.info)
@@ -1061,13 +1162,36 @@ class Engine:
                     await on_restart(Restart(route.backend.name, exc.what))
                 continue
             if not pinned:  # an empty answer has no first token to time
-                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None)
+                self.live.answered(result.version, ok=True, ttft_s=result.ttft_ms / 1000 if result.text else None,
+                                   checked=result.checked, flags=(f.check for f in result.flags))
+                if result.checked:
+                    metrics.ANSWERS_CHECKED.labels(result.version).inc()
+                for flag in result.flags:
+                    metrics.ANSWER_FLAGS.labels(result.version, flag.check).inc()
+                if second is None and attempt < attempts and (second := self._second_opinion(route, result, failed)):
+                    failed.add((route.backend.name, route.backend.generation))
+                    why = next(f.message for f in result.flags if f.check == "wrong_language")
+                    note = f"{why} It was translated again by {second.backend.name}."
+                    if on_restart:
+                        await on_restart(Restart(route.backend.name, why))
+                    continue
                 if shadow is not None:
                     self.shadows.offer(result, shadow)
             return replace(result, retranslated=note) if note else result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # helpers ---------------------------------------------------------------
+    def _second_opinion(self, route: Route, result: TranslationResult, avoid: set[tuple[str, int]]) -> Route | None:
+        """Another ready version to translate a wrong-language answer again, when the recipe of the
+        version that gave it says so (on_wrong_language); None keeps the answer, flagged."""
+        if route.backend.spec.on_wrong_language != "retranslate" or not any(
+                f.check == "wrong_language" for f in result.flags):
+            return None
+        found = self.router.pick(f"second-opinion:{route.backend.name}",
+                                 {*avoid, (route.backend.name, route.backend.generation)})
+        # Its answer says why it came from there (the retranslation note), not that the first one was down.
+        return replace(found, role="standby", failover_note="") if found is not None else None
+
     def _start_backend(self, spec: VersionSpec, desired: Desired) -> Backend:
         b = self.pool.add(spec)
         b.desired = desired

@@ -1,7 +1,8 @@
 """What live traffic says about each version, over a time window: for rollout analysis and /status.
 
 Each routed answer (not evaluations, not shadow copies) leaves one observation: whether it
-succeeded and its time to first token. Users' thumbs up/down and shadow comparisons leave their
+succeeded, its time to first token and, for a translation, what the answer checks flagged
+(engine/checks.py). Users' thumbs up/down and shadow comparisons leave their
 own; a user who changes or takes back a vote on an answer leaves a new vote that replaces the old.
 Kept in memory, bounded per version: an analysis looks at the last minutes, not at history
 (history is in Prometheus and the audit).
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +25,8 @@ class Answer:
     at: float
     ok: bool
     ttft_s: float | None
+    checked: bool = False  # a translation, whose answer was checked (a client's own completion is not)
+    flags: frozenset[str] = frozenset()  # the checks it failed
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,19 @@ class Sample:
     shadow_agreement: float | None  # mean chrF against the primary's answers
     shadow_p95_ms: float | None
     primary_p95_ms: float | None
+    checked: int = 0  # answers whose text was checked
+    flagged: Mapping[str, int] = field(default_factory=dict)  # check -> answers it flagged
+
+    def flag_rate(self, check: str) -> float | None:
+        """The share of checked answers that `check` flagged."""
+        return self.flagged.get(check, 0) / self.checked if self.checked else None
 
     def numbers(self) -> dict[str, Any]:
         """What an analysis judges, as plain values (the rollout's timeline, the admin API)."""
         return {"version": self.version, "answers": self.answers, "errors": self.errors,
                 "error_rate": self.error_rate, "ttft_p95_ms": self.ttft_p95_ms, "votes_down": self.votes_down,
-                "votes_up": self.votes_up, "shadow_agreement": self.shadow_agreement}
+                "votes_up": self.votes_up, "shadow_agreement": self.shadow_agreement,
+                "checked": self.checked, "wrong_language": self.flagged.get("wrong_language", 0)}
 
     @property
     def error_rate(self) -> float | None:
@@ -96,8 +106,9 @@ class LiveStats:
             log = table[version] = deque(maxlen=KEEP)
         return log
 
-    def answered(self, version: str, ok: bool, ttft_s: float | None = None) -> None:
-        self._log(self._answers, version).append(Answer(self.clock(), ok, ttft_s))
+    def answered(self, version: str, ok: bool, ttft_s: float | None = None, *, checked: bool = False,
+                 flags: Iterable[str] = ()) -> None:
+        self._log(self._answers, version).append(Answer(self.clock(), ok, ttft_s, checked, frozenset(flags)))
 
     def voted(self, version: str, up: bool | None, answer: str = "") -> None:
         self._log(self._votes, version).append(Vote(self.clock(), up, answer))
@@ -131,6 +142,8 @@ class LiveStats:
             shadow_agreement=sum(agreed) / len(agreed) if agreed else None,
             shadow_p95_ms=percentile((s.latency_ms for s in shadow if s.ok), 95),
             primary_p95_ms=percentile((s.primary_ms for s in shadow if s.ok), 95),
+            checked=sum(a.checked for a in answers),
+            flagged=Counter(f for a in answers for f in a.flags),
         )
 
     def forget_shadow(self, version: str) -> None:

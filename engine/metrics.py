@@ -9,6 +9,10 @@ REQUESTS = Counter("baton_requests", "Translation attempts by version and outcom
 RETRIES = Counter("baton_retranslations", "Answers translated again after their backend failed them", ["version"])
 FEEDBACK = Counter("baton_feedback", "Users' thumbs up and down on answers, by the version that gave them",
                    ["version", "value"])
+ANSWERS_CHECKED = Counter("baton_answers_checked", "Translations whose answer was checked (engine/checks.py)",
+                          ["version"])
+ANSWER_FLAGS = Counter("baton_answer_flags", "Checked answers flagged, by version and check (wrong_language, "
+                       "untranslated, length_ratio, missing_terms, format_lost)", ["version", "check"])
 SHADOW = Counter("baton_shadow_requests", "Copies of routed requests sent to the shadow version, by outcome "
                  "(ok, failed; skipped: over BATON_SHADOW_MAX_IN_FLIGHT)", ["version", "outcome"])
 SHADOW_AGREEMENT = Histogram(

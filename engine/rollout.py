@@ -89,13 +89,15 @@ class Policy:
     max_ttft_ratio: float  # canary TTFT p95 over the active version's...
     ttft_slack_ms: float  # ...unless they differ by less than this (small numbers are noise)
     max_thumbs_down_increase: float
+    max_wrong_language_increase: float  # share of checked answers not in the target language
     min_shadow_agreement: float  # 0: shadow agreement is shown but not judged
     step_max_s: float  # longest a step waits for min_requests canary answers
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
         return cls(s.rollout_min_requests, s.rollout_max_error_increase, s.rollout_max_ttft_ratio,
-                   s.rollout_ttft_slack_ms, s.rollout_max_thumbs_down_increase, s.rollout_min_shadow_agreement,
+                   s.rollout_ttft_slack_ms, s.rollout_max_thumbs_down_increase,
+                   s.rollout_max_wrong_language_increase, s.rollout_min_shadow_agreement,
                    s.rollout_step_max_s)
 
 
@@ -129,6 +131,12 @@ def judge(canary: Sample, active: Sample, p: Policy) -> tuple[Verdict, list[str]
     (failed if down - base_down > p.max_thumbs_down_increase else notes).append(
         f"thumbs down {canary.votes_down}/{canary.answers} answers against {active.votes_down}/{active.answers} "
         f"(at most +{p.max_thumbs_down_increase:.0%} allowed)")
+    if canary.checked:
+        wrong, base_wrong = canary.flag_rate("wrong_language") or 0.0, active.flag_rate("wrong_language") or 0.0
+        (failed if wrong - base_wrong > p.max_wrong_language_increase else notes).append(
+            f"not in the target language {canary.flagged.get('wrong_language', 0)}/{canary.checked} answers against "
+            f"{active.flagged.get('wrong_language', 0)}/{active.checked} "
+            f"(at most +{p.max_wrong_language_increase:.0%} allowed)")
     if canary.shadow_agreement is not None:
         low = p.min_shadow_agreement > 0 and canary.shadow_agreement < p.min_shadow_agreement
         (failed if low else notes).append(f"shadow agreement chrF {canary.shadow_agreement:.1f} over "

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     rollout_max_ttft_ratio: float = 1.5  # canary first-token p95 over the active's...
     rollout_ttft_slack_ms: float = 100.0  # ...unless they differ by less than this
     rollout_max_thumbs_down_increase: float = 0.05  # thumbs down per answer, canary minus active
+    rollout_max_wrong_language_increase: float = 0.05  # answers not in the target language, canary minus active
     rollout_min_shadow_agreement: float = 0.0  # chrF against the active's answers; 0: shown, not judged
 
     @field_validator("backend_nice")

@@ -67,6 +67,7 @@ class VersionRow(Base):
     # A remote version: its server's base URL and the variable holding its API key (model_path is "").
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    on_wrong_language: Mapped[str | None] = mapped_column(String(16), nullable=True)  # NULL: "flag"
 
 
 class DeploymentRow(Base):
@@ -107,7 +108,8 @@ class EvaluationRow(Base):
     version: Mapped[str] = mapped_column(String(64), index=True)
     set_name: Mapped[str] = mapped_column(String(64))
     set_checksum: Mapped[str] = mapped_column(String(64))
-    scores: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"overall": Scores, "pairs": [PairScores...]}
+    # {"overall": Scores, "pairs": [PairScores...], "flagged": {check: rows}} (no "flagged" before the checks)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)
     latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     errors: Mapped[int] = mapped_column(Integer)
@@ -190,6 +192,7 @@ def _spec(row: VersionRow) -> VersionSpec:
         created_at=row.created_at,
         url=row.url,
         api_key_env=row.api_key_env,
+        on_wrong_language="retranslate" if row.on_wrong_language == "retranslate" else "flag",
     )
 
 
@@ -212,7 +215,8 @@ def _deployment(row: DeploymentRow | None) -> Deployment:
 def _evaluation(row: EvaluationRow) -> Evaluation:
     pairs = tuple(PairScores(p["src_lang"], p["tgt_lang"], Scores(**p["scores"])) for p in row.scores["pairs"])
     return Evaluation(row.version, row.set_name, row.set_checksum, Scores(**row.scores["overall"]), pairs, row.rows,
-                      row.errors, row.latency_p50_ms, row.latency_p95_ms, row.at, row.by, row.id)
+                      row.errors, row.latency_p50_ms, row.latency_p95_ms, row.at, row.by, row.id,
+                      row.scores.get("flagged"))
 
 
 def _rollout(row: RolloutRow) -> RolloutRecord:
@@ -376,6 +380,7 @@ class Store:
             created_at=spec.created_at or utcnow(),
             url=spec.url,
             api_key_env=spec.api_key_env,
+            on_wrong_language=spec.on_wrong_language,
         )
         try:
             async with self._session.begin() as s:
@@ -469,7 +474,7 @@ class Store:
         """The evaluation and its audit row (by `ev.by`) in one transaction; returns it as stored."""
         row = EvaluationRow(
             version=ev.version, set_name=ev.set_name, set_checksum=ev.set_checksum,
-            scores={"overall": asdict(ev.overall), "pairs": [asdict(p) for p in ev.pairs]},
+            scores={"overall": asdict(ev.overall), "pairs": [asdict(p) for p in ev.pairs], "flagged": ev.flagged},
             latency_p50_ms=ev.latency_p50_ms, latency_p95_ms=ev.latency_p95_ms, errors=ev.errors, rows=ev.rows,
             by=ev.by,
         )

@@ -13,6 +13,7 @@ import aiohttp
 
 from . import formats, metrics, templates, terminology
 from .backend_http import BackendError, Event
+from .checks import Flag
 from .detect import Detection
 from .errors import BatonError, InvalidArgument
 from .languages import CODES
@@ -33,6 +34,8 @@ class TranslationRequest:
     version: str | None = None  # pinned to this version (no failover, not in live stats): an evaluation
     terms: tuple[Term, ...] = ()  # glossary terms; those that occur in the text go to a terminology template
     context: str = ""  # earlier turns, for a contextual template: context, never translated itself
+    user: str = ""  # whose translation memory applies (beside the shared one)
+    use_memory: bool = True  # False: always ask a model, even for a text the memory has
 
     def needs(self) -> Needs:
         return Needs(self.terms, self.context, formatted=not formats.is_plain(self.text))
@@ -100,6 +103,10 @@ class TranslationResult:
     terms: tuple[Term, ...] = ()  # the glossary terms the answer should contain
     missing_terms: tuple[Term, ...] = ()
     format_lost: tuple[str, ...] = ()  # formatting that did not survive
+    flags: tuple[Flag, ...] = ()  # what the answer checks found (None of them: a clean answer)
+    checked: bool = False  # a translation whose answer was checked
+    memory: str = ""  # answered from translation memory: where the entry came from (no model was asked)
+    reference: str = ""  # a close memory entry given to the version as a reference: where it came from
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Sampling:
     stop: tuple[str, ...] = ()  # the model's own end-of-sequence token ends an answer
 
 
+WrongLanguagePolicy = Literal["flag", "retranslate"]
+WRONG_LANGUAGE_POLICIES: tuple[WrongLanguagePolicy, ...] = ("flag", "retranslate")
 DEFAULT_TEMPLATE = "Translate the following text from {source_lang} to {target_lang}.\n{text}\n"
 
 
@@ -40,6 +42,9 @@ class VersionSpec:
     created_at: datetime | None = None
     url: str | None = None  # a remote version's server base URL (under BATON_ALLOWED_REMOTE)
     api_key_env: str | None = None  # the environment variable holding its API key (never the key)
+    # An answer that does not read as the target language (engine/checks.py): shown with a warning
+    # ("flag"), or translated again once by another ready version ("retranslate").
+    on_wrong_language: WrongLanguagePolicy = "flag"
 
     @property
     def remote(self) -> bool:

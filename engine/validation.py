@@ -11,12 +11,21 @@ from . import urls
 from .errors import InvalidArgument
 from .settings import Settings
 from .templates import OPTIONAL, REQUIRED, SLOTS, Capability
+from .types import WRONG_LANGUAGE_POLICIES, WrongLanguagePolicy
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 FLAG_VALUE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_TEMPLATE_CHARS = 4000
 MAX_TOKENS_LIMIT = 32768  # above any context a translation model is served with
+
+
+def check_wrong_language_policy(policy: str) -> WrongLanguagePolicy:
+    if policy not in WRONG_LANGUAGE_POLICIES:
+        raise InvalidArgument(f"'{policy[:32]}' is not a policy for answers in the wrong language.",
+                              "Use flag (warn, the default) or retranslate (translate it again once by another "
+                              "ready version).")
+    return "retranslate" if policy == "retranslate" else "flag"
 
 
 def check_name(name: str, what: str = "version", example: str = "v2 or hy-mt-1.5") -> str:

@@ -1,4 +1,5 @@
-"""Baton for every client: OpenAI-compatible /v1 and the admin API /admin/v1, beside the chat.
+"""Baton for every client: OpenAI-compatible /v1, DeepL's /v2, LibreTranslate's API under
+/libretranslate/ and the admin API /admin/v1, beside the chat.
 
 HTTP in, `engine.Engine` calls out; API keys, languages and the login throttle come from admin.
 The routes are served by Chainlit's own server (one port for the chat and the API); their
@@ -16,7 +17,7 @@ from admin.keys import Keys
 from admin.throttle import LoginThrottle
 from engine import Engine
 
-from . import admin_api, openai_api
+from . import admin_api, deepl_api, libre_api, memory_api, openai_api
 from .auth import Auth, Record
 from .config import GatewayConfig
 from .errors import unavailable
@@ -40,8 +41,12 @@ def build(get_engine: Callable[[], Engine | None], get_keys: Callable[[], Keys |
     auth = Auth(keys, throttle, record, amend)
     api = FastAPI(title="Baton API", version="1", openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible inference through Baton's hot-swap router, and its admin API.")
-    api.include_router(openai_api.router(engine, auth, config or GatewayConfig()))
+    config = config or GatewayConfig()
+    api.include_router(openai_api.router(engine, auth, config))
+    api.include_router(deepl_api.router(engine, auth, config))
     api.include_router(admin_api.router(engine, keys, auth))
+    api.include_router(memory_api.router(engine, auth))
+    api.include_router(libre_api.router(engine, keys, auth, config))
     return api
 
 

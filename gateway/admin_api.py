@@ -61,7 +61,8 @@ def router(get_engine: Callable[[], Engine], get_keys: Callable[[], Keys], auth:
             if body.model_path is not None or body.url is not None:
                 await engine.register(body.name, body.model_path, url=body.url, api_key_env=body.api_key_env,
                                       served_name=body.served_model, flags=body.flags, prompt_template=body.template,
-                                      templates=body.templates, max_tokens=body.max_tokens, actor=key.actor)
+                                      templates=body.templates, max_tokens=body.max_tokens,
+                                      on_wrong_language=body.on_wrong_language, actor=key.actor)
             return await engine.load(body.name, actor=key.actor)
 
         return await shield.to_completion(work())

@@ -32,12 +32,23 @@ class Auth:
 
     async def key(self, request: Request) -> ApiKey:
         """A FastAPI dependency: the caller's active key, or 401 (429 while its address is locked)."""
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        return await self.sent_as(request, "Bearer", ApiError(
+            401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with `/keys add NAME` "
+                 "in the chat or `baton keys add NAME`.", "missing_api_key"))
+
+    async def sent_as(self, request: Request, scheme: str, missing: ApiError) -> ApiKey:
+        """The active key sent as `Authorization: <scheme> KEY` (each API has its scheme), `missing`
+        when none is sent, 401 when it is wrong (429 while the address is locked)."""
+        sent, _, secret = request.headers.get("authorization", "").partition(" ")
+        if sent.lower() != scheme.lower() or not secret.strip():
             metrics.AUTH_FAILURES.labels("missing").inc()
-            raise ApiError(401, "No API key was sent. Send `Authorization: Bearer KEY`; an admin makes keys with "
-                                "`/keys add NAME` in the chat or `baton keys add NAME`.", "missing_api_key")
-        key = await self._keys().verify(secret.strip())
+            raise missing
+        return await self.verified(request, secret.strip())
+
+    async def verified(self, request: Request, secret: str) -> ApiKey:
+        """The active key with this secret, however the client sent it (a header, a body field),
+        or 401 (429 while the address is locked)."""
+        key = await self._keys().verify(secret)
         if key is None:
             await self._wrong_key(request.client.host if request.client else "unknown")
         assert key is not None
@@ -65,11 +76,15 @@ class Auth:
     async def admin(self, request: Request) -> ApiKey:
         """A FastAPI dependency for the admin API: an admin key, else 403."""
         key = await self.key(request)
+        await self.require_admin(request, key, "may run inference, not the admin API")
+        return key
+
+    async def require_admin(self, request: Request, key: ApiKey, what_users_may: str) -> None:
+        """403 for a user key, its refusal counted in the audit (admin.denials)."""
         if not key.is_admin:
             await self._denials.refused(key.actor, "admin-api-denied", {"at": request.url.path})
-            raise ApiError(403, f"The key '{key.name}' is a user key: it may run inference, not the admin API. "
-                                "Use an admin key.", "admin_key_required")
-        return key
+            raise ApiError(403, f"The key '{key.name}' is a user key: it {what_users_may}. Use an admin key.",
+                           "admin_key_required")
 
     async def _audit(self, actor: str, action: str, where: str, detail: str) -> None:
         try:

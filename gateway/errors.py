@@ -87,43 +87,50 @@ def _invalid(exc: RequestValidationError) -> ApiError:
                     "invalid_request")
 
 
-async def _read_bounded(request: Request) -> None:
-    """Read the body up to MAX_BODY_BYTES, and keep it where Starlette's request.body() finds it."""
+async def _read_bounded(request: Request, limit: int) -> None:
+    """Read the body up to `limit` bytes, and keep it where Starlette's request.body() finds it."""
     declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes. Send less text per request.",
+    too_big = ApiError(413, f"The request body is larger than {limit} bytes. Send less text per request.",
                        "body_too_large")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise too_big
     body = bytearray()
     async for part in request.stream():
         body += part
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             raise too_big
     request._body = bytes(body)  # noqa: SLF001  Starlette's cache for request.body()
 
 
 class ErrorShapedRoute(APIRoute):
-    """Every failure in OpenAI's error shape, and a request counter labelled with the caller's key."""
+    """Every failure in OpenAI's error shape, and a request counter labelled with the caller's key.
+    A subclass answers in another API's shape (`shaped`) or takes larger bodies (`max_body_bytes`)."""
+
+    max_body_bytes = MAX_BODY_BYTES
+
+    @staticmethod
+    def shaped(err: ApiError) -> Response:
+        return response(err)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        inference = self.path.startswith("/v1/")
-        path = self.path
+        inference = not self.path.startswith("/admin/")
+        path, shaped, limit = self.path, self.shaped, self.max_body_bytes
 
         async def run(request: Request) -> Response:
             with overhead.measured() as spent:
                 try:
                     if request.method in ("POST", "PUT", "PATCH"):
-                        await _read_bounded(request)
+                        await _read_bounded(request, limit)
                     result = await handler(request)
                 except ApiError as exc:
-                    result = response(exc)
+                    result = shaped(exc)
                 except RequestValidationError as exc:
-                    result = response(_invalid(exc))
+                    result = shaped(_invalid(exc))
                 except HTTPException as exc:
-                    result = response(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
+                    result = shaped(ApiError(exc.status_code, str(exc.detail), "http_error", exc.headers))
                 except BatonError as exc:
-                    result = response(from_baton(exc, inference=inference))
+                    result = shaped(from_baton(exc, inference=inference))
                 if inference:
                     overhead.report(spent, result, path)
             metrics.API_REQUESTS.labels(getattr(request.state, "key_name", "-"), path, str(result.status_code)).inc()

@@ -1,6 +1,5 @@
 """OpenAI-compatible inference on /v1, through the same router, leases and failover as the chat."""
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -10,13 +9,15 @@ from fastapi import APIRouter, Depends, Header, Response
 
 from admin import languages
 from admin.keys import ApiKey
-from engine import CompletionRequest, Engine, Health, Term, TranslationRequest
+from engine import CompletionRequest, Engine, Health, Term, TranslationResult
 
+from . import translating
 from .auth import Auth
 from .config import GatewayConfig
-from .errors import ApiError, ErrorShapedRoute, unavailable
+from .errors import ApiError, ErrorShapedRoute
 from .relay import Relay
 from .schemas import (
+    AnswerFlag,
     ChatBody,
     CompletionBody,
     GlossaryTerm,
@@ -36,12 +37,6 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
     api = APIRouter(prefix="/v1", route_class=ErrorShapedRoute, tags=["inference"])
     Key = Annotated[ApiKey, Depends(auth.key)]
 
-    def serving(engine: Engine) -> Health:
-        health = engine.health()
-        if not health.serving:
-            raise unavailable(f"No version can answer right now. {health.detail}")
-        return health
-
     def pinned(health: Health, key: ApiKey, model: str | None) -> str | None:
         """None for the alias (routed); a version name only for an admin key."""
         if model in (None, config.model_alias):
@@ -59,7 +54,8 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         return CompletionRequest(
             prompt=prompt, messages=messages, temperature=body.temperature, top_p=body.top_p,
             max_tokens=max_tokens or body.max_tokens, stop=body.stops(), options=body.options(),
-            conversation_id=conversation or body.user or "", version=pinned(serving(get_engine()), key, body.model))
+            conversation_id=conversation or body.user or "",
+            version=pinned(translating.serving(get_engine()), key, body.model))
 
     @api.get("/models", summary="The alias, and for an admin key every ready version")
     async def models(key: Key) -> dict[str, Any]:
@@ -91,39 +87,17 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
         if len(body.text) > config.translate_max_texts:
             raise ApiError(413, f"{len(body.text)} texts in one request; the limit is {config.translate_max_texts}. "
                                 "Split them over several requests.", "too_many_texts")
-        pair = languages.Pair(languages.check(body.source_lang or languages.AUTO, "source", LANGUAGE_FIX),
-                               languages.check(body.target_lang, "target", LANGUAGE_FIX))
+        pair = translating.language_pair(body.source_lang, body.target_lang, LANGUAGE_FIX)
         engine = get_engine()
-        if pinned(serving(engine), key, body.model) is not None:
+        if pinned(translating.serving(engine), key, body.model) is not None:
             raise ApiError(400, "/v1/translate always uses the serving version; to evaluate one version, use "
                                 "/v1/completions with its name as the model.", "pinned_translate")
-        # One conversation for the whole request: its texts stay on one side of a canary split.
-        conv = conversation or f"translate-{uuid.uuid4()}"
-        gate = asyncio.Semaphore(config.translate_concurrency)
-
-        terms = tuple(Term(t.source, t.target) for t in body.glossary)
-
-        async def one(text: str) -> Translation:
-            async with gate:
-                result = await engine.translate(
-                    TranslationRequest(text, pair.target_name, pair.source_name, conv, terms=terms,
-                                       context=body.context), _ignore)
-            found = result.detected
-            return Translation(text=result.text, version=result.version,
-                               detected_source_lang=found.code if found else None,
-                               detected_confidence=round(found.confidence, 3) if found else None,
-                               template=result.capability, note=result.note,
-                               missing_terms=[GlossaryTerm(source=t.source, target=t.target)
-                                              for t in result.missing_terms],
-                               format_lost=list(result.format_lost))
-
-        # A TaskGroup owns the texts' tasks: one failing cancels the others, none is left running.
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(one(t)) for t in body.text]
-        except ExceptionGroup as group:
-            raise group.exceptions[0] from None  # the first failure says why, in the error shape
-        return TranslateResult(translations=[t.result() for t in tasks], source_lang=pair.source,
+        translating.check_texts(body.text)
+        batch = translating.Batch(body.text, pair, conversation or f"translate-{uuid.uuid4()}",
+                                  tuple(Term(t.source, t.target) for t in body.glossary), body.context,
+                                  user=key.actor, use_memory=body.use_memory)
+        results = await translating.translate_texts(engine, batch, config.translate_concurrency)
+        return TranslateResult(translations=[_translation(r) for r in results], source_lang=pair.source,
                                target_lang=pair.target)
 
     @api.get("/translate/languages", summary="The language codes /v1/translate accepts")
@@ -133,5 +107,12 @@ def router(get_engine: Callable[[], Engine], auth: Auth, config: GatewayConfig) 
     return api
 
 
-async def _ignore(_: str) -> None:
-    """/v1/translate answers whole: the tokens are not relayed."""
+def _translation(result: TranslationResult) -> Translation:
+    found = result.detected
+    return Translation(text=result.text, version=result.version, detected_source_lang=found.code if found else None,
+                       detected_confidence=round(found.confidence, 3) if found else None,
+                       template=result.capability, note=result.note,
+                       missing_terms=[GlossaryTerm(source=t.source, target=t.target) for t in result.missing_terms],
+                       format_lost=list(result.format_lost),
+                       flags=[AnswerFlag(check=f.check, message=f.message) for f in result.flags],
+                       memory=result.memory or None)

@@ -125,6 +125,13 @@ class TranslateBody(BaseModel):
                     "checked for them (missing_terms).")
     context: str = Field("", max_length=4000,
                          description="Text around these texts, for a contextual template; never translated itself.")
+    use_memory: bool = Field(True, description="False: every text goes to a model, even one the translation memory "
+                                               "has.")
+
+
+class AnswerFlag(BaseModel):
+    check: Literal["wrong_language", "untranslated", "length_ratio", "missing_terms", "format_lost"]
+    message: str = Field(description="What is wrong, in words for the translator.")
 
 
 class Translation(BaseModel):
@@ -138,6 +145,10 @@ class Translation(BaseModel):
     missing_terms: list[GlossaryTerm] = Field(default_factory=list,
                                               description="Glossary terms the translation does not contain.")
     format_lost: list[str] = Field(default_factory=list, description="Formatting that did not survive.")
+    flags: list[AnswerFlag] = Field(default_factory=list, description="What the answer checks found: an empty "
+                                    "list is a clean answer.")
+    memory: str | None = Field(None, description="Answered from translation memory (version 'memory', no model "
+                                                 "asked): where the entry came from.")
 
 
 class TranslateResult(BaseModel):
@@ -164,6 +175,9 @@ class LoadBody(BaseModel):
         None, description="More templates by capability: terminology (with {terms}), contextual (with {context}), "
                           "formatted, and term (one glossary line, with {source_term} and {target_term}).")
     max_tokens: int | None = Field(None, ge=1, le=32768)
+    on_wrong_language: Literal["flag", "retranslate"] | None = Field(
+        None, description="An answer that does not read as the target language: shown with a warning (flag, the "
+                          "default), or translated again once by another ready version (retranslate).")
 
 
 class ForceBody(BaseModel):

@@ -40,8 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where an answer's footer starts: its language pair ("**English → French** (detected, 77% sure) · "),
-# when it has one, then its attribution.
-FOOTER_RE = re.compile(r"(?:^|\n\n)(?:\*\*[^*\n]* → [^*\n]*\*\*[^\n]* · )?_Translated by")
+# when it has one, then its attribution (or where an answer from translation memory came from).
+FOOTER_RE = re.compile(r"(?:^|\n\n)(?:\*\*[^*\n]* → [^*\n]*\*\*[^\n]* · )?_(?:Translated by|📚 From translation memory)")
 
 
 def translation_of(output: str) -> str:
@@ -514,6 +514,28 @@ async def serve_one(chat: ChatClient, name: str, users: Sequence[tuple[str, str]
     assert "Switched" in await chat.reply(f"/switch {name}")
     for user, password in users:
         assert "Added" in await chat.reply(f"/users add {user} {password} user")
+
+
+def admin_http(app: App, key: str) -> httpx.AsyncClient:
+    """The admin API (/admin/v1) with `key`."""
+    return httpx.AsyncClient(base_url=f"{app.url}/admin/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+async def load_versions(app: App, admin_key: str, names: Sequence[str], switches: Sequence[str]) -> None:
+    """Through the admin API: register and load each of `names` (model directories of the same
+    names), wait until all are ready, then switch to each of `switches` in turn."""
+    async with admin_http(app, admin_key) as http:
+        for name in names:
+            r = await http.post("/versions", json={"name": name, "model_path": name})
+            assert r.status_code == 202, r.text
+        for name in names:
+            await wait_until(lambda n=name: _ready(http, n), 30, f"{name} ready")
+        for name in switches:
+            assert (await http.post("/deployment/switch", json={"name": name})).status_code == 200
+
+
+async def _ready(http: httpx.AsyncClient, name: str) -> bool:
+    return (await http.get(f"/versions/{name}")).json()["state"] == "ready"
 
 
 async def make_key(chat: ChatClient, name: str, role: str) -> str:

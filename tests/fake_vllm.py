@@ -13,7 +13,7 @@ before the first chunk: a slow version), answer_as (the name its answers start w
 served name: two versions that answer alike), prefix (what an answer starts with instead of
 `<answer_as> says:`; "" answers the prompt's last words alone: with the template "{text}" an echo of
 the text), echo_prompt (answer with the whole prompt it got, after the prefix: what the template made of
-the request), log_requests (print `request: METHOD PATH` for every request it gets: a test can tell
+the request), answer (the whole answer, whatever the prompt: a version that answers in one language), log_requests (print `request: METHOD PATH` for every request it gets: a test can tell
 that nothing reached it), log_env (print `env: NAME NAME ...`, the names of its environment variables,
 at start: a test can tell what a backend inherits). Like vLLM, it takes ignore_eos (the answer goes on
 to max_tokens, padded with "on") and min_tokens (padded to that many). Like vLLM, it refuses (400) a request whose prompt plus max_tokens exceeds
@@ -53,6 +53,7 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
     speaker = str(knobs.get("answer_as", served_name))
     prefix = str(knobs.get("prefix", f"{speaker} says:"))
     echo_prompt = bool(knobs.get("echo_prompt"))
+    fixed_answer = knobs.get("answer")
     log_requests = bool(knobs.get("log_requests"))
 
     def authorized(request: Request) -> bool:
@@ -90,7 +91,8 @@ def build_app(served_name: str, api_key: str, knobs: dict, max_model_len: int) -
             message = (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
                        f"{max_model_len} tokens and your request has {prompt_tokens} input tokens.")
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, status_code=400)
-        words = ([prefix] if prefix else []) + prompt.split()[0 if echo_prompt else -6:]
+        words = (str(fixed_answer).split() if fixed_answer is not None else
+                 ([prefix] if prefix else []) + prompt.split()[0 if echo_prompt else -6:])
         words = words[: max(1, max_model_len - prompt_tokens if max_tokens is None else max_tokens)]
         # vLLM's ignore_eos (go on to max_tokens) and min_tokens: the answer is padded with "on".
         floor = max_tokens if body.get("ignore_eos") and max_tokens else int(body.get("min_tokens") or 0)

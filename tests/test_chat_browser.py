@@ -139,16 +139,19 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path
             await log_in(user_page, app.url, USER)
             await open_command_menu(user_page)
             await shot(user_page, "08-user-command-menu")
-            # A user's popup holds /help and /glossary only (the list is rendered whole).
-            await expect(user_page.locator("[cmdk-list] [role=option]")).to_have_count(2)
+            # A user's popup holds /help, /tm and /glossary only (the list is rendered whole).
+            await expect(user_page.locator("[cmdk-list] [role=option]")).to_have_count(3)
             await expect(user_page.locator('[cmdk-list] [role=option][data-value^="glossary"]')).to_be_visible()
+            await expect(user_page.locator('[cmdk-list] [role=option][data-value^="tm"]')).to_be_visible()
             assert await user_page.get_by_text("Register and start a version").count() == 0
             await user_page.locator("#chat-input").fill("")
             await say(user_page, "/switch v1")
             await expect(user_page.get_by_text("not allowed to run admin commands")).to_be_visible(timeout=15_000)
             await say(user_page, "How much is this?")
             await expect(user_page.get_by_text("Translated by")).to_be_visible(timeout=30_000)
-            await shot(user_page, "09-user-translated")
+            # The fake answers in English under English → German: the answer checks say so (issue 25).
+            await expect(user_page.get_by_text("This answer does not read as German")).to_be_visible()
+            await shot(user_page, "09-user-translated-and-flagged")
             # Thumbs down under the answer (Chainlit shows the buttons when its data layer is on),
             # with a comment in its dialog: counted for the version that answered.
             await user_page.locator(".negative-feedback-off").last.click()
@@ -157,6 +160,12 @@ async def test_log_in_translate_and_switch_versions_in_the_browser(app, tmp_path
             await expect(user_page.locator(".negative-feedback-on")).to_have_count(1, timeout=10_000)
             await shot(user_page, "10-user-thumbs-down")
             assert await ck.metric(app.url, "baton_feedback_total", version="v2", value="down") == 1
+            await say(page, "/tm shared add Good morning = Guten Morgen for de")
+            await expect(page.get_by_text("Added to the shared memory")).to_be_visible(timeout=15_000)
+            await say(user_page, "Good morning")
+            await expect(user_page.get_by_text("From translation memory (shared, added by root")).to_be_visible(
+                timeout=30_000)
+            await shot(user_page, "09b-answer-from-memory")
 
             # A subtitle file through the composer's paperclip: translated cue by cue, and back
             # as a file to download with the same cues.

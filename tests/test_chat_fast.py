@@ -106,7 +106,7 @@ async def test_nothing_to_translate_yet_is_explained_not_crashed(app, alice):
 
 
 async def test_user_sees_no_admin_commands_and_cannot_run_them(app, admin, alice):
-    assert [c["id"] for c in alice.commands] == ["help", "glossary"]
+    assert [c["id"] for c in alice.commands] == ["help", "tm", "glossary"]
     assert {"load", "switch", "users"} <= {c["id"] for c in admin.commands}
     before = await ck.healthz(app.url)
 
@@ -404,7 +404,7 @@ async def test_restart_keeps_the_active_version_and_the_history(app, env, admin,
                                         10, "the resumed thread")
         outputs = [s.get("output", "") for s in resumed["steps"]]
         assert any("_Translated by **v1**" in o for o in outputs) and any("_Translated by **v2**" in o for o in outputs)
-        assert [c["id"] for c in client.commands] == ["help", "glossary"], "commands are sent again on resume"
+        assert [c["id"] for c in client.commands] == ["help", "tm", "glossary"], "commands are sent again on resume"
         langs = client.chosen_modes()
         assert langs == {"source": "en", "target": "de"}, "the thread's languages come back in the pickers"
 

@@ -297,3 +297,12 @@ async def test_a_rollout_meets_the_gate_at_its_start(gated):
     view = await eng.start_rollout("good", steps=[50, 100], step_s=3600, actor="tester")
     assert view.record.state == "running" and eng.router.deployment.canary == "good"
     await eng.abort_rollout(actor="tester")
+
+
+async def test_an_evaluation_counts_the_answers_the_checks_flag(gated):
+    """Issue 25: `good` echoes each source, so every row of two words or more whose languages differ
+    comes back untranslated; the count is stored with the scores."""
+    ev = await gated.evaluate("good", actor="tester")
+    assert ev.flagged is not None and ev.flagged.get("untranslated") == sum(
+        1 for src, tgt, text in IDENTITY if src != tgt and len(text.split()) >= 2), ev.flagged
+    assert (await gated.evaluations("good", limit=1))[0].flagged == ev.flagged

@@ -24,6 +24,7 @@ from engine.backend_http import Event
 from engine.router import canary_bucket
 from gateway.wire import ChunkWriter
 from tests import chatkit as ck
+from tests.chatkit import admin_http
 
 ADMIN = ("root", "root-password-1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,23 +62,12 @@ async def keys(chat) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def loaded(app, chat, keys):
     """v1 active and v2 standby, loaded through the admin API."""
-    async with admin_http(app, keys["admin"]) as http:
-        for name in ("v1", "v2"):
-            r = await http.post("/versions", json={"name": name, "model_path": name})
-            assert r.status_code == 202, r.text
-        for name in ("v1", "v2"):
-            await ck.wait_until(lambda n=name: _state(http, n), 30, f"{name} ready")
-        assert (await http.post("/deployment/switch", json={"name": "v2"})).status_code == 200
-        assert (await http.post("/deployment/switch", json={"name": "v1"})).status_code == 200
+    await ck.load_versions(app, keys["admin"], ("v1", "v2"), switches=("v2", "v1"))
     return keys
 
 
 async def _state(http: httpx.AsyncClient, name: str) -> bool:
     return (await http.get(f"/versions/{name}")).json()["state"] == "ready"
-
-
-def admin_http(app: ck.App, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"{app.url}/admin/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def sdk(app: ck.App, key: str, **headers: str) -> AsyncOpenAI:

@@ -92,7 +92,9 @@ async def test_a_healthy_candidate_ramps_through_every_step_to_promote(make_engi
 @pytest.mark.parametrize("baseline, candidate, why", [
     ({}, {"error_rate": 0.2}, "error rate"),
     ({"first_token_delay_s": 0.25}, {"first_token_delay_s": 0.75}, "first token p95"),
-], ids=["errors-20pct", "3x-slower"])
+    # demo-v1's answer to "Good morning" into French: Chinese, where the active version answers in French.
+    ({"answer": "Bonjour à vous tous"}, {"answer": "晚上好"}, "not in the target language"),
+], ids=["errors-20pct", "3x-slower", "wrong-language"])
 async def test_a_worse_candidate_aborts_at_the_first_analysis_and_traffic_moves_back(make_engine, baseline, candidate,
                                                                                      why):
     eng = await make_engine(candidate, baseline)

@@ -185,8 +185,8 @@ async def test_a_restart_keeps_the_shadow(tmp_path):
 
 async def test_a_database_from_before_shadows_is_upgraded(tmp_path):
     """A database from before shadows was also from before the migrations: it is made here by
-    taking away what came since (the shadow columns, 0002_replicas, 0003_rollout_runner, Alembic's
-    own table)."""
+    taking away what came since (the shadow columns, 0002_replicas, 0003_rollout_runner,
+    0004_answer_checks, 0005_translation_memory, 0006_key_usage_named_glossaries, Alembic's own table)."""
     s = settings(tmp_path)
     e = await loaded_engine(s, ("v1", {}), active="v1")
     await e.close()
@@ -194,9 +194,11 @@ async def test_a_database_from_before_shadows_is_upgraded(tmp_path):
         for table, column in (("deployment", "shadow"), ("deployment", "shadow_percent"),
                               ("deployment", "generation"), ("model_versions", "url"),
                               ("model_versions", "api_key_env"), ("backend_processes", "replica"),
-                              ("rollouts", "runner")):
+                              ("rollouts", "runner"), ("model_versions", "on_wrong_language")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE replicas")
+        for table in ("memory_entries", "key_usage", "named_glossaries"):
+            db.execute(f"DROP TABLE {table}")
         db.execute("DROP TABLE alembic_version")
     again = Engine(s)
     try:

@@ -24,8 +24,10 @@ from sqlalchemy import MetaData, inspect, text
 from admin.accounts import Accounts
 from admin.glossary import Glossary
 from admin.keys import Keys
+from admin.named_glossaries import NamedGlossaries
+from admin.usage import Usage
 from admin.votes import Votes
-from engine import Conflict, Engine, migrations
+from engine import Conflict, Engine, InvalidArgument, migrations
 from engine.migrations import CHAT_TABLES
 from engine.store import NOTIFY_CHANNEL, Base, Change, Store, _write_change
 from engine.types import Deployment
@@ -62,7 +64,7 @@ def change(dep: Deployment, actor: str = "ops", **fields) -> Change:
 def models() -> MetaData:
     """The engine's tables and every admin store's, in one metadata."""
     combined = MetaData()
-    for base in (Base, Accounts.base, Keys.base, Votes.base, Glossary.base):
+    for base in (Base, Accounts.base, Keys.base, Votes.base, Glossary.base, Usage.base, NamedGlossaries.base):
         for table in base.metadata.tables.values():
             table.to_metadata(combined)
     return combined
@@ -338,3 +340,25 @@ async def test_an_engine_working_from_a_stale_deployment_is_refused_and_says_why
     finally:
         await b.close()
         await a.close()
+
+
+# ---------------------------------------------------------------------------- admin stores on both databases
+
+
+async def test_usage_counts_add_up_from_writers_at_once_and_a_named_glossary_is_all_or_nothing(store):
+    """Twenty adds at once (the first of a month race to insert the row) lose no character; a
+    glossary whose entries are refused leaves neither its name nor any term behind."""
+    usage = Usage(store.engine)
+    await asyncio.gather(*(usage.add("tool", 3, "2026-12") for _ in range(20)))
+    await usage.add("tool", 5, "2027-01")
+    assert [await usage.characters("tool", m) for m in ("2026-12", "2027-01", "2027-02")] == [60, 5, 0]
+    named = NamedGlossaries(store.engine)
+    made = await named.create("Travel", "en", "fr", [("station", "gare")], created_by="key:ops")
+    with pytest.raises(InvalidArgument, match="the limit is 100"):
+        await named.create("Bad", "en", "fr", [("ok", "fine"), ("x" * 101, "y")], created_by="key:ops")
+    assert [g.name for g in await named.list()] == ["Travel"]
+    async with store.engine.connect() as conn:
+        owners = (await conn.execute(text("SELECT DISTINCT owner FROM glossary_terms"))).scalars().all()
+    assert owners == [f"glossary:{made.id}"]
+    await named.delete(made.id)
+    assert await named.list() == []

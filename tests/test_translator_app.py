@@ -6,7 +6,8 @@ version from the first segment to the last.
 One app for the module; the tests run in file order (they switch versions). The fake versions:
 `v1` echoes the whole prompt it got (so a test sees what the template made of a request) and has
 terminology and contextual templates; `v2` and `slow` have the template "{text}" and answer
-"<name>: <text>", so a translated piece shows which version made it.
+"<name>: <text>", so a translated piece shows which version made it; `zh` answers everything in
+Chinese (the last tests load it, with each policy for an answer in the wrong language).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def env(tmp_path_factory) -> dict[str, str]:
     ck.make_fake_model(d, "v1", echo_prompt=True)
     ck.make_fake_model(d, "v2", prefix="v2:")
     ck.make_fake_model(d, "slow", prefix="slow:", token_delay_s=0.05)
+    ck.make_fake_model(d, "zh", answer="晚上好")  # demo-v1's answer to "Good morning" into French
     return {**ck.fake_env(d), "BATON_PORT_MIN": "30200", "BATON_PORT_MAX": "30499",
             "BATON_DOCUMENT_MAX_SEGMENTS": "100"}
 
@@ -290,3 +292,120 @@ async def test_documents_of_an_unknown_kind_broken_or_too_long_are_refused(alice
         msgs = await alice.ask("", files=[ref])
         assert re.search(expected, msgs[-1].output) and "⚠️" in msgs[-1].output, msgs[-1].output
         assert not any(e["name"].startswith(name.split(".")[0] + ".fr") for e in alice.elements), "no file back"
+
+
+async def test_an_answer_in_the_wrong_language_is_flagged_and_counted(app, admin, alice):
+    """Issue 25: the answer checks. Leaves v1 active."""
+    assert "Loading" in await admin.reply("/load zh zh")
+    await admin.wait_message(r"`zh` is ready", timeout=30)
+    assert "Switched" in await admin.reply("/switch zh")
+    alice.pick(source="auto", target="fr")
+    msg = (await alice.ask("Good morning"))[-1]
+    assert msg.attribution == ("zh", "active"), msg.output
+    assert re.search(r"⚠️ This answer does not read as French \(detected: Chinese, \d+ %\)", msg.output), msg.output
+    status = await admin.reply("/status")
+    row = next(line for line in status.splitlines() if line.startswith("| zh "))
+    assert "wrong language 1 (100%)" in row, row
+    key = await ck.make_key(admin, "checks", "user")
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        r = await http.post("/v1/translate", json={"text": ["Good morning"], "target_lang": "fr"})
+        assert r.status_code == 200, r.text
+        flags = r.json()["translations"][0]["flags"]
+        assert [f["check"] for f in flags] == ["wrong_language"] and "Chinese" in flags[0]["message"], flags
+        metrics = (await http.get("/metrics")).text
+    counted = re.search(r'baton_answer_flags_total\{check="wrong_language",version="zh"\} (\d+)', metrics)
+    assert counted and int(counted.group(1)) == 2, metrics[-2000:]
+    assert "Switched" in await admin.reply("/switch v1")
+
+
+async def test_a_version_told_to_retranslate_has_its_wrong_language_answer_translated_again(admin, alice):
+    """With `--on-wrong-language retranslate`, the standby translates such an answer again, whole, and
+    the answer says so; a bad policy is refused and changes nothing. Leaves v1 active."""
+    reply = await admin.reply("/load zh2 zh --on-wrong-language sometimes")
+    assert "not a policy" in reply and "retranslate" in reply, reply
+    assert "`zh2`" not in await admin.reply("/status")
+    assert "Loading" in await admin.reply("/load zh2 zh --on-wrong-language retranslate")
+    await admin.wait_message(r"`zh2` is ready", timeout=30)
+    assert "Switched" in await admin.reply("/switch v2")
+    assert "Switched" in await admin.reply("/switch zh2")  # v2 is the standby
+    alice.pick(source="auto", target="fr")
+    msg = (await alice.ask("Good morning"))[-1]
+    assert msg.attribution == ("v2", "standby"), msg.output
+    assert msg.translation.startswith("v2:") and "晚上好" not in msg.translation, msg.output
+    assert "It was translated again by v2." in msg.output, msg.output
+    # The first answer streamed, then was cleared from the message before the second one streamed.
+    cleared = [d for n, d in alice.events if n == "update_message" and d.get("id") == msg.id and not d.get("output")]
+    assert "".join(msg.tokens) == "晚上好" + msg.translation and cleared, msg.tokens
+    assert "Switched" in await admin.reply("/switch v1")
+
+
+async def test_a_text_in_translation_memory_is_answered_from_it_and_says_so(app, admin, alice):
+    """Issue 25: shared entries kept by admins (audited), a user's own entry winning, no model asked,
+    provenance in the chat and on /v1/translate, and the opt-out."""
+    refused = await alice.reply("/tm shared add Good evening = Bonsoir for fr")
+    assert "Only admins keep the shared translation memory" in refused, refused
+    added = await admin.reply("/tm shared add Good morning = Bonjour for fr")
+    assert "Added to the shared memory" in added and "English → French" in added, added
+    served = await _served(admin, "v1")
+    alice.pick(source="auto", target="fr")
+    msg = (await alice.ask("good   MORNING"))[-1]
+    assert msg.translation == "Bonjour", msg.output
+    assert re.search(r"📚 From translation memory \(shared, added by root on \d{4}-\d\d-\d\d\)", msg.output), msg.output
+    assert await _served(admin, "v1") == served, "no model was asked"
+    assert "tm-add" in await admin.reply("/audit 5 --action tm-add")
+
+    assert "Added to your memory" in await alice.reply("/tm add Good morning = Salut for fr")
+    assert (await alice.ask("Good morning"))[-1].translation == "Salut", "the user's own entry wins"
+    listed = await alice.reply("/tm list morning")
+    assert "| Good morning | Salut |" in listed and "| Good morning | Bonjour |" in listed, listed
+
+    key = await ck.make_key(admin, "memory", "user")
+    async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        r = await http.post("/v1/translate", json={"text": ["Good morning"], "target_lang": "fr"})
+        one = r.json()["translations"][0]
+        assert (one["text"], one["version"]) == ("Bonjour", "memory") and "shared" in one["memory"], r.text
+        r = await http.post("/v1/translate", json={"text": ["Good morning"], "target_lang": "fr", "use_memory": False})
+        one = r.json()["translations"][0]
+        assert one["version"] == "v1" and one["memory"] is None, r.text
+    assert "Removed 1 entry" in await alice.reply("/tm remove Good morning for fr")
+
+
+async def test_memory_goes_out_and_back_as_tmx_and_a_broken_file_changes_nothing(app, admin):
+    reply = (await admin.ask("/tm shared export"))[-1]
+    element = await admin.wait_for(lambda: next((e for e in admin.elements if e["name"] == "shared-memory.tmx"), None),
+                                   10, "the exported file")
+    tmx = await admin.download(element)
+    assert b"<seg>Good morning</seg>" in tmx and b"<seg>Bonjour</seg>" in tmx, reply.output
+    assert "Removed" in await admin.reply("/tm shared remove Good morning")
+    ref = await admin.upload("shared-memory.tmx", tmx, "application/xml")
+    back = (await admin.ask("/tm shared import", files=[ref]))[-1].output
+    assert "1 entries added" in back, back
+    broken = tmx.replace(b"</tu>", b"", 1)
+    ref = await admin.upload("broken.tmx", broken, "application/xml")
+    refused = (await admin.ask("/tm shared import", files=[ref]))[-1].output
+    assert re.search(r"Line \d+: the TMX file is not well-formed XML", refused) and "Nothing was imported" in refused
+    assert (await admin.reply("/tm list")).count("| Good morning |") == 1, "nothing half-imported"
+    async with httpx.AsyncClient(base_url=f"{app.url}/admin/v1", timeout=30,
+                                 headers={"Authorization": f"Bearer {await ck.make_key(admin, 'tmx', 'admin')}"}) as api:
+        r = await api.get("/memory/export")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-tmx+xml"), r.text
+        bomb = b'<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaa">]><tmx version="1.4"></tmx>'
+        r = await api.post("/memory/import", content=bomb)
+        assert r.status_code == 400 and "entities" in r.json()["error"]["message"], r.text
+
+
+async def test_an_admin_approves_an_answer_into_the_shared_memory(admin):
+    admin.pick(source="en", target="de")
+    msg = (await admin.ask("Thank you very much"))[-1]
+    action = await admin.wait_for(lambda: next((a for a in admin.actions if a.get("forId") == msg.id
+                                                and "Approve" in a.get("label", "")), None), 10, "the approve button")
+    assert (await admin.click(action)).status_code == 200
+    await admin.wait_message(r"Added to the shared memory: `Thank you very much`", timeout=10)
+    again = (await admin.ask("Thank you very much"))[-1]
+    assert again.translation == msg.translation and "approved by root" in again.output, again.output
+
+
+async def _served(admin: ck.ChatClient, version: str) -> int:
+    status = await admin.reply("/status")
+    row = next(line for line in status.splitlines() if line.startswith(f"| {version} "))
+    return int(row.split("|")[9])
