@@ -1,5 +1,6 @@
-"""Baton's own time on each /v1 request, in the `X-Baton-Overhead-Ms` header (as LiteLLM's
-x-litellm-overhead-duration-ms) and the `baton_overhead_seconds` histogram, by route.
+"""Baton's own time on each inference request (/v1, and the DeepL and LibreTranslate APIs), in the
+`X-Baton-Overhead-Ms` header (as LiteLLM's x-litellm-overhead-duration-ms) and the
+`baton_overhead_seconds` histogram, by route.
 
 It counts from when the route gets the request (after the HTTP server parsed its head) until its
 response's headers are ready, less the time spent waiting on backends (engine/backend_http.py's
