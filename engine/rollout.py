@@ -131,12 +131,12 @@ def judge(canary: Sample, active: Sample, p: Policy) -> tuple[Verdict, list[str]
     (failed if down - base_down > p.max_thumbs_down_increase else notes).append(
         f"thumbs down {canary.votes_down}/{canary.answers} answers against {active.votes_down}/{active.answers} "
         f"(at most +{p.max_thumbs_down_increase:.0%} allowed)")
-    if canary.checked:
-        wrong, base_wrong = canary.flag_rate("wrong_language") or 0.0, active.flag_rate("wrong_language") or 0.0
-        (failed if wrong - base_wrong > p.max_wrong_language_increase else notes).append(
-            f"not in the target language {canary.flagged.get('wrong_language', 0)}/{canary.checked} answers against "
-            f"{active.flagged.get('wrong_language', 0)}/{active.checked} "
-            f"(at most +{p.max_wrong_language_increase:.0%} allowed)")
+    # Only translations are checked (a client's own completion is not): with none on the canary, nothing to judge.
+    wrong, base_wrong = canary.flag_rate("wrong_language"), active.flag_rate("wrong_language") or 0.0
+    (failed if wrong is not None and wrong - base_wrong > p.max_wrong_language_increase else notes).append(
+        f"not in the target language {canary.flagged.get('wrong_language', 0)}/{canary.checked} answers against "
+        f"{active.flagged.get('wrong_language', 0)}/{active.checked} (at most +{p.max_wrong_language_increase:.0%} "
+        "allowed)")
     if canary.shadow_agreement is not None:
         low = p.min_shadow_agreement > 0 and canary.shadow_agreement < p.min_shadow_agreement
         (failed if low else notes).append(f"shadow agreement chrF {canary.shadow_agreement:.1f} over "
