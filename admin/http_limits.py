@@ -10,7 +10,8 @@ logins and the API stop being accepted. `install()` closes that gap before Chain
 - every connection must send its request headers within `header_timeout_s` (counted from when it
   opens, or from the end of its previous response), and a request body may pause at most
   `body_timeout_s` between two reads; a connection that overstays is closed;
-- past `max_connections` open connections, a new one gets 503 and is closed at once.
+- past `max_connections` open connections, a new one gets 503 and is closed (after draining what
+  the client sent for up to LINGER_S, so that the 503 is not lost to a reset).
 
 The protocol is uvicorn's pure-Python h11 one (httptools is not installed); a per-address cap belongs
 to the reverse proxy, which sees the clients' addresses (docs/deploy/nginx.conf: limit_conn).
@@ -29,6 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 FD_HEADROOM = 256  # descriptors kept for the database, log files, backends' pipes and sockets
+LINGER_S = 2.0  # how long a refused connection's unread bytes are drained before it is closed
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -47,16 +49,25 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._busy = False  # over the cap: answered 503, closing
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        self._busy = len(self.connections) > self.limits.max_connections
+        if self._busy:
+            # A lingering close, as nginx does: closing a socket whose request bytes are unread sends
+            # a reset, and the client's kernel drops the 503 with it (seen on a busy machine, where
+            # the bytes arrive before the accept). Say 503, end our side, drain theirs a moment.
             transport.write(BUSY)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._arm(LINGER_S)
             return
         self._arm(self.limits.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
+        if self._busy:
+            return  # the rest of a request already answered 503: read and dropped
         super().data_received(data)
         state = self.conn.their_state
         if state is h11.SEND_BODY:
@@ -86,6 +97,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def _overstayed(self) -> None:
         self._deadline = None
+        if self._busy:
+            self.transport.close()
+            return
         # After an upgrade the transport belongs to the websocket protocol, whose pings govern it.
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return

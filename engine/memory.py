@@ -13,6 +13,7 @@ scoring fuzzy matches run in the engine's CPU pool, in time linear in their inpu
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ MAX_ENTRY_CHARS = 2000  # a source or a target: a paragraph, not a document
 MAX_ENTRIES = 10_000  # per memory: a fuzzy lookup scores them all
 MAX_TMX_BYTES = 5_000_000
 FUZZY_MIN = 85.0  # rapidfuzz ratio (0-100) for a reference
+ANY_TTL_S = 1.0
 Origin = Literal["typed", "imported", "approved"]
 
 
@@ -135,6 +137,17 @@ def best_fuzzy(text: str, candidates: Sequence[Entry]) -> Match | None:
 class Memory:
     def __init__(self, engine: AsyncEngine) -> None:
         self._session = async_sessionmaker(engine, expire_on_commit=False)
+        # Whether any memory holds an entry, known until a moment: while none does (most servers),
+        # a translation makes no lookup on its way to a version. Another replica's first entry is
+        # seen within ANY_TTL_S.
+        self._any, self._any_until = False, 0.0
+
+    async def _holds_any(self) -> bool:
+        if time.monotonic() >= self._any_until:
+            async with self._session() as s:
+                self._any = await s.scalar(select(MemoryRow.id).limit(1)) is not None
+            self._any_until = time.monotonic() + ANY_TTL_S
+        return self._any
 
     def _failed(self, exc: SQLAlchemyError) -> StoreUnavailable:
         return StoreUnavailable(f"The database refused the change ({type(exc).__name__}); nothing was changed.",
@@ -167,6 +180,7 @@ class Memory:
                         "Remove entries first (/tm remove), or import a smaller file. Nothing was added.")
         except SQLAlchemyError as exc:
             raise self._failed(exc) from exc
+        self._any = self._any or bool(added)
         return added, replaced
 
     async def remove(self, owner: str, source: str, tgt_lang: str | None) -> int:
@@ -194,6 +208,8 @@ class Memory:
 
     async def exact(self, user: str, src_lang: str, tgt_lang: str, text: str) -> Entry | None:
         """The entry for exactly this text (normalized): the user's own before the shared one."""
+        if not await self._holds_any():
+            return None
         q = select(MemoryRow).where(MemoryRow.owner.in_((user, SHARED)), MemoryRow.tgt_lang == tgt_lang,
                                     MemoryRow.source_key == _key(text))
         if src_lang:
@@ -205,6 +221,8 @@ class Memory:
 
     async def candidates(self, user: str, src_lang: str, tgt_lang: str) -> list[Entry]:
         """Entries a fuzzy match may come from (the user's and the shared ones for the pair)."""
+        if not await self._holds_any():
+            return []
         q = select(MemoryRow).where(MemoryRow.owner.in_((user, SHARED)), MemoryRow.tgt_lang == tgt_lang)
         if src_lang:
             q = q.where(MemoryRow.src_lang == src_lang)
