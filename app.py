@@ -591,7 +591,8 @@ async def _approvable(answer: cl.Message, text: str, result: TranslationResult, 
 
 def _answer_metadata(result: TranslationResult) -> dict[str, Any]:
     return {"version": result.version, "source_lang": result.source_lang, "target_lang": result.target_lang,
-            "detected": result.detected.code if result.detected else None}
+            "detected": result.detected.code if result.detected else None, "memory": result.memory or None,
+            "flags": [f.check for f in result.flags]}
 
 
 async def _ratable(result: TranslationResult, username: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import BackendFailed, Engine, NotReady, Sampling, TranslationRequest
+from engine import BackendFailed, Engine, NotReady, RouteInfo, Sampling, TranslationRequest
 from engine.states import State
 
 from .conftest import ROOT, VLLM_FLAGS, vllm_settings
@@ -39,13 +39,18 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-async def translate(eng: Engine, conv: str = "c", text: str = "Good morning"):
+async def translate(eng: Engine, conv: str = "c", text: str = "Good morning", routed: list[float] | None = None):
+    """One translation; `routed` gets the moment each attempt was routed."""
     pieces: list[str] = []
 
     async def on_token(t: str) -> None:
         pieces.append(t)
 
-    r = await eng.translate(TranslationRequest(text, "French", conversation_id=conv), on_token)
+    async def on_route(_: RouteInfo) -> None:
+        if routed is not None:
+            routed.append(time.monotonic())
+
+    r = await eng.translate(TranslationRequest(text, "French", conversation_id=conv), on_token, on_route=on_route)
     assert "".join(pieces) == r.text
     return r
 
@@ -96,9 +101,10 @@ async def test_switches_under_streaming_load(eng):
         n = 0
         while not stop.is_set():
             n += 1
-            started = time.monotonic()
+            routed: list[float] = []
             try:
-                results.append((started, await translate(eng, conv=f"u{i}-{n}", text=f"Thank you {n}")))
+                r = await translate(eng, conv=f"u{i}-{n}", text=f"Thank you {n}", routed=routed)
+                results.append((routed[-1], r))
             except Exception as exc:  # noqa: BLE001 - every failure fails the test
                 failures.append(repr(exc))
 
@@ -124,8 +130,9 @@ async def test_switches_under_streaming_load(eng):
     assert served == {"v1", "v2"}
     after_switch = 0
     for (called, returned, version), nxt in zip(switches, switches[1:] + [(float("inf"), 0, "")]):
-        for started, r in results:
-            if returned < started < nxt[0]:
+        # Routed, not started: detection and lookups come first, and the next switch may land in between.
+        for routed_at, r in results:
+            if returned < routed_at < nxt[0]:
                 assert r.version == version
                 after_switch += 1
     assert after_switch >= 5
