@@ -412,7 +412,7 @@ async def on_message(message: cl.Message) -> None:
         for element in files:
             await _translate_document(element, pair, account.username)
     else:
-        await _translate(message.content, pair, account.username)
+        await _translate(message.content, pair, account.username, account.is_admin)
 
 
 class _Progress:
@@ -517,7 +517,7 @@ def _context(text: str) -> str:
     return "\n".join(turns) if cl.context.session.chat_settings.get("context") is not False else ""
 
 
-async def _translate(text: str, pair: languages.Pair, username: str) -> None:
+async def _translate(text: str, pair: languages.Pair, username: str, is_admin: bool) -> None:
     """Stream the translation into one message. Whatever happens (done, error, Stop), the
     message is completed in `finally` with what arrived and where it came from. A whole answer
     names its language pair and version (in its metadata too), says what the glossary and
@@ -569,13 +569,8 @@ async def _translate(text: str, pair: languages.Pair, username: str) -> None:
         await answer.send()
     if result is not None and result.version != MEMORY:  # an answer from memory is no version's to judge
         await _ratable(result, username)
-        if await _is_admin(username):
+        if is_admin:  # read with the account at the message's start
             await _approvable(answer, text, result, pair)
-
-
-async def _is_admin(username: str) -> bool:
-    account = await accounts().get(username)
-    return account is not None and account.is_admin
 
 
 async def _approvable(answer: cl.Message, text: str, result: TranslationResult, pair: languages.Pair) -> None:
